@@ -1,0 +1,262 @@
+"""The application object: frozen settings and hooks, and the entry points transports call.
+
+Owns ``GraphQL`` (an ASGI 3 app and what ``run()`` serves), its ``Settings`` and the server
+handle. Transports call ``handle_http``, ``websocket_handshake``, ``select_subprotocol``,
+``serve_websocket`` and ``running``; nothing here calls back into a transport. Imports
+execution, schema, http and the session driver; never a transport module at import time.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+import anyio
+
+from . import http
+from .context import Context
+from .errors import HTTPError
+from .execution import Engine, RequestError
+from .fanout import Fanout
+from .limits import Limits
+from .protocol import SUBPROTOCOLS, select_subprotocol
+from .schema import Schema, as_schema
+from .transports._types import HTTPRequest, HTTPResponse, RequestInfo, WebSocketTransport
+
+if TYPE_CHECKING:
+    from .transports.asgi import ASGIReceive, ASGIScope, ASGISend
+
+__all__ = ["GraphQL", "ServerHandle", "Settings", "SlowConsumerPolicy"]
+
+logger = logging.getLogger("anyql")
+
+SlowConsumerPolicy = Literal["block", "drop_oldest", "latest", "close"]
+ContextFactory = Callable[[Context], Any]
+OnConnect = Callable[[Any, Mapping[str, Any]], Awaitable[Mapping[str, Any] | None]]
+OnDisconnect = Callable[[Any], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Every knob of a ``GraphQL`` app; frozen, passed down, never calling back."""
+
+    path: str | None = None
+    subscription_protocols: tuple[str, ...] = SUBPROTOCOLS
+    graphiql: bool | Callable[[RequestInfo], str] = True
+    graphiql_assets_url: str | None = None
+    batching: bool = False
+    introspection: bool = True
+    mask_errors: bool = False
+    debug: bool = False
+    limits: Limits = field(default_factory=Limits)
+    slow_consumer: SlowConsumerPolicy = "block"
+    shared_slow_consumer: SlowConsumerPolicy = "close"
+    allowed_origins: tuple[str, ...] = ()
+    check_origin: bool = True
+
+
+class ServerHandle:
+    """Handed out by ``GraphQL.running()``; ``shutdown()`` closes every session with 1001."""
+
+    def __init__(self, task_group: anyio.abc.TaskGroup, fanout: Fanout) -> None:
+        self.task_group = task_group
+        self.fanout = fanout
+        self.shutting_down = anyio.Event()
+        self.connections = 0
+
+    def shutdown(self) -> None:
+        """Ask every live WebSocket session to cancel its operations and close with 1001."""
+        self.shutting_down.set()
+
+
+class GraphQL:
+    """A GraphQL server app: an ASGI 3 application and what ``anyql.run()`` serves.
+
+    Args:
+        schema: a ``Schema``, a graphql-core ``GraphQLSchema``, or an object exposing one.
+        broadcast: the ``Broadcast`` resolvers reach as ``info.context.broadcast``.
+        context: a sync or async factory taking the default ``Context`` and returning the
+            object resolvers see as ``info.context``.
+        on_connect: ``async (context, connection_params) -> ack payload | None``; raise
+            ``ConnectionRejected`` to refuse the WebSocket connection.
+        on_disconnect: ``async (context) -> None``, after every operation was cleaned up.
+        **settings: any field of ``Settings``.
+
+    Raises:
+        ValueError: the schema binds resolvers wrongly (for example a subscription field
+            with no source).
+    """
+
+    def __init__(
+        self,
+        schema: Schema | Any,
+        *,
+        broadcast: Any = None,
+        context: ContextFactory | None = None,
+        on_connect: OnConnect | None = None,
+        on_disconnect: OnDisconnect | None = None,
+        **settings: Any,
+    ) -> None:
+        self.schema = as_schema(schema)
+        self.schema.check()
+        self.settings = Settings(**settings)
+        self.limits = self.settings.limits
+        self.broadcast = broadcast
+        self.context_factory = context
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
+        self.engine = Engine(
+            self.schema,
+            limits=self.limits,
+            introspection=self.settings.introspection,
+            mask_errors=self.settings.mask_errors,
+        )
+        self._handle: ServerHandle | None = None
+
+    # --- lifetime ------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[ServerHandle]:
+        """Hold the server-wide resources (broadcast connection, shared-subscription hubs).
+
+        Enter once around serving: the native server and the ASGI lifespan both do.
+        """
+        async with AsyncExitStack() as stack:
+            if self.broadcast is not None and hasattr(self.broadcast, "__aenter__"):
+                await stack.enter_async_context(self.broadcast)
+            task_group = await stack.enter_async_context(anyio.create_task_group())
+            handle = ServerHandle(task_group, Fanout(self.engine, task_group))
+            self._handle = handle
+            try:
+                yield handle
+            finally:
+                handle.shutdown()
+                self._handle = None
+                task_group.cancel_scope.cancel()
+
+    @property
+    def server(self) -> ServerHandle | None:
+        """The handle of the running server, or None outside ``running()``."""
+        return self._handle
+
+    # --- context -------------------------------------------------------------------
+
+    async def make_context(
+        self,
+        request: RequestInfo,
+        connection_params: Mapping[str, Any] | None = None,
+        connection: Any = None,
+    ) -> Any:
+        """Build what resolvers see as ``info.context`` for one request or connection."""
+        default = Context(
+            request=request,
+            connection_params=dict(connection_params or {}),
+            broadcast=self.broadcast,
+            connection=connection,
+        )
+        if self.context_factory is None:
+            return default
+        made = self.context_factory(default)
+        if inspect.isawaitable(made):
+            made = await made
+        return made
+
+    # --- HTTP ----------------------------------------------------------------------
+
+    def matches_path(self, path: str) -> bool:
+        """True when this app answers ``path`` (always, unless ``path=`` was set)."""
+        wanted = self.settings.path
+        return wanted is None or path.rstrip("/") == wanted.rstrip("/")
+
+    async def handle_http(self, request: HTTPRequest) -> HTTPResponse:
+        """Answer one HTTP request (GraphQL over HTTP, or the GraphiQL page)."""
+        info = request.info
+        if not self.matches_path(info.path):
+            return http.error_response(HTTPError(404, "Not Found"))
+        headers = info.header_map
+        if self.settings.graphiql and http.wants_graphiql(info.method, headers):
+            return self._graphiql_page(info)
+        try:
+            parsed = http.parse_request(
+                info.method,
+                info.query_string,
+                headers,
+                request.body,
+                batching=self.settings.batching,
+                max_batch=self.limits.max_batch,
+            )
+        except HTTPError as error:
+            return http.error_response(error, http.negotiate_response_type(headers))
+        try:
+            context = await self.make_context(info)
+            results = [
+                await self._execute_http(info.method, operation, context)
+                for operation in parsed.operations
+            ]
+        except HTTPError as error:
+            return http.error_response(error, parsed.response_type)
+        except RequestError as error:
+            return http.request_error_response(list(error.errors), parsed.response_type)
+        return http.result_response(results if parsed.batch else results[0], parsed.response_type)
+
+    async def _execute_http(self, method: str, operation: Any, context: Any) -> dict[str, Any]:
+        prepared = self.engine.prepare(operation)
+        http.check_method_allows(method, prepared.operation_type)
+        return await self.engine.execute(prepared, context=context)
+
+    def _graphiql_page(self, info: RequestInfo) -> HTTPResponse:
+        custom = self.settings.graphiql
+        if callable(custom):
+            body = custom(info).encode("utf-8")
+            return HTTPResponse(200, (("content-type", "text/html; charset=utf-8"),), body)
+        return http.graphiql_response(assets_url=self.settings.graphiql_assets_url)
+
+    # --- WebSocket -----------------------------------------------------------------
+
+    def select_subprotocol(self, offered: Sequence[str]) -> str | None:
+        """The first subprotocol the client offers that this app enables, or None."""
+        return select_subprotocol(offered, self.settings.subscription_protocols)
+
+    def websocket_handshake(self, info: RequestInfo) -> HTTPResponse | None:
+        """Refuse a WebSocket handshake (403 bad Origin, 404 path, 503 full) or return None."""
+        if not self.matches_path(info.path):
+            return http.error_response(HTTPError(404, "Not Found"))
+        if self.settings.check_origin and not self._origin_allowed(info):
+            return http.error_response(HTTPError(403, "Origin not allowed"))
+        handle = self._handle
+        if handle is not None and handle.connections >= self.limits.max_connections:
+            return http.error_response(HTTPError(503, "Too many connections"))
+        return None
+
+    def _origin_allowed(self, info: RequestInfo) -> bool:
+        origin = info.header("origin")
+        if origin is None or origin in self.settings.allowed_origins:
+            return True  # non-browser clients send no Origin; browsers always do
+        host = info.header("host")
+        return host is not None and urlsplit(origin).netloc.lower() == host.lower()
+
+    async def serve_websocket(self, transport: WebSocketTransport, info: RequestInfo) -> None:
+        """Run one GraphQL-over-WebSocket session until the socket is closed."""
+        from .session import serve_session
+
+        handle = self._handle
+        if handle is not None:
+            handle.connections += 1
+        try:
+            await serve_session(self, transport, info)
+        finally:
+            if handle is not None:
+                handle.connections -= 1
+
+    # --- ASGI ----------------------------------------------------------------------
+
+    async def __call__(self, scope: ASGIScope, receive: ASGIReceive, send: ASGISend) -> None:
+        """ASGI 3 entry point (``http``, ``websocket`` and ``lifespan``)."""
+        from .transports.asgi import serve_asgi
+
+        await serve_asgi(self, scope, receive, send)

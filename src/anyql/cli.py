@@ -1,0 +1,127 @@
+"""The ``anyql`` command: ``anyql serve module:app --host --port --backend trio|asyncio``.
+
+Owns argument parsing, loading the app from ``module:attribute`` (with the working
+directory on ``sys.path``) and the logging set-up of the command line (INFO to stderr; the
+library itself never configures logging). Imports ``transports.native``; must not import
+graphql or the session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn, cast
+
+from anyql.transports.native import ServedApp, run
+
+__all__ = ["main", "main_entry"]
+
+#: Methods an object must have to be served.
+_APP_METHODS = (
+    "handle_http",
+    "websocket_handshake",
+    "select_subprotocol",
+    "serve_websocket",
+    "running",
+)
+
+
+class UsageError(Exception):
+    """A bad command line or target; ``main`` prints it and returns 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.format_usage()}{self.prog}: error: {message}")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="anyql", description="A structured-concurrency GraphQL server.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    serve = commands.add_parser("serve", help="serve an app with the native server")
+    serve.add_argument("target", help="the app to serve, as module:attribute (e.g. chat:app)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port; 0 picks one (default 8000)")
+    serve.add_argument(
+        "--backend",
+        choices=("trio", "asyncio"),
+        default="trio",
+        help="event loop to run on (default trio)",
+    )
+    return parser
+
+
+def load_app(target: str) -> ServedApp:
+    """Import ``module:attribute`` with the working directory on ``sys.path``.
+
+    Args:
+        target: e.g. ``"chat:app"`` or ``"package.module:app"``.
+
+    Returns:
+        The object, once it looks like a servable app.
+
+    Raises:
+        UsageError: the target is malformed, cannot be imported, or is not an app.
+    """
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise UsageError(f"anyql: target must look like module:attribute, got {target!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"anyql: cannot import module {module_name!r}: {exc}") from exc
+    try:
+        app = getattr(module, attribute)
+    except AttributeError as exc:
+        raise UsageError(f"anyql: module {module_name!r} has no attribute {attribute!r}") from exc
+    missing = [name for name in _APP_METHODS if not callable(getattr(app, name, None))]
+    if not hasattr(app, "limits"):
+        missing.append("limits")
+    if missing:
+        lacking = ", ".join(missing)
+        raise UsageError(f"anyql: {target} is not an anyql app (it lacks {lacking})")
+    return cast(ServedApp, app)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line.
+
+    Args:
+        argv: the arguments after the program name; ``sys.argv[1:]`` when None.
+
+    Returns:
+        The exit status: 0 after a clean shutdown, 2 for a usage error, 1 when the address
+        cannot be bound.
+    """
+    try:
+        args = _build_parser().parse_args(argv)
+        app = load_app(args.target)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        run(app, host=args.host, port=args.port, backend=args.backend)
+    except OSError as exc:
+        print(f"anyql: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def main_entry() -> None:
+    """Console-script entry point: ``sys.exit(main())``."""
+    sys.exit(main())

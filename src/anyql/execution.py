@@ -1,0 +1,417 @@
+"""The execution layer: the only module that runs graphql-core.
+
+Owns ``Engine`` (limits before parse, the parse/validate cache, operation selection,
+execute, subscribe, result formatting and error masking), ``PreparedOperation``,
+``Subscription``, the ``RequestError``/``SourceError`` pair and ``encode_json``. Imports
+``graphql``, ``anyio``, ``orjson``, ``limits``, ``schema`` and the ``OperationRequest`` of
+``protocol._common``; never a transport, the session driver or the app.
+
+``prepare`` turns a request into a ``PreparedOperation`` or raises ``RequestError``: the
+flat pre-scan and the document limits (``_document_limits``) run before graphql-core's
+recursive parser and quadratic validation rules, and the outcome is cached per source
+text. ``execute`` and ``subscribe`` run the ``AnyioExecutor`` (``_executor``), so both
+anyio backends work.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Hashable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, cast
+
+import anyio
+import orjson
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    GraphQLError,
+    OperationDefinitionNode,
+    OperationType,
+)
+from graphql.execution import create_source_event_stream
+from graphql.language import FieldNode, FragmentDefinitionNode, SelectionSetNode
+
+from ._document_limits import DocumentCache
+from ._executor import AnyioExecutor, run_executor
+from .limits import Limits
+from .protocol._common import OperationRequest
+from .schema import Schema, as_schema
+
+__all__ = [
+    "Engine",
+    "FormattedError",
+    "PreparedOperation",
+    "RequestError",
+    "SourceError",
+    "Subscription",
+    "encode_json",
+]
+
+logger = logging.getLogger("anyql.execution")
+
+FormattedError = dict[str, Any]
+OperationKind = Literal["query", "mutation", "subscription"]
+
+TIMED_OUT: FormattedError = {"message": "Operation timed out"}
+MASKED_MESSAGE = "Internal server error"
+
+
+class RequestError(Exception):
+    """The document cannot be executed at all (syntax, limits, validation, variables).
+
+    ``errors`` are formatted GraphQL errors (message, locations, path, extensions).
+    """
+
+    def __init__(self, errors: tuple[FormattedError, ...]) -> None:
+        super().__init__(errors[0]["message"] if errors else "request error")
+        self.errors = errors
+
+
+class SourceError(Exception):
+    """A subscription's source raised mid-stream; ``errors`` holds one formatted error."""
+
+    def __init__(self, errors: tuple[FormattedError, ...]) -> None:
+        super().__init__(errors[0]["message"] if errors else "source error")
+        self.errors = errors
+
+
+def encode_json(value: Any) -> str:
+    """Encode ``value`` as compact JSON text (orjson).
+
+    Raises:
+        TypeError: ``value`` holds something JSON cannot represent.
+    """
+    return orjson.dumps(value).decode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedOperation:
+    """A parsed, validated operation, ready to execute with any context."""
+
+    request: OperationRequest
+    document: DocumentNode
+    operation: OperationDefinitionNode
+    operation_type: OperationKind
+    #: subscriptions: the coordinate of the single root field, e.g. "Subscription.count".
+    root_field: str | None
+
+
+class Engine:
+    """Prepares and runs GraphQL operations against one schema.
+
+    Args:
+        schema: the schema (``schema.graphql_schema`` is executed); anything ``as_schema``
+            accepts.
+        limits: the document limits, ``operation_timeout`` and ``cleanup_grace`` apply.
+        introspection: False rejects ``__schema``/``__type`` and hides "Did you mean"
+            suggestions.
+        mask_errors: replace the message of unexpected resolver exceptions with
+            "Internal server error" (a ``GraphQLError`` raised on purpose is kept).
+        cache_size: documents kept in the parse/validate cache.
+    """
+
+    def __init__(
+        self,
+        schema: Schema | Any,
+        *,
+        limits: Limits = Limits(),  # noqa: B008 - frozen, so sharing the default is safe
+        introspection: bool = True,
+        mask_errors: bool = False,
+        cache_size: int = 1024,
+    ) -> None:
+        self.schema: Schema = as_schema(schema)
+        self.limits = limits
+        self.introspection = introspection
+        self.mask_errors = mask_errors
+        self._documents = DocumentCache(
+            self.schema.graphql_schema, limits, introspection=introspection, size=cache_size
+        )
+
+    # --- prepare ---------------------------------------------------------------------
+
+    def prepare(self, request: OperationRequest) -> PreparedOperation:
+        """Check, parse, validate (all cached per source) and select the operation.
+
+        Args:
+            request: the operation as the client sent it.
+
+        Returns:
+            The prepared operation.
+
+        Raises:
+            RequestError: a limit is exceeded, the document does not parse or validate, or
+                the operation to run cannot be selected.
+        """
+        if not isinstance(request.query, str):
+            raise RequestError(({"message": "The query must be a string."},))
+        checked = self._documents.get(request.query)
+        if checked.document is None:
+            raise RequestError(tuple(_formatted(error) for error in checked.errors))
+        document = checked.document
+        operation = _select_operation(document, request.operation_name)
+        kind: OperationKind = operation.operation.value
+        root_field = None
+        if operation.operation is OperationType.SUBSCRIPTION:
+            root_field = self._root_field(document, operation)
+        return PreparedOperation(request, document, operation, kind, root_field)
+
+    def _root_field(self, document: DocumentNode, operation: OperationDefinitionNode) -> str:
+        subscription_type = self.schema.graphql_schema.subscription_type
+        type_name = subscription_type.name if subscription_type else "Subscription"
+        fragments = {
+            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+        }
+        pending: list[SelectionSetNode] = [operation.selection_set]
+        while pending:  # validation guarantees a field is found (and no cycles)
+            for selection in pending.pop().selections:
+                if isinstance(selection, FieldNode):
+                    return f"{type_name}.{selection.name.value}"
+                spread = getattr(selection, "selection_set", None)
+                if spread is None:
+                    spread = fragments[selection.name.value].selection_set  # type: ignore[attr-defined]
+                pending.append(spread)
+        raise AssertionError("a validated subscription has one root field")
+
+    # --- execute ---------------------------------------------------------------------
+
+    def _build(self, prepared: PreparedOperation, context: Any, root_value: Any) -> AnyioExecutor:
+        request = prepared.request
+        built = AnyioExecutor.build(
+            self.schema.graphql_schema,
+            prepared.document,
+            root_value,
+            context,
+            dict(request.variables) if request.variables is not None else None,
+            request.operation_name,
+            hide_suggestions=not self.introspection,
+            cleanup_grace=self.limits.cleanup_grace,
+        )
+        if isinstance(built, list):
+            raise RequestError(tuple(_formatted(error) for error in built))
+        assert isinstance(built, AnyioExecutor)
+        return built
+
+    async def execute(
+        self, prepared: PreparedOperation, *, context: Any, root_value: Any = None
+    ) -> dict[str, Any]:
+        """Run a query or mutation within ``limits.operation_timeout``.
+
+        Args:
+            prepared: from ``prepare``; not a subscription.
+            context: what resolvers see as ``info.context``.
+            root_value: the root value.
+
+        Returns:
+            The formatted result: ``data``, plus ``errors``/``extensions`` when present.
+            On timeout, ``{"data": None, "errors": [{"message": "Operation timed out"}]}``
+            after everything running was cancelled.
+
+        Raises:
+            RequestError: the variables cannot be coerced, or ``prepared`` is a
+                subscription.
+        """
+        if prepared.operation_type == "subscription":
+            raise RequestError(
+                ({"message": "Subscription operations must be run as subscriptions."},)
+            )
+        executor = self._build(prepared, context, root_value)
+        result: ExecutionResult | None = None
+        with anyio.move_on_after(self.limits.operation_timeout):
+            result = await run_executor(executor)
+        if result is None:
+            return {"data": None, "errors": [dict(TIMED_OUT)]}
+        return self.format_result(result)
+
+    async def execute_event(
+        self, prepared: PreparedOperation, event: Any, *, context: Any, root_value: Any = None
+    ) -> dict[str, Any]:
+        """Execute a subscription's selection set once for ``event``.
+
+        Args:
+            prepared: a prepared subscription.
+            event: a value the subscription's source yielded.
+            context: what resolvers see as ``info.context``.
+            root_value: unused by the event execution; kept for symmetry.
+
+        Returns:
+            The formatted result for this event.
+
+        Raises:
+            RequestError: the variables cannot be coerced.
+        """
+        executor = self._build(prepared, context, root_value)
+        return await self._run_event(executor, event)
+
+    async def _run_event(self, executor: AnyioExecutor, event: Any) -> dict[str, Any]:
+        result = await run_executor(executor.build_per_event_executor(event), serially=False)
+        return self.format_result(result)
+
+    def subscribe(
+        self, prepared: PreparedOperation, *, context: Any, root_value: Any = None
+    ) -> Subscription:
+        """The subscription's stream: ``async with engine.subscribe(...) as results``.
+
+        Args:
+            prepared: a prepared subscription.
+            context: what resolvers see as ``info.context``.
+            root_value: passed to the source resolver as its root.
+
+        Returns:
+            A ``Subscription`` (an async context manager).
+        """
+        return Subscription(self, prepared, context, root_value)
+
+    def share_key(self, prepared: PreparedOperation) -> Hashable | None:
+        """The key identical shared subscriptions have in common, or None if unshared.
+
+        It is (root field, document source, operation name, variables as canonical JSON)
+        when the root field was bound with ``shared=True``.
+        """
+        field = prepared.root_field
+        if field is None or not self.schema.field_options(field).shared:
+            return None
+        request = prepared.request
+        try:
+            variables = orjson.dumps(request.variables or {}, option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # orjson.JSONEncodeError is a TypeError
+            return None
+        return (field, request.query, request.operation_name, variables.decode("utf-8"))
+
+    # --- results ---------------------------------------------------------------------
+
+    def format_result(self, result: ExecutionResult) -> dict[str, Any]:
+        """The response dict of ``result``: errors logged once and masked if configured."""
+        formatted: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            formatted["errors"] = [self.format_error(error) for error in result.errors]
+        if result.extensions:
+            formatted["extensions"] = result.extensions
+        return formatted
+
+    def format_error(self, error: GraphQLError) -> FormattedError:
+        """Format one execution error, logging an unexpected exception behind it."""
+        formatted = _formatted(error)
+        original = error.original_error
+        if original is None or isinstance(original, GraphQLError):
+            return formatted
+        logger.error(
+            "%s at %s: %s",
+            type(original).__name__,
+            ".".join(map(str, error.path or ())) or "<root>",
+            original,
+            exc_info=(type(original), original, original.__traceback__),
+        )
+        if self.mask_errors:
+            formatted["message"] = MASKED_MESSAGE
+        return formatted
+
+
+def _formatted(error: GraphQLError) -> FormattedError:
+    """graphql-core's formatted error (a fresh dict on every call)."""
+    return cast(FormattedError, error.formatted)
+
+
+def _select_operation(
+    document: DocumentNode, operation_name: str | None
+) -> OperationDefinitionNode:
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if operation_name is not None:
+        for operation in operations:
+            if operation.name is not None and operation.name.value == operation_name:
+                return operation
+        raise RequestError(({"message": f"Unknown operation named '{operation_name}'."},))
+    if len(operations) == 1:
+        return operations[0]
+    if not operations:
+        raise RequestError(({"message": "Must provide an operation."},))
+    raise RequestError(
+        ({"message": "Must provide operation name if query contains multiple operations."},)
+    )
+
+
+class Subscription:
+    """One subscription's stream of results, as an async context manager.
+
+    Entering creates the source (runs the field's subscribe resolver); the stream then
+    executes the selection set once per event. Leaving closes the source with ``aclose()``
+    in the leaving task, shielded and bounded by ``limits.cleanup_grace``; past the bound
+    it is abandoned with a warning. Field errors inside an event are data (``errors`` in
+    that result); a source that raises ends the stream with ``SourceError``.
+    """
+
+    def __init__(
+        self, engine: Engine, prepared: PreparedOperation, context: Any, root_value: Any
+    ) -> None:
+        self._engine = engine
+        self._prepared = prepared
+        self._context = context
+        self._root_value = root_value
+        self._source: AsyncIterator[Any] | None = None
+
+    async def __aenter__(self) -> AsyncIterator[dict[str, Any]]:
+        """Create the source stream.
+
+        Raises:
+            RequestError: not a subscription, bad variables, or the subscribe resolver
+                raised or returned no async iterable.
+        """
+        if self._prepared.operation_type != "subscription":
+            raise RequestError(({"message": "Only subscription operations can be subscribed."},))
+        engine = self._engine
+        executor = engine._build(self._prepared, self._context, self._root_value)
+        created: Any = create_source_event_stream(executor)
+        if executor.is_awaitable(created):
+            created = await created
+        if isinstance(created, ExecutionResult):
+            errors = created.errors or [GraphQLError("Could not create the source stream.")]
+            raise RequestError(tuple(engine.format_error(error) for error in errors))
+        self._source = created.__aiter__()
+        return _ResultStream(engine, executor, self._source)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        source, self._source = self._source, None
+        aclose = getattr(source, "aclose", None)
+        if aclose is None:
+            return
+        grace = self._engine.limits.cleanup_grace
+        with anyio.move_on_after(grace, shield=True) as scope:
+            try:
+                await aclose()
+            except Exception:
+                logger.exception("closing a subscription source failed")
+        if scope.cancel_called:
+            logger.warning("a subscription source did not close within %s s; abandoned it", grace)
+
+
+class _ResultStream:
+    """Iterates a source, executing the selection set once per event."""
+
+    def __init__(self, engine: Engine, executor: AnyioExecutor, source: AsyncIterator[Any]):
+        self._engine = engine
+        self._executor = executor
+        self._source = source
+
+    def __aiter__(self) -> _ResultStream:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        try:
+            event = await self._source.__anext__()
+        except StopAsyncIteration:
+            raise
+        except Exception as error:
+            raise SourceError((self._engine.format_error(self._locate(error)),)) from error
+        return await self._engine._run_event(self._executor, event)
+
+    def _locate(self, error: Exception) -> GraphQLError:
+        if isinstance(error, GraphQLError):
+            return error
+        # no path or location: the error belongs to the stream, not to one event
+        return GraphQLError(str(error), original_error=error)

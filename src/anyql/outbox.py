@@ -1,0 +1,157 @@
+"""The bounded per-connection send buffer and its slow-consumer policies.
+
+Owns ``Outbox``: operations put encoded frames in, the session's single writer takes them
+out in order. When the buffer is full the putting operation's policy decides: ``block``
+waits (backpressure reaches the generator), ``drop_oldest`` drops that operation's oldest
+queued frame, ``latest`` drops all of that operation's queued frames, ``close`` reports
+that the connection must close 1008. Frames that are not droppable (acks, completes,
+errors) always wait for room. Imports anyio only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+import anyio
+
+__all__ = ["Outbox", "OutboxItem", "Owner"]
+
+logger = logging.getLogger("anyql.session")
+
+Policy = Literal["block", "drop_oldest", "latest", "close"]
+
+
+@dataclass(eq=False, slots=True)
+class Owner:
+    """The operation a queued frame belongs to; frames of a cancelled owner are skipped."""
+
+    id: str
+    cancelled: bool = False
+    dropped: int = 0
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+
+    def cancel(self) -> None:
+        """Cancel the operation and make its queued frames disappear."""
+        self.cancelled = True
+        self.scope.cancel()
+
+
+@dataclass(slots=True)
+class OutboxItem:
+    owner: Owner | None
+    text: str
+    droppable: bool
+
+
+class SlowConsumer(Exception):
+    """The buffer is full and the policy is ``close``: the connection must close 1008."""
+
+
+class Outbox:
+    """A bounded FIFO of frames with one consumer (the writer)."""
+
+    def __init__(self, max_messages: int, max_bytes: int) -> None:
+        self._items: deque[OutboxItem] = deque()
+        self._bytes = 0
+        self._max_messages = max_messages
+        self._max_bytes = max_bytes
+        self._readable = anyio.Event()
+        self._writable = anyio.Event()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _full(self) -> bool:
+        return len(self._items) >= self._max_messages or self._bytes >= self._max_bytes
+
+    async def put(
+        self,
+        text: str,
+        *,
+        owner: Owner | None = None,
+        policy: Policy = "block",
+        droppable: bool = False,
+    ) -> None:
+        """Queue ``text``; apply ``policy`` when full (non-droppable frames always wait).
+
+        Raises:
+            SlowConsumer: the buffer is full and ``policy`` is ``close``.
+        """
+        while self._full() and not self._closed:
+            if droppable and policy != "block":
+                if policy == "close":
+                    raise SlowConsumer
+                if not self._make_room(owner, policy == "latest"):
+                    self._count_drop(owner)
+                    return
+                break
+            if self._writable.is_set():
+                self._writable = anyio.Event()
+            await self._writable.wait()
+        if self._closed:
+            return
+        self._items.append(OutboxItem(owner, text, droppable))
+        self._bytes += len(text)
+        self._readable.set()
+
+    def offer(self, text: str, *, owner: Owner, policy: Policy) -> None:
+        """Queue a droppable frame without ever waiting (shared subscriptions).
+
+        A full buffer gets ``policy``; ``block`` cannot apply to a frame shared with other
+        connections, so it acts as ``close``.
+
+        Raises:
+            SlowConsumer: the buffer is full and the policy is ``close`` or ``block``.
+        """
+        if self._closed:
+            return
+        if self._full():
+            if policy in ("close", "block"):
+                raise SlowConsumer
+            if not self._make_room(owner, policy == "latest"):
+                self._count_drop(owner)
+                return
+        self._items.append(OutboxItem(owner, text, True))
+        self._bytes += len(text)
+        self._readable.set()
+
+    def _make_room(self, owner: Owner | None, all_of_owner: bool) -> bool:
+        victims = [i for i in self._items if i.droppable and i.owner is owner]
+        if not victims:
+            return False
+        for victim in victims if all_of_owner else victims[:1]:
+            self._items.remove(victim)
+            self._bytes -= len(victim.text)
+            self._count_drop(owner)
+        return True
+
+    def _count_drop(self, owner: Owner | None) -> None:
+        if owner is not None:
+            owner.dropped += 1
+            if owner.dropped == 1 or owner.dropped % 1000 == 0:
+                logger.warning(
+                    "slow consumer: %d message(s) dropped for operation %r", owner.dropped, owner.id
+                )
+
+    async def take(self) -> list[OutboxItem]:
+        """Wait for frames and return all that are queued, oldest first."""
+        while not self._items:
+            if self._closed:
+                return []
+            self._readable = anyio.Event()
+            await self._readable.wait()
+        items = list(self._items)
+        self._items.clear()
+        self._bytes = 0
+        self._writable.set()
+        return items
+
+    def close(self) -> None:
+        """Wake every waiter; later puts are discarded and take() drains then returns []."""
+        self._closed = True
+        self._readable.set()
+        self._writable.set()

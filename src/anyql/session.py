@@ -1,0 +1,359 @@
+"""The WebSocket driver: one GraphQL-over-WebSocket session on one accepted socket.
+
+Owns ``serve_session``. Theory of operation: a session is one task group holding a reader
+(socket -> protocol machine -> actions), a writer (the only task that writes to the socket;
+it drains the bounded ``Outbox``), timers (init timeout, legacy keep-alive, shutdown
+watch) and one child task per running operation, each inside its own cancel scope.
+Operations never write: they render frames through the machine and queue them, tagged with
+their ``Owner``; cancelling an owner makes its queued frames vanish, so nothing is sent for
+an id after the client completed it. Every close goes through ``_request_close``; the
+session's main task then cancels the operations, flushes what may still go out, closes the
+socket and cancels the group, which waits for each operation's shielded, bounded cleanup.
+Protocol rules live in ``anyql.protocol``; this module only carries out their actions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .errors import ConnectionClosed, ConnectionRejected
+from .execution import RequestError, SourceError, encode_json
+from .fanout import Subscriber
+from .outbox import Outbox, Owner, Policy, SlowConsumer
+from .protocol import ConnectionState, server_connection_for
+from .protocol._common import (
+    BadMessage,
+    CloseCode,
+    CloseConnection,
+    Complete,
+    ConnectionAck,
+    ConnectionInit,
+    Error,
+    Event,
+    KeepAlive,
+    Next,
+    OperationRequest,
+    Ping,
+    Pong,
+    Subscribe,
+)
+from .transports._types import RequestInfo, WebSocketTransport
+
+if TYPE_CHECKING:
+    from .app import GraphQL
+    from .execution import PreparedOperation
+
+__all__ = ["serve_session"]
+
+logger = logging.getLogger("anyql.session")
+
+TOO_MANY_OPERATIONS = ({"message": "Too many operations"},)
+INTERNAL_ERROR = ({"message": "Internal server error"},)
+#: How long a closing session waits for queued frames and the close frame to go out.
+CLOSE_FLUSH_TIMEOUT = 1.0
+
+
+async def serve_session(app: GraphQL, transport: WebSocketTransport, info: RequestInfo) -> None:
+    """Run one session on ``transport`` until it closes; returns after every cleanup.
+
+    Args:
+        app: the application (settings, engine, hooks).
+        transport: an accepted WebSocket.
+        info: the handshake request, for ``info.context.request``.
+    """
+    subprotocol = transport.subprotocol
+    if subprotocol is None or subprotocol not in app.settings.subscription_protocols:
+        await transport.close(CloseCode.SUBPROTOCOL_NOT_ACCEPTABLE, "Subprotocol not acceptable")
+        return
+    await Session(app, transport, info, subprotocol).run()
+
+
+class Session:
+    def __init__(
+        self, app: GraphQL, transport: WebSocketTransport, info: RequestInfo, subprotocol: str
+    ) -> None:
+        self.app = app
+        self.limits = app.limits
+        self.transport = transport
+        self.info = info
+        self.machine = server_connection_for(subprotocol)
+        self.outbox = Outbox(self.limits.send_buffer_messages, self.limits.send_buffer_bytes)
+        self.operations: dict[str, Owner] = {}
+        self.context: Any = None
+        self._close: CloseConnection | None = None
+        self._flush = True
+        self._close_requested = anyio.Event()
+        self._lost = False
+        self._flushed = anyio.Event()
+
+    # --- lifetime ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                self.tg = tg
+                tg.start_soon(self._read_loop)
+                tg.start_soon(self._write_loop)
+                tg.start_soon(self._expire_init)
+                tg.start_soon(self._watch_shutdown)
+                await self._close_requested.wait()
+                await self._shut(tg)
+        finally:
+            self.machine.connection_lost()
+            await self._disconnected()
+
+    async def _shut(self, tg: anyio.abc.TaskGroup) -> None:
+        for owner in list(self.operations.values()):
+            owner.cancel()
+        close = self._close
+        if close is not None and not self._lost:
+            with anyio.move_on_after(CLOSE_FLUSH_TIMEOUT if self._flush else 0):
+                self.outbox.close()
+                await self._flushed.wait()
+            with anyio.move_on_after(CLOSE_FLUSH_TIMEOUT, shield=True):
+                await self.transport.close(close.code, close.reason)
+        self.outbox.close()
+        tg.cancel_scope.cancel()
+
+    def _request_close(self, close: CloseConnection | None, *, flush: bool = True) -> None:
+        """Close the socket with ``close`` (None: the peer is gone).
+
+        ``flush=False`` skips sending what is still queued (the peer is not reading).
+        """
+        if self._close_requested.is_set():
+            return
+        self._flush = flush
+        if close is None:
+            self._lost = True
+        else:
+            self._close = close
+            if self.machine.state is not ConnectionState.CLOSED:
+                self.machine.close(close.code, close.reason)
+        self._close_requested.set()
+
+    async def _disconnected(self) -> None:
+        hook = self.app.on_disconnect
+        if hook is not None and self.context is not None:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await hook(self.context)
+                except Exception:
+                    logger.exception("on_disconnect raised")
+
+    # --- reading -------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                message = await self.transport.receive()
+                if isinstance(message, str):
+                    self.machine.receive_text(message)
+                else:
+                    self.machine.receive_bytes(message)
+                for event in self.machine.events():
+                    await self._dispatch(event)
+        except ConnectionClosed:
+            self._request_close(None)
+
+    async def _dispatch(self, event: Event) -> None:
+        if isinstance(event, Subscribe):
+            await self._start(event.id, event.request)
+        elif isinstance(event, Complete):
+            owner = self.operations.pop(event.id, None)
+            if owner is not None:
+                owner.cancel()
+            await self._send(Complete(event.id))
+        elif isinstance(event, Ping):
+            await self._send(Pong(event.payload))
+        elif isinstance(event, ConnectionInit):
+            self.tg.start_soon(self._connect, event.payload)
+        elif isinstance(event, BadMessage):
+            await self.outbox.put(event.reply)
+        elif isinstance(event, CloseConnection):
+            self._request_close(event)
+        elif not isinstance(event, Pong):  # an unsolicited pong needs nothing
+            raise AssertionError(f"unexpected protocol event {event!r}")
+
+    async def _send(self, event: Event, owner: Owner | None = None) -> None:
+        text = self.machine.send(event)
+        if text is not None:
+            await self.outbox.put(text, owner=owner)
+
+    # --- writing -------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                items = await self.outbox.take()
+                if not items:
+                    break
+                texts = [i.text for i in items if i.owner is None or not i.owner.cancelled]
+                send_many = getattr(self.transport, "send_many", None)
+                if send_many is not None and len(texts) > 1:
+                    await send_many(texts)
+                else:
+                    for text in texts:
+                        await self.transport.send_text(text)
+        except ConnectionClosed:
+            self._request_close(None)
+        finally:
+            self._flushed.set()
+
+    # --- connection_init -----------------------------------------------------------
+
+    async def _connect(self, payload: Mapping[str, Any] | None) -> None:
+        params = dict(payload or {})
+        try:
+            self.context = await self.app.make_context(self.info, params, connection=self)
+            ack = None
+            if self.app.on_connect is not None:
+                ack = await self.app.on_connect(self.context, params)
+        except ConnectionRejected as rejected:
+            frame, close = self.machine.reject(rejected.payload)
+            await self._refuse(frame, close)
+            return
+        except Exception as error:
+            logger.exception("on_connect raised")
+            message = str(error) if self.app.settings.debug else "Internal server error"
+            frame, close = self.machine.fail(message)
+            await self._refuse(frame, close)
+            return
+        if self.machine.state is not ConnectionState.INITIALISING:
+            return  # closed meanwhile (for example a second connection_init: 4429)
+        await self._send(ConnectionAck(ack))
+        if self.machine.send(KeepAlive()) is not None:
+            self.tg.start_soon(self._keep_alive)
+        for event in self.machine.events():  # operations the protocol held until the ack
+            await self._dispatch(event)
+
+    async def _refuse(self, frame: str | None, close: CloseConnection) -> None:
+        if frame is not None:
+            await self.outbox.put(frame)
+        self._request_close(close)
+
+    # --- timers --------------------------------------------------------------------
+
+    async def _expire_init(self) -> None:
+        await anyio.sleep(self.limits.connection_init_timeout)
+        close = self.machine.init_timed_out()
+        if close is not None:
+            self._request_close(close)
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await self._send(KeepAlive())
+            await anyio.sleep(self.limits.keep_alive_interval)
+
+    async def _watch_shutdown(self) -> None:
+        handle = self.app.server
+        if handle is None:
+            return
+        await handle.shutting_down.wait()
+        self._request_close(CloseConnection(CloseCode.GOING_AWAY, "Going away"))
+
+    # --- operations ----------------------------------------------------------------
+
+    async def _start(self, id: str, request: OperationRequest) -> None:
+        if len(self.operations) >= self.limits.max_operations:
+            await self._send(Error(id, TOO_MANY_OPERATIONS))
+            return
+        owner = Owner(id)
+        self.operations[id] = owner
+        self.tg.start_soon(self._run_operation, owner, request)
+
+    async def _run_operation(self, owner: Owner, request: OperationRequest) -> None:
+        try:
+            with owner.scope:
+                await self._operate(owner, request)
+        except SlowConsumer:
+            self._close_slow_consumer(owner)
+        except Exception:
+            logger.exception("operation %r failed", owner.id)
+            await self._emit(owner, Error(owner.id, INTERNAL_ERROR))
+        finally:
+            if self.operations.get(owner.id) is owner:
+                del self.operations[owner.id]
+
+    async def _operate(self, owner: Owner, request: OperationRequest) -> None:
+        engine = self.app.engine
+        try:
+            prepared = engine.prepare(request)
+            if prepared.operation_type == "subscription":
+                await self._stream(owner, prepared)
+                return
+            result = await engine.execute(prepared, context=self.context)
+        except (RequestError, SourceError) as error:
+            await self._emit(owner, Error(owner.id, error.errors))
+            return
+        await self._emit(owner, Next(owner.id, encode_json(result)))
+        await self._emit(owner, Complete(owner.id))
+
+    async def _stream(self, owner: Owner, prepared: PreparedOperation) -> None:
+        policy = self._policy_for(prepared)
+        key = self.app.engine.share_key(prepared)
+        if key is not None and self.app.server is not None:
+            await self._stream_shared(owner, prepared, key, policy)
+            return
+        subscription = self.app.engine.subscribe(prepared, context=self.context)
+        async with subscription as results:
+            async for result in results:
+                await self._emit(owner, Next(owner.id, encode_json(result)), policy)
+        await self._emit(owner, Complete(owner.id))
+
+    async def _stream_shared(
+        self, owner: Owner, prepared: PreparedOperation, key: Hashable, policy: Policy
+    ) -> None:
+        def deliver(payload: str) -> bool:
+            if owner.cancelled:
+                return False
+            text = self.machine.send(Next(owner.id, payload))
+            if text is not None:
+                try:
+                    self.outbox.offer(text, owner=owner, policy=policy)
+                except SlowConsumer:
+                    self._close_slow_consumer(owner)
+                    return False
+            return True
+
+        assert self.app.server is not None
+        subscriber = Subscriber(deliver)
+        hub = self.app.server.fanout.attach(key, prepared, self.context, subscriber)
+        try:
+            await subscriber.ended.wait()
+        finally:
+            hub.detach(subscriber)
+        if subscriber.errors is not None:
+            await self._emit(owner, Error(owner.id, subscriber.errors))
+        else:
+            await self._emit(owner, Complete(owner.id))
+
+    def _close_slow_consumer(self, owner: Owner) -> None:
+        logger.warning("closing a slow consumer (operation %r)", owner.id)
+        self._request_close(
+            CloseConnection(CloseCode.POLICY_VIOLATION, "Slow consumer"), flush=False
+        )
+
+    def _policy_for(self, prepared: PreparedOperation) -> Policy:
+        settings = self.app.settings
+        options = (
+            self.app.schema.field_options(prepared.root_field) if prepared.root_field else None
+        )
+        if options is not None and options.slow_consumer is not None:
+            return options.slow_consumer
+        if options is not None and options.shared:
+            return settings.shared_slow_consumer
+        return settings.slow_consumer
+
+    async def _emit(self, owner: Owner, event: Event, policy: Policy = "block") -> None:
+        """Render ``event`` for a live operation and queue it; nothing once it is cancelled."""
+        if owner.cancelled:
+            return
+        text = self.machine.send(event)
+        if text is not None:
+            await self.outbox.put(
+                text, owner=owner, policy=policy, droppable=isinstance(event, Next)
+            )

@@ -1,0 +1,1 @@
+"""Transports: thin adapters between a network server and the anyql app."""

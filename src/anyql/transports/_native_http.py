@@ -1,0 +1,451 @@
+"""HTTP/1.1 over an anyio byte stream, with h11: the keep-alive cycle of one TCP connection.
+
+Owns ``HTTPConnection`` (request heads, bodies and responses one at a time, with every
+limit and timer h11 leaves to its user: head and body timeouts, idle keep-alive, header
+count and size, body size, requests per connection), the small JSON error responses the
+transport itself produces, the checks an Upgrade request must pass before wsproto sees it,
+and ``close_gracefully`` (half-close, then drain, so a last response is not destroyed by a
+TCP reset). Imports ``h11``, ``anyio``, ``limits`` and ``transports._types``; must not
+import wsproto, the session or the app.
+
+Theory of operation: h11 only parses and serialises. ``next_request`` waits for a head
+(the first head of a connection within ``header_timeout`` of the accept; later ones after
+at most ``keep_alive_timeout`` of silence, then ``header_timeout`` from their first byte),
+``read_body`` reads the body chunk by chunk and answers 413 as soon as the declared or
+running size passes the cap, ``send_response`` writes one response in one write. Every
+failure the peer causes ends in at most one error response and ``None``/``False``, which
+tells the caller to close.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import cast
+from urllib.parse import unquote_to_bytes
+
+import anyio
+import anyio.abc
+import h11
+
+from anyql.limits import Limits
+from anyql.transports._types import HTTPResponse, RequestInfo
+
+__all__ = [
+    "HTTPConnection",
+    "close_gracefully",
+    "error_response",
+    "is_websocket_upgrade",
+    "offered_subprotocols",
+    "websocket_refusal",
+]
+
+#: Bytes asked of the stream per read.
+RECEIVE_SIZE = 65536
+#: After a last response, how long the peer gets to read it and close its side.
+LINGER_SECONDS = 2.0
+#: What a broken or closed stream raises (``TimeoutError`` is an ``OSError`` too).
+STREAM_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+#: Framing headers the transport always writes itself.
+_TRANSPORT_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
+#: Statuses that never carry a body.
+_BODILESS = frozenset({204, 304})
+_WEBSOCKET_VERSION = "13"
+
+HeaderPairs = tuple[tuple[str, str], ...]
+
+
+def error_response(
+    status: int, message: str | None = None, headers: HeaderPairs = ()
+) -> HTTPResponse:
+    """Build the small JSON error body the transport sends for its own refusals.
+
+    Args:
+        status: the HTTP status.
+        message: what to say; the status phrase when omitted (never a traceback).
+        headers: extra response headers, lower-case names.
+
+    Returns:
+        An ``HTTPResponse`` with ``{"errors": [{"message": ...}]}`` as its body.
+    """
+    text = message if message is not None else _phrase(status)
+    body = json.dumps({"errors": [{"message": text}]}).encode("utf-8")
+    return HTTPResponse(
+        status=status,
+        headers=(("content-type", "application/json"), *headers),
+        body=body,
+    )
+
+
+async def close_gracefully(stream: anyio.abc.ByteStream) -> None:
+    """Half-close ``stream``, discard what the peer still sends, then close it.
+
+    Closing a socket with unread input makes the kernel send a reset, which can destroy a
+    response the peer has not read yet (an early 413, a WebSocket close frame). So this
+    sends EOF and reads until the peer closes too, for at most ``LINGER_SECONDS``.
+
+    Args:
+        stream: the connection's byte stream; always closed on return.
+    """
+    with anyio.move_on_after(LINGER_SECONDS):
+        try:
+            await stream.send_eof()
+            while True:
+                await stream.receive(RECEIVE_SIZE)
+        except (anyio.EndOfStream, *STREAM_ERRORS):
+            pass
+    await anyio.aclose_forcefully(stream)
+
+
+class HTTPConnection:
+    """The server side of one HTTP/1.1 connection, one request/response cycle at a time.
+
+    Not safe for concurrent use: one task drives it.
+    """
+
+    def __init__(
+        self,
+        stream: anyio.abc.ByteStream,
+        limits: Limits,
+        *,
+        client: tuple[str, int] | None = None,
+    ) -> None:
+        self._stream = stream
+        self._limits = limits
+        self._client = client
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+        self._opened_at = anyio.current_time()
+        self._requests = 0
+        self._method = b"GET"
+        #: The stream failed or a write timed out: nothing more can be written.
+        self._broken = False
+
+    @property
+    def stream(self) -> anyio.abc.ByteStream:
+        """The underlying byte stream (handed to the WebSocket after an upgrade)."""
+        return self._stream
+
+    @property
+    def trailing_data(self) -> bytes:
+        """Bytes received after the current request (the first WebSocket frames)."""
+        return self._h11.trailing_data[0]
+
+    async def next_request(self) -> h11.Request | None:
+        """Wait for the next request head.
+
+        Returns:
+            The head, or None when the connection is over: the peer closed it or stayed
+            idle too long (closed silently), or sent a bad or slow head (an error
+            response has then been sent).
+        """
+        if self._broken:
+            return None
+        try:
+            if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
+                self._h11.start_next_cycle()
+            buffered = self._h11.next_event()
+            event = (
+                await self._receive_head()
+                if buffered is h11.NEED_DATA
+                else cast("h11.Event | type[h11.PAUSED]", buffered)
+            )
+        except h11.RemoteProtocolError as exc:
+            await self.send_error(exc.error_status_hint)
+            return None
+        if event is None:
+            return None
+        return await self._check_head(event)
+
+    async def _receive_head(self) -> h11.Event | type[h11.PAUSED] | None:
+        first = self._requests == 0
+        idle_deadline = (
+            self._opened_at + self._limits.header_timeout
+            if first
+            else anyio.current_time() + self._limits.keep_alive_timeout
+        )
+        with anyio.CancelScope(deadline=idle_deadline) as idle:
+            await self._receive()
+        if idle.cancelled_caught:
+            return None
+        started = self._opened_at if first else anyio.current_time()
+        with anyio.CancelScope(deadline=started + self._limits.header_timeout) as timer:
+            return await self._next_event()
+        if timer.cancelled_caught:
+            await self.send_error(HTTPStatus.REQUEST_TIMEOUT)
+        return None
+
+    async def _check_head(self, event: h11.Event | type[h11.PAUSED]) -> h11.Request | None:
+        if not isinstance(event, h11.Request):
+            return None  # ConnectionClosed: the peer ended the connection between requests
+        if (
+            len(event.headers) > self._limits.max_headers
+            or _head_size(event) > self._limits.max_header_bytes
+        ):
+            await self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
+            return None
+        names = {name for name, _ in event.headers}
+        if b"content-length" in names and b"transfer-encoding" in names:
+            # RFC 9112 section 6.1: a smuggling attempt; reject it and close.
+            await self.send_error(HTTPStatus.BAD_REQUEST)
+            return None
+        self._requests += 1
+        self._method = event.method
+        return event
+
+    def request_info(self, request: h11.Request) -> RequestInfo:
+        """Describe ``request`` for the app: percent-decoded path, raw query, latin-1 headers.
+
+        Args:
+            request: a head returned by ``next_request``.
+
+        Returns:
+            The ``RequestInfo``.
+        """
+        raw_path, _, query = request.target.partition(b"?")
+        return RequestInfo(
+            method=request.method.decode("ascii"),
+            path=unquote_to_bytes(raw_path).decode("utf-8", "replace"),
+            query_string=query,
+            headers=tuple(
+                (name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers
+            ),
+            client=self._client,
+            scheme="http",
+        )
+
+    async def read_body(self, request: h11.Request) -> bytes | None:
+        """Read the body of ``request`` within ``max_body_bytes`` and ``body_timeout``.
+
+        Sends ``100 Continue`` first when the client waits for it. Stops reading at the cap.
+
+        Args:
+            request: the head returned by ``next_request``.
+
+        Returns:
+            The body, or None when an error response (413, 408, 400) was sent or the peer
+            went away; the connection must then be closed.
+        """
+        declared = _content_length(request)
+        if declared is not None and declared > self._limits.max_body_bytes:
+            await self.send_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+            return None
+        if self._h11.they_are_waiting_for_100_continue:
+            await self._write(
+                _serialise(self._h11, h11.InformationalResponse(status_code=100, headers=[]))
+            )
+        outcome: bytes | int | None = HTTPStatus.REQUEST_TIMEOUT
+        try:
+            with anyio.move_on_after(self._limits.body_timeout):
+                outcome = await self._collect_body()
+        except h11.RemoteProtocolError as exc:
+            outcome = exc.error_status_hint
+        if isinstance(outcome, int):
+            await self.send_error(outcome)
+            return None
+        return outcome
+
+    async def _collect_body(self) -> bytes | int | None:
+        body = bytearray()
+        while True:
+            event = await self._next_event()
+            if isinstance(event, h11.Data):
+                if len(body) + len(event.data) > self._limits.max_body_bytes:
+                    return HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                return bytes(body)
+            else:
+                return None
+
+    async def send_response(self, response: HTTPResponse, *, close: bool = False) -> bool:
+        """Write ``response`` in one write, adding ``content-length`` (and ``connection: close``).
+
+        Args:
+            response: what the app (or the transport) answers.
+            close: end the connection after this response.
+
+        Returns:
+            True when the connection may serve another request.
+
+        Raises:
+            h11.LocalProtocolError: the response is malformed (a bug in the caller).
+        """
+        close = (
+            close
+            or self._requests >= self._limits.max_requests_per_connection
+            or "close" in response_connection(response)
+        )
+        status = response.status
+        headers = [
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in response.headers
+            if name.lower() not in _TRANSPORT_HEADERS
+        ]
+        bodiless = status in _BODILESS
+        if not bodiless:
+            headers.append((b"content-length", str(len(response.body)).encode("ascii")))
+        if close:
+            headers.append((b"connection", b"close"))
+        head = h11.Response(status_code=status, headers=headers, reason=_phrase(status).encode())
+        data = _serialise(self._h11, head)
+        if response.body and not bodiless and self._method != b"HEAD":
+            data += _serialise(self._h11, h11.Data(data=response.body))
+        data += _serialise(self._h11, h11.EndOfMessage())
+        await self._write(data)
+        return not self._broken and self._h11.our_state is h11.DONE
+
+    async def send_error(self, status: int, headers: HeaderPairs = ()) -> None:
+        """Answer with a JSON error and close, if a response can still be sent.
+
+        Args:
+            status: the HTTP status.
+            headers: extra response headers.
+        """
+        if self._h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        await self.send_response(error_response(status, headers=headers), close=True)
+
+    async def write_raw(self, data: bytes) -> bool:
+        """Write bytes h11 did not produce (the WebSocket handshake response).
+
+        Args:
+            data: the bytes.
+
+        Returns:
+            False when the stream is broken.
+        """
+        await self._write(data)
+        return not self._broken
+
+    async def _next_event(self) -> h11.Event | type[h11.PAUSED]:
+        while True:
+            event = self._h11.next_event()
+            if event is not h11.NEED_DATA:
+                return cast("h11.Event | type[h11.PAUSED]", event)
+            await self._receive()
+
+    async def _receive(self) -> None:
+        try:
+            data = await self._stream.receive(RECEIVE_SIZE)
+        except (anyio.EndOfStream, *STREAM_ERRORS):
+            data = b""
+        self._h11.receive_data(data)
+
+    async def _write(self, data: bytes) -> None:
+        if self._broken:
+            return
+        try:
+            with anyio.fail_after(self._limits.body_timeout):
+                await self._stream.send(data)
+        except STREAM_ERRORS:
+            self._broken = True
+
+
+def is_websocket_upgrade(request: h11.Request) -> bool:
+    """Tell whether ``request`` asks for a WebSocket (GET with ``Upgrade: websocket``).
+
+    Args:
+        request: a request head.
+
+    Returns:
+        True for a WebSocket opening handshake.
+    """
+    if request.method != b"GET":
+        return False
+    return any(
+        name == b"upgrade" and b"websocket" in _tokens(value) for name, value in request.headers
+    )
+
+
+def websocket_refusal(info: RequestInfo, http_version: bytes) -> HTTPResponse | None:
+    """Check the opening handshake headers that RFC 6455 section 4.2.1 requires.
+
+    Args:
+        info: the Upgrade request.
+        http_version: the request's HTTP version, e.g. ``b"1.1"``.
+
+    Returns:
+        A 400 or 426 response carrying ``Sec-WebSocket-Version: 13``, or None when the
+        handshake may proceed.
+    """
+    version_header = (("sec-websocket-version", _WEBSOCKET_VERSION),)
+    connection = info.header_map.get("connection", "").lower()
+    if http_version != b"1.1" or b"upgrade" not in _tokens(connection.encode("latin-1")):
+        return error_response(HTTPStatus.BAD_REQUEST, "Invalid WebSocket upgrade request")
+    version = info.header("sec-websocket-version")
+    if version != _WEBSOCKET_VERSION:
+        status = HTTPStatus.UPGRADE_REQUIRED if version else HTTPStatus.BAD_REQUEST
+        return error_response(status, "Unsupported WebSocket version", version_header)
+    if not _valid_key(info.header("sec-websocket-key")):
+        return error_response(HTTPStatus.BAD_REQUEST, "Invalid Sec-WebSocket-Key", version_header)
+    return None
+
+
+def offered_subprotocols(info: RequestInfo) -> Sequence[str]:
+    """Return the subprotocols the client offered, in its order.
+
+    Args:
+        info: the Upgrade request.
+
+    Returns:
+        The names from every ``Sec-WebSocket-Protocol`` header.
+    """
+    return [
+        token.strip()
+        for name, value in info.headers
+        if name == "sec-websocket-protocol"
+        for token in value.split(",")
+        if token.strip()
+    ]
+
+
+def response_connection(response: HTTPResponse) -> list[str]:
+    """Return the lower-case tokens of the ``connection`` header(s) of ``response``."""
+    return [
+        token.strip().lower()
+        for name, value in response.headers
+        if name.lower() == "connection"
+        for token in value.split(",")
+    ]
+
+
+def _valid_key(key: str | None) -> bool:
+    if key is None:
+        return False
+    try:
+        return len(base64.b64decode(key.strip(), validate=True)) == 16
+    except (binascii.Error, ValueError):
+        return False
+
+
+def _tokens(value: bytes) -> list[bytes]:
+    return [token.strip().lower() for token in value.split(b",")]
+
+
+def _content_length(request: h11.Request) -> int | None:
+    for name, value in request.headers:
+        if name == b"content-length":
+            return int(value)
+    return None
+
+
+def _head_size(request: h11.Request) -> int:
+    # request line: method SP target SP HTTP/1.1 CRLF; each header: name ": " value CRLF
+    size = len(request.method) + len(request.target) + 12
+    for name, value in request.headers.raw_items():
+        size += len(name) + len(value) + 4
+    return size
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _serialise(connection: h11.Connection, event: h11.Event) -> bytes:
+    return connection.send(event) or b""

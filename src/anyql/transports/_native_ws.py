@@ -1,0 +1,426 @@
+"""WebSockets over an anyio byte stream, with wsproto: the native ``WebSocketTransport``.
+
+Owns the server side of the handshake once HTTP has vetted it (``accept_websocket``),
+``NativeWebSocket`` and ``native_websocket``, the context that owns its two background
+tasks. Imports ``wsproto``, ``anyio``, ``errors``, ``limits``, ``protocol._common`` (close
+reason truncation); must not import h11, the session or the app.
+permessage-deflate is never negotiated: extension offers are ignored.
+
+Theory of operation: the session's reader calls ``receive()``, the only reader of the
+stream; its writer calls ``send_text``/``send_many``. wsproto yields partial frames and has
+no size limit, so ``MessageAssembler`` reassembles them while counting bytes and refuses
+(close 1009) before buffering past ``max_ws_message_bytes``. wsproto never answers
+anything itself: a ping stores its payload in one slot (a flood leaves only the latest,
+as RFC 6455 section 5.5.3 allows) and a background task writes the pong; a client close
+is answered once from ``receive()``; input wsproto cannot parse arrives as a
+``CloseConnection`` while wsproto is still OPEN, and is answered with that close code
+(1002, 1007). Every write holds one lock and is shielded from cancellation (bounded by
+``pong_timeout``), so frames never interleave or get cut, and nothing follows a close
+frame. The keep-alive task pings every ``keep_alive_interval``; a ping that cannot
+be written, or gets no pong, within ``pong_timeout`` aborts the TCP connection (the client
+sees 1006).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from itertools import count
+
+import anyio
+import anyio.abc
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    Pong,
+    TextMessage,
+)
+
+from anyql.errors import ConnectionClosed
+from anyql.limits import Limits
+from anyql.protocol._common import truncate_reason
+
+__all__ = [
+    "MessageAssembler",
+    "MessageTooBig",
+    "NativeWebSocket",
+    "accept_websocket",
+    "native_websocket",
+]
+
+logger = logging.getLogger("anyql.transports.native")
+
+_READ_SIZE = 65536
+#: How long a close frame may take to write, and the peer to answer it.
+CLOSE_TIMEOUT = 5.0
+_STREAM_ERRORS = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+_ABNORMAL = 1006
+_MESSAGE_TOO_BIG = 1009
+#: States in which wsproto lets us send a close frame (start the handshake, or answer).
+_CLOSABLE = (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING)
+_CLOSED = ConnectionState.CLOSED
+
+
+class MessageTooBig(Exception):
+    """Raised by ``MessageAssembler.feed`` when a message would pass the cap."""
+
+
+class MessageAssembler:
+    """Joins wsproto's partial frames into whole messages, never holding more than the cap."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._text: list[str] = []
+        self._binary: list[bytes] = []
+        self._size = 0
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of the incomplete message held now (UTF-8 bytes for text)."""
+        return self._size
+
+    def feed(self, event: TextMessage | BytesMessage) -> str | bytes | None:
+        """Take one partial frame.
+
+        Args:
+            event: a wsproto data event.
+
+        Returns:
+            The whole message once its last piece arrived, else None.
+
+        Raises:
+            MessageTooBig: the message passes the cap; what was held is dropped.
+        """
+        data = event.data
+        size = _byte_length(data)
+        if self._size + size > self._max_bytes:
+            self._text.clear()
+            self._binary.clear()
+            self._size = 0
+            raise MessageTooBig
+        if event.message_finished and not self._text and not self._binary:
+            return data if isinstance(data, str) else bytes(data)
+        self._size += size
+        if isinstance(data, str):
+            self._text.append(data)
+        else:
+            self._binary.append(bytes(data))
+        if not event.message_finished:
+            return None
+        self._size = 0
+        if isinstance(data, str):
+            text, self._text = "".join(self._text), []
+            return text
+        binary, self._binary = b"".join(self._binary), []
+        return binary
+
+
+def accept_websocket(
+    headers: Sequence[tuple[bytes, bytes]],
+    target: bytes,
+    subprotocol: str | None,
+    trailing_data: bytes,
+) -> tuple[WSConnection, bytes]:
+    """Accept a vetted Upgrade request with wsproto, without extensions.
+
+    Args:
+        headers: the request headers as h11 parsed them.
+        target: the request target.
+        subprotocol: the chosen subprotocol (one the client offered), or None for none.
+        trailing_data: bytes the client sent after the request (its first frames).
+
+    Returns:
+        The open wsproto connection and the ``101 Switching Protocols`` bytes to write.
+
+    Raises:
+        wsproto.utilities.RemoteProtocolError: the request is not a valid handshake.
+    """
+    connection = WSConnection(ConnectionType.SERVER)
+    connection.initiate_upgrade_connection(list(headers), target)
+    for _request in connection.events():
+        pass
+    handshake = connection.send(AcceptConnection(subprotocol=subprotocol))
+    if trailing_data:
+        connection.receive_data(trailing_data)
+    return connection, handshake
+
+
+@asynccontextmanager
+async def native_websocket(
+    stream: anyio.abc.ByteStream,
+    connection: WSConnection,
+    subprotocol: str | None,
+    limits: Limits,
+) -> AsyncIterator[NativeWebSocket]:
+    """Open a ``NativeWebSocket`` with its pong writer and keep-alive in a task group.
+
+    Args:
+        stream: the connection's byte stream (not closed here).
+        connection: the accepted wsproto connection.
+        subprotocol: the accepted subprotocol.
+        limits: message size and keep-alive settings.
+
+    Yields:
+        The transport; its background tasks end when the block does.
+    """
+    socket = NativeWebSocket(stream, connection, subprotocol, limits)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(socket.answer_pings)
+        tasks.start_soon(socket.keep_alive)
+        try:
+            yield socket
+        finally:
+            tasks.cancel_scope.cancel()
+
+
+class NativeWebSocket:
+    """One accepted WebSocket on a byte stream; implements ``WebSocketTransport``."""
+
+    def __init__(
+        self,
+        stream: anyio.abc.ByteStream,
+        connection: WSConnection,
+        subprotocol: str | None,
+        limits: Limits,
+    ) -> None:
+        self._stream = stream
+        self._ws = connection
+        self._subprotocol = subprotocol
+        self._limits = limits
+        self._assembler = MessageAssembler(limits.max_ws_message_bytes)
+        self._write_lock = anyio.Lock(fast_acquire=True)
+        #: (code, reason) once the socket is over for the session, whoever ended it.
+        self._ended: tuple[int, str] | None = None
+        #: A close frame decided by the reader and not yet written.
+        self._pending_close: CloseConnection | None = None
+        #: The payload of the latest unanswered ping (one slot: pongs are coalesced).
+        self._pending_pong: bytes | None = None
+        self._pong_wanted = anyio.Event()
+        self._pong_received = anyio.Event()
+        self._ping_ids = count()
+        self._parser_failed = False
+        self._lost = False
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol accepted at the handshake, or None."""
+        return self._subprotocol
+
+    async def receive(self) -> str | bytes:
+        """Return the next whole text (str) or binary (bytes) message.
+
+        Raises:
+            ConnectionClosed: the socket is closed (by either side), failed, or the peer
+                broke the protocol (then it was closed with 1002, 1007 or 1009 first).
+        """
+        while True:
+            message = self._next_message()
+            if message is not None:
+                return message
+            if self._pending_close is not None:
+                frame, self._pending_close = self._pending_close, None
+                await self._send_close(frame)
+            if self._ended is not None:
+                raise ConnectionClosed(*self._ended)
+            await self._read()
+
+    async def send_text(self, text: str) -> None:
+        """Send one text message as one frame, in one write.
+
+        Args:
+            text: the message.
+
+        Raises:
+            ConnectionClosed: the socket is closed or the write failed.
+        """
+        async with self._write_lock:
+            self._check_open()
+            await self._write_or_raise(self._ws.send(TextMessage(data=text)))
+
+    async def send_many(self, texts: Sequence[str]) -> None:
+        """Send several text messages, one frame each, in a single write.
+
+        Args:
+            texts: the messages, in order.
+
+        Raises:
+            ConnectionClosed: the socket is closed or the write failed.
+        """
+        if not texts:
+            return
+        async with self._write_lock:
+            self._check_open()
+            frames = b"".join(self._ws.send(TextMessage(data=text)) for text in texts)
+            await self._write_or_raise(frames)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        """Send a close frame with ``code`` and ``reason`` (cut to 123 bytes); idempotent.
+
+        Args:
+            code: the close code.
+            reason: the close reason.
+        """
+        if self._ended is None:
+            self._ended = (code, reason)
+        await self._send_close(CloseConnection(code=code, reason=truncate_reason(reason)))
+
+    async def abort(self) -> None:
+        """Drop the TCP connection without a close frame (the peer sees 1006)."""
+        self._mark_lost("connection aborted")
+        await anyio.aclose_forcefully(self._stream)
+
+    async def finish(self) -> None:
+        """End the WebSocket after the session returned: complete the closing handshake.
+
+        Closes with 1000 if the session did not close, answers a client close still
+        unanswered, then waits up to ``CLOSE_TIMEOUT`` for the client's close frame,
+        discarding anything else. The caller closes the stream afterwards.
+        """
+        if self._pending_close is not None:
+            frame, self._pending_close = self._pending_close, None
+            await self._send_close(frame)
+        if self._ws.state in _CLOSABLE:
+            await self.close(1000)
+        with anyio.move_on_after(CLOSE_TIMEOUT):
+            while self._awaiting_close_reply():
+                for event in self._ws.events():
+                    if isinstance(event, CloseConnection) and self._ws.state is not _CLOSED:
+                        self._parser_failed = True  # not the reply: a parse failure
+                if self._awaiting_close_reply():
+                    await self._read()
+
+    async def answer_pings(self) -> None:
+        """Write a pong for the latest ping whenever one is pending (runs until cancelled)."""
+        while True:
+            await self._pong_wanted.wait()
+            self._pong_wanted = anyio.Event()
+            payload, self._pending_pong = self._pending_pong, None
+            if payload is not None and not await self._send_control(Pong(payload=payload)):
+                return
+
+    async def keep_alive(self) -> None:
+        """Ping every ``keep_alive_interval``; abort when no pong comes within ``pong_timeout``."""
+        interval = self._limits.keep_alive_interval
+        if interval <= 0:
+            return
+        while True:
+            await anyio.sleep(interval)
+            self._pong_received = anyio.Event()
+            answered = False
+            with anyio.move_on_after(self._limits.pong_timeout):
+                payload = str(next(self._ping_ids)).encode("ascii")
+                if not await self._send_control(Ping(payload=payload)):
+                    return
+                await self._pong_received.wait()
+                answered = True
+            if not answered:
+                logger.debug("anyql: no pong within %s s; aborting", self._limits.pong_timeout)
+                await self.abort()
+                return
+
+    def _next_message(self) -> str | bytes | None:
+        if self._ended is not None:
+            return None
+        for event in self._ws.events():
+            if isinstance(event, (TextMessage, BytesMessage)):
+                try:
+                    message = self._assembler.feed(event)
+                except MessageTooBig:
+                    self._fail(_MESSAGE_TOO_BIG, "Message too big")
+                    return None
+                if message is not None:
+                    return message
+            elif isinstance(event, Ping):
+                self._pending_pong = bytes(event.payload)
+                self._pong_wanted.set()
+            elif isinstance(event, Pong):
+                self._pong_received.set()
+            elif isinstance(event, CloseConnection):
+                self._on_close_frame(event)
+                return None
+        return None
+
+    def _on_close_frame(self, event: CloseConnection) -> None:
+        if self._ws.state is ConnectionState.REMOTE_CLOSING:
+            # The client started the closing handshake: answer with its code, once.
+            self._pending_close = CloseConnection(code=event.code)
+            self._ended = (event.code, event.reason or "")
+        else:
+            # Still OPEN: wsproto could not parse the input and tells us which code to use.
+            self._parser_failed = True
+            self._fail(event.code, event.reason or "")
+
+    def _fail(self, code: int, reason: str) -> None:
+        self._pending_close = CloseConnection(code=code, reason=truncate_reason(reason))
+        self._ended = (code, reason)
+
+    def _awaiting_close_reply(self) -> bool:
+        return (
+            not self._lost
+            and not self._parser_failed
+            and self._ws.state is ConnectionState.LOCAL_CLOSING
+        )
+
+    async def _read(self) -> None:
+        try:
+            data = await self._stream.receive(_READ_SIZE)
+        except _STREAM_ERRORS:
+            self._mark_lost("")
+            return
+        if self._parser_failed:
+            return  # wsproto's parser is dead after a failure; drop the input
+        if self._ws.state in (ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING):
+            self._ws.receive_data(data)
+
+    async def _send_close(self, frame: CloseConnection) -> None:
+        with anyio.move_on_after(CLOSE_TIMEOUT):
+            async with self._write_lock:
+                if not self._lost and self._ws.state in _CLOSABLE:
+                    await self._write(self._ws.send(frame))
+                return
+        await self.abort()  # the peer has taken no data for CLOSE_TIMEOUT: give up on it
+
+    async def _send_control(self, event: Event) -> bool:
+        async with self._write_lock:
+            if self._lost or self._ended is not None or self._ws.state is not ConnectionState.OPEN:
+                return False
+            return await self._write(self._ws.send(event))
+
+    def _check_open(self) -> None:
+        if self._lost or self._ended is not None or self._ws.state is not ConnectionState.OPEN:
+            raise ConnectionClosed(*(self._ended or (_ABNORMAL, "")))
+
+    async def _write_or_raise(self, data: bytes) -> None:
+        if not await self._write(data):
+            raise ConnectionClosed(*(self._ended or (_ABNORMAL, "")))
+
+    async def _write(self, data: bytes) -> bool:
+        # Shielded: a frame cut by cancellation would corrupt every frame after it (the close
+        # frame too). Bounded: a peer that takes nothing for pong_timeout is dropped.
+        with anyio.move_on_after(self._limits.pong_timeout, shield=True):
+            try:
+                await self._stream.send(data)
+            except _STREAM_ERRORS:
+                self._mark_lost("")
+                return False
+            return True
+        await self.abort()
+        return False
+
+    def _mark_lost(self, reason: str) -> None:
+        self._lost = True
+        if self._ended is None:
+            self._ended = (_ABNORMAL, reason)
+
+
+def _byte_length(data: str | bytes | bytearray) -> int:
+    if isinstance(data, str):
+        # str.isascii() is O(1) in CPython; only non-ASCII text pays for an encode.
+        return len(data) if data.isascii() else len(data.encode("utf-8"))
+    return len(data)

@@ -1,0 +1,398 @@
+"""The native server: HTTP/1.1 (h11) and WebSockets (wsproto) over anyio TCP streams.
+
+Owns ``serve()`` (the listener, one task per connection in one task group, graceful
+shutdown), ``run()`` (``anyio.run`` plus SIGINT/SIGTERM handling), ``serve_connection()``
+(the keep-alive loop and the Upgrade hand-off for one byte stream) and the ``ServedApp``
+protocol the app implements for it. HTTP details live in ``_native_http``, WebSocket
+details in ``_native_ws``. Imports ``h11``, ``wsproto``, ``anyio``, ``errors``, ``limits``
+and ``transports``; must not import ``app``, ``session`` or graphql (the app comes in as a
+``ServedApp``).
+
+Every connection's stream is closed in a ``finally``; an exception in one connection is
+logged at that connection's boundary and never reaches another. Cancelling ``serve()``
+stops everything at once. A graceful stop is asked for with ``shutdown_trigger``: stop
+accepting, ``handle.shutdown()`` (sessions close their sockets with 1001), idle HTTP
+connections closed, requests in flight answered with ``connection: close``, then up to
+``limits.shutdown_grace`` for connections to end before the rest are cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
+from functools import partial
+from typing import Any, Protocol
+
+import anyio
+import anyio.abc
+import h11
+from wsproto.utilities import RemoteProtocolError as WebSocketHandshakeError
+
+from anyql.errors import ConnectionClosed, HTTPError
+from anyql.limits import Limits
+from anyql.transports._native_http import (
+    HTTPConnection,
+    close_gracefully,
+    error_response,
+    is_websocket_upgrade,
+    offered_subprotocols,
+    websocket_refusal,
+)
+from anyql.transports._native_ws import NativeWebSocket, accept_websocket, native_websocket
+from anyql.transports._types import HTTPRequest, HTTPResponse, RequestInfo, WebSocketTransport
+
+__all__ = ["NativeWebSocket", "ServedApp", "ServerHandle", "run", "serve", "serve_connection"]
+
+logger = logging.getLogger("anyql.transports.native")
+
+#: Failures a client can cause; logged without a traceback at the connection boundary.
+_CLIENT_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionClosed,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+    ConnectionError,
+    h11.RemoteProtocolError,
+    WebSocketHandshakeError,
+)
+_Handler = Callable[[anyio.abc.SocketStream], Coroutine[Any, Any, None]]
+#: Back-off after a failed accept() (EMFILE and friends), so the loop does not spin.
+_ACCEPT_RETRY_SECONDS = 0.1
+
+
+class ServerHandle(Protocol):
+    """What ``ServedApp.running()`` yields while the server runs."""
+
+    def shutdown(self) -> None:
+        """Make every live session cancel its operations and close with 1001; idempotent."""
+        ...
+
+
+class ServedApp(Protocol):
+    """The application as the native server sees it."""
+
+    @property
+    def limits(self) -> Limits:
+        """Sizes, counts and timers the transport enforces."""
+        ...
+
+    async def handle_http(self, request: HTTPRequest) -> HTTPResponse:
+        """Answer one HTTP request (body already read within the limits)."""
+        ...
+
+    def websocket_handshake(self, info: RequestInfo) -> HTTPResponse | None:
+        """Return a refusal (403, 404, 503...) or None to accept the WebSocket."""
+        ...
+
+    def select_subprotocol(self, offered: Sequence[str]) -> str | None:
+        """Pick one of the offered subprotocols, or None to accept without one."""
+        ...
+
+    async def serve_websocket(self, transport: WebSocketTransport, info: RequestInfo) -> None:
+        """Run a whole session on an accepted socket; it closes the socket itself."""
+        ...
+
+    def running(self) -> AbstractAsyncContextManager[ServerHandle]:
+        """Enter once around serving."""
+        ...
+
+
+class _Connections:
+    """Live connections: counted for graceful shutdown, idle ones cancellable at once."""
+
+    def __init__(self) -> None:
+        self.live = 0
+        self.draining = False
+        self._idle: set[anyio.CancelScope] = set()
+        self._all_closed = anyio.Event()
+
+    def opened(self) -> None:
+        self.live += 1
+
+    def closed(self) -> None:
+        self.live -= 1
+        if self.draining and self.live == 0:
+            self._all_closed.set()
+
+    def idle_scope(self) -> anyio.CancelScope:
+        """A scope for waiting on the next request; cancelled when draining starts."""
+        scope = anyio.CancelScope()
+        if self.draining:
+            scope.cancel()
+        self._idle.add(scope)
+        return scope
+
+    def forget(self, scope: anyio.CancelScope) -> None:
+        self._idle.discard(scope)
+
+    def drain(self) -> None:
+        self.draining = True
+        for scope in self._idle:
+            scope.cancel()
+        if self.live == 0:
+            self._all_closed.set()
+
+    async def wait_all_closed(self) -> None:
+        await self._all_closed.wait()
+
+
+async def serve(
+    app: ServedApp,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+    listeners: Sequence[anyio.abc.SocketListener] | None = None,
+    shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+) -> None:
+    """Serve ``app`` over TCP until cancelled, or gracefully once ``shutdown_trigger`` returns.
+
+    Args:
+        app: the application.
+        host: the address to bind (ignored when ``listeners`` are given).
+        port: the port to bind; 0 picks a free one.
+        task_status: receives the bound port (``port = await tg.start(serve, app, port=0)``).
+        listeners: already bound listeners to serve instead; ``serve`` closes them.
+        shutdown_trigger: awaited while serving; when it returns, shut down gracefully and
+            return. Without it, ``serve`` runs until cancelled.
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    if listeners is None:
+        listeners = await _bind(host, port)
+    try:
+        address = listeners[0].extra(anyio.abc.SocketAttribute.local_address)
+        bound_host, bound_port = str(address[0]), int(address[1])
+        async with app.running() as handle, anyio.create_task_group() as tasks:
+            connections = _Connections()
+            accepting = anyio.CancelScope()
+            handler = partial(_run_connection, app, connections)
+            tasks.start_soon(_accept_all, listeners, tasks, handler, accepting)
+            shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+            logger.info("anyql serving on http://%s:%d", shown, bound_port)
+            task_status.started(bound_port)
+            if shutdown_trigger is None:
+                await anyio.sleep_forever()
+            else:
+                await shutdown_trigger()
+            await _shut_down(app.limits, handle, connections, accepting)
+            tasks.cancel_scope.cancel()
+    finally:
+        for listener in listeners:
+            await anyio.aclose_forcefully(listener)
+
+
+async def _bind(host: str, port: int) -> list[anyio.abc.SocketListener]:
+    bound = await anyio.create_tcp_listener(local_host=host, local_port=port)
+    return [item for item in bound.listeners if isinstance(item, anyio.abc.SocketListener)]
+
+
+async def _shut_down(
+    limits: Limits,
+    handle: ServerHandle,
+    connections: _Connections,
+    accepting: anyio.CancelScope,
+) -> None:
+    logger.info("anyql shutting down: %d connection(s) open", connections.live)
+    accepting.cancel()
+    handle.shutdown()
+    connections.drain()
+    with anyio.move_on_after(limits.shutdown_grace):
+        await connections.wait_all_closed()
+    if connections.live:
+        logger.warning("anyql: cancelling %d connection(s) after the grace", connections.live)
+
+
+async def _accept_all(
+    listeners: Sequence[anyio.abc.SocketListener],
+    tasks: anyio.abc.TaskGroup,
+    handler: _Handler,
+    accepting: anyio.CancelScope,
+) -> None:
+    with accepting:
+        async with anyio.create_task_group() as loops:
+            for listener in listeners:
+                loops.start_soon(_accept_forever, listener, tasks, handler)
+    for listener in listeners:
+        await anyio.aclose_forcefully(listener)
+
+
+async def _accept_forever(
+    listener: anyio.abc.SocketListener,
+    tasks: anyio.abc.TaskGroup,
+    handler: _Handler,
+) -> None:
+    while True:
+        try:
+            stream = await listener.accept()
+        except OSError as exc:
+            logger.warning("anyql: accept() failed: %s", exc)
+            await anyio.sleep(_ACCEPT_RETRY_SECONDS)
+            continue
+        tasks.start_soon(handler, stream)
+
+
+async def _run_connection(
+    app: ServedApp, connections: _Connections, stream: anyio.abc.SocketStream
+) -> None:
+    connections.opened()
+    try:
+        await serve_connection(app, stream, client=_peer(stream), connections=connections)
+    except Exception as exc:
+        _log_failure(exc)
+    finally:
+        await anyio.aclose_forcefully(stream)
+        connections.closed()
+
+
+async def serve_connection(
+    app: ServedApp,
+    stream: anyio.abc.ByteStream,
+    *,
+    client: tuple[str, int] | None = None,
+    connections: _Connections | None = None,
+) -> None:
+    """Serve HTTP requests, or one WebSocket, on ``stream``, then close it gracefully.
+
+    Args:
+        app: the application.
+        stream: one client connection (a socket or an in-memory byte stream).
+        client: the peer address reported to the app.
+        connections: the server's connection registry (graceful shutdown); internal.
+
+    Raises:
+        h11.LocalProtocolError: the app returned a malformed ``HTTPResponse``. (Exceptions
+            from ``handle_http`` become a 500 and from ``serve_websocket`` a 1011 close; both
+            are logged, not raised.)
+    """
+    registry = connections if connections is not None else _Connections()
+    http = HTTPConnection(stream, app.limits, client=client)
+    await _serve_requests(app, http, registry)
+    await close_gracefully(stream)
+
+
+async def _serve_requests(app: ServedApp, http: HTTPConnection, connections: _Connections) -> None:
+    while not connections.draining:
+        request: h11.Request | None = None
+        scope = connections.idle_scope()
+        try:
+            with scope:
+                request = await http.next_request()
+        finally:
+            connections.forget(scope)
+        if request is None:
+            return
+        if is_websocket_upgrade(request):
+            await _serve_upgrade(app, http, request)
+            return
+        body = await http.read_body(request)
+        if body is None:
+            return
+        response = await _respond(app, HTTPRequest(info=http.request_info(request), body=body))
+        if not await http.send_response(response, close=connections.draining):
+            return
+
+
+async def _respond(app: ServedApp, request: HTTPRequest) -> HTTPResponse:
+    try:
+        return await app.handle_http(request)
+    except HTTPError as exc:
+        return error_response(exc.status, exc.message, exc.headers)
+    except Exception:
+        info = request.info
+        logger.exception("anyql: handle_http failed for %s %s", info.method, info.path)
+        return error_response(500)
+
+
+async def _serve_upgrade(app: ServedApp, http: HTTPConnection, request: h11.Request) -> None:
+    info = http.request_info(request)
+    refusal = websocket_refusal(info, request.http_version) or app.websocket_handshake(info)
+    if refusal is not None:
+        await http.send_response(refusal, close=True)
+        return
+    if await http.read_body(request) is None:
+        return
+    subprotocol = app.select_subprotocol(offered_subprotocols(info))
+    try:
+        connection, handshake = accept_websocket(
+            request.headers, request.target, subprotocol, http.trailing_data
+        )
+    except WebSocketHandshakeError:
+        await http.send_response(error_response(400), close=True)
+        return
+    if not await http.write_raw(handshake):
+        return
+    async with native_websocket(http.stream, connection, subprotocol, app.limits) as socket:
+        try:
+            await app.serve_websocket(socket, info)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            logger.exception("anyql: WebSocket session failed on %s", info.path)
+            await socket.close(1011, "Internal error")
+        await socket.finish()
+
+
+def run(
+    app: ServedApp, *, host: str = "127.0.0.1", port: int = 8000, backend: str = "trio"
+) -> None:
+    """Serve ``app`` until SIGINT or SIGTERM, then stop gracefully (a second signal: at once).
+
+    Args:
+        app: the application.
+        host: the address to bind.
+        port: the port to bind.
+        backend: ``"trio"`` or ``"asyncio"``.
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    anyio.run(partial(_serve_until_signalled, app, host=host, port=port), backend=backend)
+
+
+async def _serve_until_signalled(app: ServedApp, *, host: str, port: int) -> None:
+    listeners = await _bind(host, port)  # before the task group, so OSError comes out bare
+    stop = anyio.Event()
+    try:
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(_watch_signals, stop, tasks.cancel_scope)
+            await serve(app, host=host, listeners=listeners, shutdown_trigger=stop.wait)
+            tasks.cancel_scope.cancel()
+    finally:
+        for listener in listeners:
+            await anyio.aclose_forcefully(listener)
+
+
+async def _watch_signals(
+    stop: anyio.Event,
+    everything: anyio.CancelScope,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        async for signum in signals:
+            if stop.is_set():
+                logger.warning("anyql: %s again, stopping now", signal.Signals(signum).name)
+                everything.cancel()
+                return
+            logger.info("anyql: %s received", signal.Signals(signum).name)
+            stop.set()
+
+
+def _peer(stream: anyio.abc.SocketStream) -> tuple[str, int] | None:
+    address = stream.extra(anyio.abc.SocketAttribute.remote_address, None)
+    if isinstance(address, tuple) and len(address) >= 2:
+        return (str(address[0]), int(address[1]))
+    return None
+
+
+def _log_failure(exc: Exception) -> None:
+    leaves = exc.split(_CLIENT_ERRORS)[1] if isinstance(exc, BaseExceptionGroup) else exc
+    if leaves is None or isinstance(leaves, _CLIENT_ERRORS):
+        logger.debug("anyql: connection ended by the client: %r", exc)
+    else:
+        logger.error("anyql: connection failed", exc_info=exc)

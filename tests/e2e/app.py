@@ -1,0 +1,93 @@
+"""The app every end-to-end test serves (native and hypercorn, Trio and asyncio)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+
+from anyql import Broadcast, ConnectionRejected, GraphQL, Schema
+
+schema = Schema(
+    """
+    type Query {
+      hello(name: String = "world"): String!
+      whoami: String
+      fail: String
+    }
+    type Mutation { send(room: String!, text: String!): Boolean! }
+    type Subscription {
+      count(target: Int!, delayMs: Int = 0): Int!
+      messages(room: String!): String!
+      shared(room: String!): String!
+      boom(after: Int!): Int!
+    }
+    """
+)
+
+
+@schema.field("Query.hello")
+def hello(root: Any, info: Any, name: str) -> str:
+    return f"Hello {name}"
+
+
+@schema.field("Query.whoami")
+def whoami(root: Any, info: Any) -> str | None:
+    token = info.context.connection_params.get("token")
+    return None if token is None else str(token)
+
+
+@schema.field("Query.fail")
+def fail(root: Any, info: Any) -> str:
+    raise ValueError("resolver failed on purpose")
+
+
+@schema.field("Mutation.send")
+async def send(root: Any, info: Any, room: str, text: str) -> bool:
+    await info.context.broadcast.publish(f"room:{room}", text)
+    return True
+
+
+@schema.field("Subscription.count")
+async def count(root: Any, info: Any, target: int, delayMs: int) -> AsyncIterator[int]:
+    for value in range(target):
+        yield value
+        await anyio.sleep(delayMs / 1000)
+
+
+@schema.field("Subscription.messages")
+async def messages(root: Any, info: Any, room: str) -> AsyncIterator[str]:
+    async with info.context.broadcast.subscribe(f"room:{room}") as stream:
+        yield "ready"
+        async for text in stream:
+            yield text
+
+
+@schema.field("Subscription.shared", shared=True)
+async def shared(root: Any, info: Any, room: str) -> AsyncIterator[str]:
+    async with info.context.broadcast.subscribe(f"room:{room}") as stream:
+        yield "ready"
+        async for text in stream:
+            yield text
+
+
+@schema.field("Subscription.boom")
+async def boom(root: Any, info: Any, after: int) -> AsyncIterator[int]:
+    for value in range(after):
+        yield value
+    raise RuntimeError("source failed on purpose")
+
+
+async def on_connect(context: Any, params: Any) -> dict[str, Any] | None:
+    if params.get("reject"):
+        raise ConnectionRejected({"reason": "rejected on purpose"})
+    return None
+
+
+app = GraphQL(
+    schema,
+    broadcast=Broadcast(os.environ.get("ANYQL_TEST_REDIS") or None),
+    on_connect=on_connect,
+)

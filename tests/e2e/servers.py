@@ -1,0 +1,107 @@
+"""Start real servers in their own processes: native and hypercorn, Trio and asyncio."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVER_KINDS = ("native-trio", "native-asyncio", "hypercorn-trio", "hypercorn-asyncio")
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    kind: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/graphql"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/graphql"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_command(kind: str, target: str, port: int, workers: int = 1) -> list[str]:
+    server, backend = kind.split("-")
+    if server == "native":
+        return [
+            sys.executable,
+            "-m",
+            "anyql",
+            "serve",
+            target,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend",
+            backend,
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "hypercorn",
+        "--worker-class",
+        backend,
+        "--workers",
+        str(workers),
+        "--bind",
+        f"127.0.0.1:{port}",
+        target,
+    ]
+
+
+def wait_until_listening(port: int, process: subprocess.Popen[bytes], deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on port {port}")
+
+
+@contextmanager
+def running_server(
+    kind: str,
+    target: str = "tests.e2e.app:app",
+    env: dict[str, str] | None = None,
+    workers: int = 1,
+    port: int | None = None,
+) -> Iterator[RunningServer]:
+    port = port or free_port()
+    process = subprocess.Popen(
+        server_command(kind, target, port, workers),
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_until_listening(port, process, time.monotonic() + 30)
+        yield RunningServer(kind, port, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

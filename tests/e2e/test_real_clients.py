@@ -1,0 +1,83 @@
+"""Protocol behaviour proven with independent clients against every real server kind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import NODE_DIR
+from tests.e2e.servers import RunningServer
+
+pytestmark = pytest.mark.e2e
+
+
+def run_node(node: str, script: str, *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [node, str(NODE_DIR / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    assert "crash" not in result, result["crash"]
+    return result
+
+
+def test_graphql_ws_client(server: RunningServer, node: str) -> None:
+    seen = run_node(node, "gtws_client.mjs", server.ws_url)
+    assert seen["subscription"] == {
+        "values": [{"data": {"count": i}} for i in range(5)],
+        "completed": True,
+    }
+    assert seen["query"] == {"values": [{"data": {"hello": "Hello ws"}}], "completed": True}
+    assert seen["mutation"] == {"values": [{"data": {"send": True}}], "completed": True}
+    assert seen["connectionParams"]["values"] == [{"data": {"whoami": "secret-token"}}]
+    assert seen["disposed"]["values"] == [{"data": {"count": i}} for i in range(3)]
+    assert seen["afterDispose"]["values"] == [{"data": {"hello": "Hello again"}}]
+    assert "nope" in seen["validationError"]["error"]
+    assert seen["sourceError"]["values"] == [{"data": {"boom": 0}}, {"data": {"boom": 1}}]
+    assert "source failed on purpose" in seen["sourceError"]["error"]
+
+
+def test_subscriptions_transport_ws_client(server: RunningServer, node: str) -> None:
+    seen = run_node(node, "legacy_client.cjs", server.ws_url)
+    assert seen["subscription"] == {
+        "values": [{"data": {"count": i}} for i in range(4)],
+        "completed": True,
+    }
+    assert seen["unsubscribed"]["values"] == [{"data": {"count": 0}}, {"data": {"count": 1}}]
+    assert seen["query"] == {"values": [{"data": {"hello": "Hello legacy"}}], "completed": True}
+    assert seen["connectionParams"]["values"] == [{"data": {"whoami": "legacy-token"}}]
+
+
+@pytest.mark.parametrize("subprotocol", ["graphql-transport-ws", "graphql-ws"])
+def test_gql_client(server: RunningServer, subprotocol: str) -> None:
+    from gql import Client, gql
+    from gql.transport.websockets import WebsocketsTransport
+
+    async def scenario() -> tuple[list[Any], Any]:
+        transport = WebsocketsTransport(
+            url=server.ws_url, subprotocols=[subprotocol], init_payload={"token": "gql"}
+        )
+        async with Client(transport=transport) as session:
+            values = [
+                value async for value in session.subscribe(gql("subscription { count(target: 3) }"))
+            ]
+            answer = await session.execute(gql("{ whoami }"))
+        return values, answer
+
+    values, answer = asyncio.run(scenario())
+    assert values == [{"count": 0}, {"count": 1}, {"count": 2}]
+    assert answer == {"whoami": "gql"}
+
+
+def test_graphql_http_audit(server: RunningServer, node: str) -> None:
+    report = run_node(node, "audit.mjs", server.http_url)
+    assert report["failed"] == [], report["failed"]
+    assert report["passed"] == report["total"] > 50

@@ -1,0 +1,72 @@
+"""The sans-IO core imports neither anyio nor graphql (DESIGN section 1)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import anyql.protocol
+
+PROTOCOL_DIR = Path(anyql.protocol.__file__).parent
+FORBIDDEN = ("anyio", "graphql", "trio", "asyncio", "sniffio")
+#: What the protocol package may import from the rest of anyql.
+ALLOWED_RELATIVE = {"errors"}
+
+
+def imports_of(path: Path) -> list[tuple[str, int]]:
+    """Every (module, relative level) imported anywhere in ``path``, nested ones included."""
+    found: list[tuple[str, int]] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found.extend((alias.name, 0) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.module or "", node.level))
+    return found
+
+
+def protocol_modules() -> list[Path]:
+    modules = sorted(PROTOCOL_DIR.glob("*.py"))
+    assert {m.name for m in modules} >= {"__init__.py", "transport_ws.py", "legacy_ws.py"}
+    return modules
+
+
+def test_protocol_modules_import_neither_anyio_nor_graphql() -> None:
+    for path in protocol_modules():
+        for module, level in imports_of(path):
+            top = module.split(".")[0]
+            if level == 0:
+                assert top not in FORBIDDEN, f"{path.name} imports {module}"
+                assert top != "anyql", f"{path.name} imports {module} absolutely"
+            elif level == 2:  # from ..x import y: only the listed siblings of protocol/
+                assert top in ALLOWED_RELATIVE, f"{path.name} imports ..{module}"
+            else:
+                assert level == 1, f"{path.name} reaches outside anyql: {'.' * level}{module}"
+
+
+def test_the_checker_sees_forbidden_imports(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("def f():\n    import anyio\n    from graphql import parse\n")
+    assert [m for m, _ in imports_of(sample)] == ["anyio", "graphql"]
+
+
+def test_loading_the_protocol_modules_alone_pulls_in_neither() -> None:
+    """Load each protocol module from its file, under a stub ``anyql`` package.
+
+    This does not run ``anyql/__init__.py``, which may import the whole server.
+    """
+    src = PROTOCOL_DIR.parent
+    script = f"""
+import importlib, sys, types
+package = types.ModuleType("anyql")
+package.__path__ = [{str(src)!r}]
+sys.modules["anyql"] = package
+import anyql.protocol, anyql.protocol.transport_ws, anyql.protocol.legacy_ws
+for name in ("anyio", "graphql", "trio", "sniffio"):
+    assert name not in sys.modules, name
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,114 @@
+"""The ``anyql`` command line: argument errors in-process, one real run in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from anyql.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "required"),
+        (["serve"], "required"),
+        (["serve", "no_colon"], "module:attribute"),
+        (["serve", "no_such_module_xyz:app"], "cannot import module 'no_such_module_xyz'"),
+        (["serve", "tests.fake_app:missing"], "has no attribute 'missing'"),
+        (["serve", "json:dumps"], "is not an anyql app"),
+        (["serve", "tests.fake_app:app", "--backend", "curio"], "invalid choice"),
+        (["serve", "tests.fake_app:app", "--port", "eighty"], "invalid int value"),
+        (["launch", "tests.fake_app:app"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--help"]) == 0
+    assert "--backend" in capsys.readouterr().out
+
+
+def test_port_in_use_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "tests.fake_app:app", "--port", str(port)]) == 1
+    assert f"cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def _get(port: int) -> tuple[bytes, bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(b"GET /hello?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, body
+
+
+#: ``python -m anyql``, and the console script (whose sys.path[0] is not the cwd).
+MODULE = [sys.executable, "-m", "anyql"]
+SCRIPT = [sys.executable, str(Path(sys.executable).parent / "anyql")]
+
+
+@pytest.mark.parametrize(
+    ("command", "backend", "signum"),
+    [
+        (MODULE, "trio", signal.SIGINT),
+        (MODULE, "asyncio", signal.SIGINT),
+        (SCRIPT, "trio", signal.SIGTERM),
+    ],
+)
+def test_serve_logs_the_url_answers_and_exits_0_on_signal(
+    command: list[str], backend: str, signum: signal.Signals
+) -> None:
+    process = subprocess.Popen(
+        [*command, "serve", "tests.fake_app:app", "--port", "0", "--backend", backend],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
+    watchdog = threading.Timer(30, process.kill)
+    watchdog.start()
+    try:
+        assert process.stderr is not None
+        lines = []
+        for line in process.stderr:
+            lines.append(line)
+            match = re.search(r"anyql serving on http://127\.0\.0\.1:(\d+)", line)
+            if match:
+                break
+        assert match, lines
+        head, body = _get(int(match.group(1)))
+        assert head.startswith(b"HTTP/1.1 200")
+        assert json.loads(body)["path"] == "/hello"
+        process.send_signal(signum)
+        rest = process.stderr.read()
+        assert process.wait() == 0, [*lines, rest]
+        assert "shutting down" in rest
+        assert "Traceback" not in rest
+    finally:
+        watchdog.cancel()
+        process.kill()
+        process.wait()
