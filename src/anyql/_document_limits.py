@@ -22,7 +22,6 @@ import re
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from graphql import GraphQLError, GraphQLSchema, parse, specified_rules, validate
 from graphql.language import (
@@ -37,8 +36,7 @@ from graphql.language import (
 )
 from graphql.validation import NoSchemaIntrospectionCustomRule
 
-if TYPE_CHECKING:
-    from .limits import Limits
+from .limits import Limits
 
 __all__ = [
     "MAX_EXPANDED_SELECTIONS",
@@ -52,9 +50,9 @@ __all__ = [
 
 #: Fields merged into one response position (same response names from the root, after
 #: expanding fragments). graphql-core's overlap validation is quadratic in this number.
-MAX_FIELDS_PER_RESPONSE_POSITION = 50
+MAX_FIELDS_PER_RESPONSE_POSITION = Limits().max_fields_per_position
 #: Selections visited while expanding every fragment spread of a document.
-MAX_EXPANDED_SELECTIONS = 10_000
+MAX_EXPANDED_SELECTIONS = Limits().max_expanded_selections
 #: Validation stops after this many errors (graphql-core adds one saying so).
 MAX_VALIDATION_ERRORS = 100
 
@@ -197,13 +195,13 @@ class _Tally:
 class _Walker:
     """Expands one document's selections, sharing the expansion budget across roots."""
 
-    def __init__(self, document: DocumentNode) -> None:
+    def __init__(self, document: DocumentNode, budget: int) -> None:
         self.fragments = {
             definition.name.value: definition
             for definition in document.definitions
             if isinstance(definition, FragmentDefinitionNode)
         }
-        self.budget = MAX_EXPANDED_SELECTIONS
+        self.budget = budget
         self.reached: set[str] = set()
 
     def walk(self, selection_set: SelectionSetNode) -> _Tally | None:
@@ -273,7 +271,7 @@ def check_document(document: DocumentNode, limits: Limits) -> list[GraphQLError]
     Returns:
         The limit errors, empty when the document may be validated.
     """
-    walker = _Walker(document)
+    walker = _Walker(document, limits.max_expanded_selections)
     errors: list[GraphQLError] = []
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     for operation in operations:
@@ -294,7 +292,7 @@ def _check_root(
     tally = walker.walk(definition.selection_set)
     if tally is None:
         message = (
-            f"Document is too complex: more than {MAX_EXPANDED_SELECTIONS} selections"
+            f"Document is too complex: more than {limits.max_expanded_selections} selections"
             " after expanding fragments."
         )
         return [_error(message, definition)]
@@ -302,10 +300,10 @@ def _check_root(
     if tally.depth > limits.max_depth:
         message = f"Query depth {tally.depth} exceeds the maximum of {limits.max_depth}."
         errors.append(_error(message, definition))
-    if tally.crowded_count > MAX_FIELDS_PER_RESPONSE_POSITION:
+    if tally.crowded_count > limits.max_fields_per_position:
         message = (
             f"Field '{tally.crowded_name}' is selected {tally.crowded_count} times at one"
-            f" position, exceeding the maximum of {MAX_FIELDS_PER_RESPONSE_POSITION}."
+            f" position, exceeding the maximum of {limits.max_fields_per_position}."
         )
         errors.append(_error(message, definition))
     if not is_operation:

@@ -58,6 +58,10 @@ class Limits:
     max_depth: int = 15
     #: Aliases in one operation.
     max_aliases: int = 30
+    #: Fields merged into one response position (graphql-core's overlap check is quadratic).
+    max_fields_per_position: int = 50
+    #: Selections after expanding every fragment spread (fragment bombs).
+    max_expanded_selections: int = 10_000
     #: Directives in one document.
     max_directives: int = 50
     #: Fields selected on the root type of one operation.

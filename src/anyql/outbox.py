@@ -98,6 +98,18 @@ class Outbox:
         self._bytes += len(text)
         self._readable.set()
 
+    def push(self, text: str) -> None:
+        """Queue a control frame past the bound, without waiting (the one ``connection_ack``).
+
+        For a frame that must not be overtaken by frames queued after it while a full buffer
+        makes ``put`` wait; there is at most one such frame per connection.
+        """
+        if self._closed:
+            return
+        self._items.append(OutboxItem(None, text, False))
+        self._bytes += len(text)
+        self._readable.set()
+
     def offer(self, text: str, *, owner: Owner, policy: Policy) -> None:
         """Queue a droppable frame without ever waiting (shared subscriptions).
 

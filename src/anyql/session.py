@@ -224,7 +224,9 @@ class Session:
             return
         if self.machine.state is not ConnectionState.INITIALISING:
             return  # closed meanwhile (for example a second connection_init: 4429)
-        await self._send(ConnectionAck(ack))
+        ack_frame = self.machine.send(ConnectionAck(ack))
+        if ack_frame is not None:
+            self.outbox.push(ack_frame)  # never waits, so nothing overtakes it
         if self.machine.send(KeepAlive()) is not None:
             self.tg.start_soon(self._keep_alive)
         for event in self.machine.events():  # operations the protocol held until the ack
