@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,12 @@ class RunningServer:
     kind: str
     port: int
     process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def log(self) -> str:
+        """Everything the server wrote to stderr so far."""
+        return self.log_path.read_text(errors="replace")
 
     @property
     def http_url(self) -> str:
@@ -88,16 +95,18 @@ def running_server(
     port: int | None = None,
 ) -> Iterator[RunningServer]:
     port = port or free_port()
+    # A file, not a pipe: nobody reads a pipe while the server runs, and a full one blocks it.
+    log = tempfile.NamedTemporaryFile(prefix=f"anyql-{kind}-", suffix=".log", delete=False)
     process = subprocess.Popen(
         server_command(kind, target, port, workers),
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     try:
         wait_until_listening(port, process, time.monotonic() + 30)
-        yield RunningServer(kind, port, process)
+        yield RunningServer(kind, port, process, Path(log.name))
     finally:
         process.terminate()
         try:
@@ -105,3 +114,4 @@ def running_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        log.close()

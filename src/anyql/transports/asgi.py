@@ -1,14 +1,20 @@
 """ASGI 3: ``http``, ``websocket`` and ``lifespan`` scopes for any ASGI server (hypercorn).
 
-Owns ``serve_asgi`` and ``ASGIWebSocket`` (a ``WebSocketTransport`` over ASGI messages).
-Imports anyio, the app's value types and errors; protocol rules stay in the session.
+Owns ``serve_asgi``, ``ASGIWebSocket`` (a ``WebSocketTransport`` over ASGI messages) and
+the hand-off to the app's ``fallback``: scopes outside the app's ``path`` go to it
+untouched, and its lifespan runs as a child of ours (started after ``app.running()`` is
+entered, shut down before it is left). Imports anyio, the app's value types and errors;
+protocol rules stay in the session.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from ..errors import ConnectionClosed, HTTPError
 from ..http import error_response
@@ -18,7 +24,7 @@ from ._types import HTTPRequest, HTTPResponse, RequestInfo
 if TYPE_CHECKING:
     from ..app import GraphQL
 
-__all__ = ["ASGIReceive", "ASGIScope", "ASGISend", "ASGIWebSocket", "serve_asgi"]
+__all__ = ["ASGIApp", "ASGIReceive", "ASGIScope", "ASGISend", "ASGIWebSocket", "serve_asgi"]
 
 logger = logging.getLogger("anyql.asgi")
 
@@ -26,27 +32,61 @@ ASGIScope = MutableMapping[str, Any]
 ASGIMessage = MutableMapping[str, Any]
 ASGIReceive = Callable[[], Awaitable[ASGIMessage]]
 ASGISend = Callable[[ASGIMessage], Awaitable[None]]
+ASGIApp = Callable[[ASGIScope, ASGIReceive, ASGISend], Awaitable[None]]
 
 
 async def serve_asgi(app: GraphQL, scope: ASGIScope, receive: ASGIReceive, send: ASGISend) -> None:
-    """Serve one ASGI scope with ``app``."""
+    """Serve one ASGI scope with ``app``, or hand it to ``app.settings.fallback``.
+
+    Args:
+        app: the application.
+        scope: the ASGI scope.
+        receive: the ASGI receive callable.
+        send: the ASGI send callable.
+
+    Raises:
+        ValueError: a scope type anyql does not serve, and no fallback.
+    """
     kind = scope["type"]
-    if kind == "http":
+    fallback = app.settings.fallback
+    if fallback is not None and _belongs_to_fallback(app, kind, scope):
+        await fallback(scope, receive, send)
+    elif kind == "http":
         await _serve_http(app, scope, receive, send)
     elif kind == "websocket":
         await _serve_websocket(app, scope, receive, send)
     elif kind == "lifespan":
-        await _serve_lifespan(app, receive, send)
+        await _serve_lifespan(app, scope, receive, send)
     else:
         raise ValueError(f"anyql cannot serve ASGI scope type {kind!r}")
 
 
+def _belongs_to_fallback(app: GraphQL, kind: str, scope: ASGIScope) -> bool:
+    if kind in ("http", "websocket"):
+        return not app.matches_path(app_path(scope))
+    return kind != "lifespan"  # ours, and it runs the fallback's inside it
+
+
+def app_path(scope: ASGIScope) -> str:
+    """The path below ``root_path``: where the app is mounted is not part of its ``path``.
+
+    ASGI servers and frameworks (Starlette's ``Mount``) put the whole path in ``path`` and
+    the mount point in ``root_path``; a ``path`` not under ``root_path`` (already
+    stripped, as older frameworks and some proxies do) is used as it is.
+    """
+    path: str = scope.get("path", "/")
+    root = str(scope.get("root_path", "")).rstrip("/")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :] or "/"
+    return path
+
+
 def request_info(scope: ASGIScope, method: str) -> RequestInfo:
-    """The ``RequestInfo`` of an ASGI ``http`` or ``websocket`` scope."""
+    """The ``RequestInfo`` of an ASGI ``http`` or ``websocket`` scope (path from ``app_path``)."""
     client = scope.get("client")
     return RequestInfo(
         method=method,
-        path=scope.get("path", "/"),
+        path=app_path(scope),
         query_string=scope.get("query_string", b""),
         headers=tuple(
             (name.decode("latin-1").lower(), value.decode("latin-1"))
@@ -101,19 +141,95 @@ async def _send_response(send: ASGISend, response: HTTPResponse) -> None:
 # --- lifespan --------------------------------------------------------------------
 
 
-async def _serve_lifespan(app: GraphQL, receive: ASGIReceive, send: ASGISend) -> None:
+async def _serve_lifespan(
+    app: GraphQL, scope: ASGIScope, receive: ASGIReceive, send: ASGISend
+) -> None:
     message = await receive()
     if message["type"] != "lifespan.startup":
         return
-    try:
-        async with app.running():
-            await send({"type": "lifespan.startup.complete"})
-            await receive()  # lifespan.shutdown
-    except Exception as error:
-        logger.exception("lifespan failed")
-        await send({"type": "lifespan.startup.failed", "message": str(error)})
-        return
-    await send({"type": "lifespan.shutdown.complete"})
+    fallback = app.settings.fallback
+    shutdown_failure: str | None = None
+    async with AsyncExitStack() as stack:
+        try:
+            await stack.enter_async_context(app.running())
+            tasks = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tasks.cancel_scope.cancel)  # a child lifespan that lingers
+            child = None if fallback is None else ChildLifespan(fallback, scope, tasks)
+            if child is not None:
+                await child.startup()
+        except Exception as error:
+            logger.exception("lifespan startup failed")
+            await send({"type": "lifespan.startup.failed", "message": str(error)})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        if child is not None:
+            shutdown_failure = await child.shutdown()
+    if shutdown_failure is not None:
+        await send({"type": "lifespan.shutdown.failed", "message": shutdown_failure})
+    else:
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+class LifespanStartupFailed(Exception):
+    """The fallback app answered ``lifespan.startup.failed``."""
+
+
+class ChildLifespan:
+    """The fallback app's lifespan, driven from ours: one task, two messages each way.
+
+    An app that returns or raises before answering ``lifespan.startup`` does not support
+    lifespan (ASGI: the server then carries on without it), so neither do we for it.
+    """
+
+    def __init__(self, child: ASGIApp, scope: ASGIScope, tasks: anyio.abc.TaskGroup) -> None:
+        self._to_child, self._child_inbox = anyio.create_memory_object_stream[ASGIMessage](2)
+        self._child_outbox, self._from_child = anyio.create_memory_object_stream[ASGIMessage](2)
+        self.supported = True
+        tasks.start_soon(self._run, child, dict(scope))
+
+    async def startup(self) -> None:
+        """Forward ``lifespan.startup`` and wait for the answer.
+
+        Raises:
+            LifespanStartupFailed: the child answered ``lifespan.startup.failed``.
+        """
+        await self._to_child.send({"type": "lifespan.startup"})
+        reply = await self._reply()
+        if reply is None:
+            self.supported = False
+        elif reply["type"] == "lifespan.startup.failed":
+            raise LifespanStartupFailed(reply.get("message", ""))
+
+    async def shutdown(self) -> str | None:
+        """Forward ``lifespan.shutdown``; return the child's failure message, if any."""
+        if not self.supported:
+            return None
+        await self._to_child.send({"type": "lifespan.shutdown"})
+        reply = await self._reply()
+        if reply is not None and reply["type"] == "lifespan.shutdown.failed":
+            return str(reply.get("message", ""))
+        return None
+
+    async def _reply(self) -> ASGIMessage | None:
+        try:
+            return await self._from_child.receive()
+        except anyio.EndOfStream:
+            return None
+
+    async def _run(self, child: ASGIApp, scope: ASGIScope) -> None:
+        async def receive() -> ASGIMessage:
+            return await self._child_inbox.receive()
+
+        async def send(message: ASGIMessage) -> None:
+            await self._child_outbox.send(message)
+
+        try:
+            await child(scope, receive, send)
+        except Exception:
+            logger.debug("the fallback app does not support lifespan", exc_info=True)
+        finally:
+            self._child_outbox.close()
 
 
 # --- WebSocket -------------------------------------------------------------------
@@ -174,7 +290,8 @@ class ASGIWebSocket:
         data: str | bytes | None = message.get("text")
         if data is None:
             data = message.get("bytes") or b""
-        if len(data) > self._max_message:
+        size = len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode())
+        if size > self._max_message:
             await self.close(CloseCode.MESSAGE_TOO_BIG, "Message too big")
             raise ConnectionClosed(CloseCode.MESSAGE_TOO_BIG)
         return data
