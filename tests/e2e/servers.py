@@ -96,22 +96,21 @@ def running_server(
 ) -> Iterator[RunningServer]:
     port = port or free_port()
     # A file, not a pipe: nobody reads a pipe while the server runs, and a full one blocks it.
-    log = tempfile.NamedTemporaryFile(prefix=f"anyql-{kind}-", suffix=".log", delete=False)
-    process = subprocess.Popen(
-        server_command(kind, target, port, workers),
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    try:
-        wait_until_listening(port, process, time.monotonic() + 30)
-        yield RunningServer(kind, port, process, Path(log.name))
-    finally:
-        process.terminate()
+    with tempfile.NamedTemporaryFile(prefix=f"anyql-{kind}-", suffix=".log") as log:
+        process = subprocess.Popen(
+            server_command(kind, target, port, workers),
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+            wait_until_listening(port, process, time.monotonic() + 30)
+            yield RunningServer(kind, port, process, Path(log.name))
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
