@@ -96,7 +96,10 @@ def running_server(
 ) -> Iterator[RunningServer]:
     port = port or free_port()
     # A file, not a pipe: nobody reads a pipe while the server runs, and a full one blocks it.
-    with tempfile.NamedTemporaryFile(prefix=f"anyql-{kind}-", suffix=".log") as log:
+    # Kept after the server stops, so fixtures can check what it logged.
+    fd, log_name = tempfile.mkstemp(prefix=f"anyql-{kind}-", suffix=".log")
+    os.close(fd)
+    with open(log_name, "wb") as log:
         process = subprocess.Popen(
             server_command(kind, target, port, workers),
             cwd=ROOT,
@@ -106,7 +109,7 @@ def running_server(
         )
         try:
             wait_until_listening(port, process, time.monotonic() + 30)
-            yield RunningServer(kind, port, process, Path(log.name))
+            yield RunningServer(kind, port, process, Path(log_name))
         finally:
             process.terminate()
             try:
