@@ -1,10 +1,20 @@
 """Chat rooms: the Django Channels chat tutorial, without Django.
 
-anyql serve examples.chat:app                           # in memory
-ANYQL_REDIS=redis://127.0.0.1:6379/0 anyql serve examples.chat:app   # across processes
+Run it in memory (one process), or over Redis so that several processes share the rooms::
 
-subscription { joinChatRooms(rooms: ["lobby"], user: "ann") { room user text } }
-mutation { sendChatMessage(room: "lobby", user: "bob", message: "hi") }
+    anyql serve examples.chat:app
+    ANYQL_REDIS=redis://127.0.0.1:6379/0 anyql serve examples.chat:app --port 8001
+    ANYQL_REDIS=redis://127.0.0.1:6379/0 hypercorn --workers 4 examples.chat:app
+
+Then, in GraphiQL at http://127.0.0.1:8000/graphql or any graphql-ws client::
+
+    subscription { joinChatRooms(rooms: ["lobby", "games"], user: "ann") { room user text } }
+    mutation { sendChatMessage(room: "lobby", user: "bob", message: "hi") }
+
+``joinChatRooms`` first yields a confirmation from the user "system" (``room`` lists the
+rooms joined, ``text`` says "<user> joined"): once a client has it, the subscription is
+listening, so nothing sent afterwards is missed. Then it yields every message sent to any
+of those rooms, in the order each room received them, including the user's own.
 """
 
 from __future__ import annotations
@@ -30,6 +40,10 @@ schema = Schema(
 )
 
 
+def channel(room: str) -> str:
+    return f"chat:{room}"
+
+
 @schema.field("Query.hello")
 def hello(root: Any, info: Any, name: str) -> str:
     return f"Hello {name}"
@@ -38,7 +52,7 @@ def hello(root: Any, info: Any, name: str) -> str:
 @schema.field("Mutation.sendChatMessage")
 async def send_chat_message(root: Any, info: Any, room: str, user: str, message: str) -> bool:
     await info.context.broadcast.publish(
-        f"chat:{room}", {"room": room, "user": user, "text": message}
+        channel(room), {"room": room, "user": user, "text": message}
     )
     return True
 
@@ -47,9 +61,12 @@ async def send_chat_message(root: Any, info: Any, room: str, user: str, message:
 async def join_chat_rooms(
     root: Any, info: Any, rooms: list[str], user: str
 ) -> AsyncIterator[dict[str, str]]:
-    channels = [f"chat:{room}" for room in rooms]
-    async with info.context.broadcast.subscribe(*channels) as messages:
-        # The first event confirms the subscription is listening, so a client can publish safely.
+    rooms = list(dict.fromkeys(rooms))  # joining a room twice must not double its messages
+    if not rooms or not all(rooms):
+        raise ValueError("Join at least one room, and name every room")
+    async with info.context.broadcast.subscribe(*map(channel, rooms)) as messages:
+        # Subscribed (on Redis too) before this first event: a client that waits for it
+        # can send right away without missing its own message.
         yield {"room": ",".join(rooms), "user": "system", "text": f"{user} joined"}
         async for message in messages:
             yield message
@@ -62,4 +79,9 @@ async def count(root: Any, info: Any, target: int, delayMs: int) -> AsyncIterato
         await anyio.sleep(delayMs / 1000)
 
 
-app = GraphQL(schema, broadcast=Broadcast(os.environ.get("ANYQL_REDIS")))
+def make_app(redis_url: str | None = None) -> GraphQL:
+    """The chat app: rooms in memory, or shared through Redis pub/sub at ``redis_url``."""
+    return GraphQL(schema, broadcast=Broadcast(redis_url))
+
+
+app = make_app(os.environ.get("ANYQL_REDIS") or None)

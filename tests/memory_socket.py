@@ -74,6 +74,13 @@ class Peer:
         payload = message if isinstance(message, str | bytes) else json.dumps(message)
         await self._to_server.send(payload)
 
+    async def receive_text(self) -> str:
+        """The next frame exactly as the server wrote it."""
+        try:
+            return await self._from_server.receive()
+        except anyio.EndOfStream:
+            raise AssertionError(f"server closed with {self.socket.close_frame}") from None
+
     async def receive(self) -> dict[str, Any]:
         """The next frame as JSON; fails if the server closed instead."""
         try:
@@ -116,9 +123,13 @@ async def session(
     socket = MemorySocket(subprotocol, server_in, server_out)
     info = RequestInfo(method="GET", path="/graphql", headers=(("host", "test"),))
     peer = Peer(socket, to_server, from_server)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(serve_session, app, socket, info)
-        try:
-            yield peer
-        finally:
-            await peer.disconnect()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve_session, app, socket, info)
+            try:
+                yield peer
+            finally:
+                await peer.disconnect()
+    finally:
+        for stream in (to_server, server_in, server_out, from_server):
+            stream.close()

@@ -7,7 +7,9 @@ result once, and offers the same text to every subscriber, whose session splices
 ``id`` envelope around it. Offering never blocks: a subscriber whose buffer is full gets its
 slow-consumer policy (``close`` by default), so one slow client never stalls the others. The
 hub is cancelled when its last subscriber leaves; its source's ``finally`` runs inside the
-hub's own task. Imports anyio and execution; never a transport.
+hub's own task. A hub never lets an exception escape into the server-wide task group: a
+failure ends that hub, and its subscribers get an error. Imports anyio and execution; never
+a transport or the session.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from .execution import RequestError, SourceError, encode_json
 if TYPE_CHECKING:
     from .execution import Engine, FormattedError, PreparedOperation
 
-__all__ = ["Fanout", "Subscriber"]
+__all__ = ["Fanout", "Hub", "Subscriber"]
 
 logger = logging.getLogger("anyql.fanout")
+
+INTERNAL_ERROR: tuple[FormattedError, ...] = ({"message": "Internal server error"},)
 
 
 @dataclass(eq=False, slots=True)
@@ -34,8 +38,9 @@ class Subscriber:
     """One attached operation: ``deliver`` gets each encoded payload, synchronously.
 
     ``deliver`` must not block; it returns False when the subscriber must be detached (its
-    connection is closing as a slow consumer). ``ended`` is set when the hub finishes, with
-    ``errors`` set when it failed.
+    connection is closing as a slow consumer, or the operation was cancelled). ``ended`` is
+    set when the subscriber is detached or the hub finishes; ``errors`` is set first when
+    the hub failed.
     """
 
     deliver: Callable[[str], bool]
@@ -44,46 +49,86 @@ class Subscriber:
 
 
 class Hub:
-    def __init__(self, fanout: Fanout, key: Hashable, prepared: PreparedOperation, context: Any):
+    """One running shared source and the subscribers it feeds.
+
+    Created and started by ``Fanout.attach``; sessions only ever call ``detach``.
+    """
+
+    def __init__(
+        self, fanout: Fanout, key: Hashable, prepared: PreparedOperation, context: Any
+    ) -> None:
         self.fanout = fanout
         self.key = key
         self.prepared = prepared
+        #: The context of the subscriber that started the hub; shared resolvers must not
+        #: depend on it (it outlives that subscriber's connection).
         self.context = context
-        self.subscribers: list[Subscriber] = []
+        self.subscribers: dict[Subscriber, None] = {}
         self.scope = anyio.CancelScope()
 
     async def run(self) -> None:
+        """Run the source until it ends, fails, or the last subscriber leaves."""
         errors: tuple[FormattedError, ...] | None = None
         try:
             with self.scope:
-                subscription = self.fanout.engine.subscribe(self.prepared, context=self.context)
-                async with subscription as results:
-                    async for result in results:
-                        self._offer(encode_json(result))
+                await self._pump()
         except (RequestError, SourceError) as error:
             errors = error.errors
+        except Exception:
+            logger.exception("shared subscription to %s failed", self.prepared.root_field)
+            errors = INTERNAL_ERROR
         finally:
             self.fanout._forget(self)
-            for subscriber in self.subscribers:
-                subscriber.errors = errors
-                subscriber.ended.set()
+            self._end(errors)
+
+    async def _pump(self) -> None:
+        subscription = self.fanout.engine.subscribe(self.prepared, context=self.context)
+        async with subscription as results:
+            try:
+                async for result in results:
+                    self._offer(encode_json(result))
+            finally:
+                # Newcomers start a fresh hub rather than join one whose source is closing.
+                self.fanout._forget(self)
 
     def _offer(self, payload: str) -> None:
-        detached = [s for s in self.subscribers if not s.deliver(payload)]
-        for subscriber in detached:
-            self.detach(subscriber)
+        for subscriber in list(self.subscribers):
+            try:
+                keep = subscriber.deliver(payload)
+            except Exception:
+                logger.exception("delivering a shared event failed; detaching that subscriber")
+                keep = False
+            if not keep:
+                self.detach(subscriber)
+
+    def _end(self, errors: tuple[FormattedError, ...] | None) -> None:
+        subscribers, self.subscribers = self.subscribers, {}
+        for subscriber in subscribers:
+            subscriber.errors = errors
+            subscriber.ended.set()
 
     def detach(self, subscriber: Subscriber) -> None:
-        if subscriber in self.subscribers:
-            self.subscribers.remove(subscriber)
-            subscriber.ended.set()
+        """Detach ``subscriber`` (idempotent) and set its ``ended``; cancel if it was the last.
+
+        Args:
+            subscriber: a subscriber attached to this hub, or one already detached.
+        """
+        if subscriber not in self.subscribers:
+            return
+        del self.subscribers[subscriber]
+        subscriber.ended.set()
         if not self.subscribers:
             self.fanout._forget(self)
             self.scope.cancel()
 
 
 class Fanout:
-    """The registry of running hubs for one server."""
+    """The registry of running hubs for one server.
+
+    Args:
+        engine: runs each hub's subscription.
+        task_group: the server-wide task group the hubs run in.
+    """
 
     def __init__(self, engine: Engine, task_group: anyio.abc.TaskGroup) -> None:
         self.engine = engine
@@ -93,13 +138,24 @@ class Fanout:
     def attach(
         self, key: Hashable, prepared: PreparedOperation, context: Any, subscriber: Subscriber
     ) -> Hub:
-        """Attach ``subscriber`` to the hub for ``key``, starting one if there is none."""
+        """Attach ``subscriber`` to the hub for ``key``, starting one if there is none.
+
+        Args:
+            key: the operation's share key (``Engine.share_key``).
+            prepared: the prepared subscription; used only when a hub starts.
+            context: what the hub's resolvers see as ``info.context``; used only when a hub
+                starts.
+            subscriber: gets every later event; earlier events are not replayed.
+
+        Returns:
+            The hub, for ``hub.detach(subscriber)`` when the subscriber leaves.
+        """
         hub = self.hubs.get(key)
         if hub is None:
             hub = Hub(self, key, prepared, context)
             self.hubs[key] = hub
-            self.task_group.start_soon(hub.run)
-        hub.subscribers.append(subscriber)
+            self.task_group.start_soon(hub.run, name=f"anyql shared {prepared.root_field}")
+        hub.subscribers[subscriber] = None
         return hub
 
     def _forget(self, hub: Hub) -> None:
