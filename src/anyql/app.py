@@ -29,7 +29,7 @@ from .schema import Schema, as_schema
 from .transports._types import HTTPRequest, HTTPResponse, RequestInfo, WebSocketTransport
 
 if TYPE_CHECKING:
-    from .transports.asgi import ASGIReceive, ASGIScope, ASGISend
+    from .transports.asgi import ASGIApp, ASGIReceive, ASGIScope, ASGISend
 
 __all__ = ["GraphQL", "ServerHandle", "Settings", "SlowConsumerPolicy"]
 
@@ -43,9 +43,19 @@ OnDisconnect = Callable[[Any], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
-    """Every knob of a ``GraphQL`` app; frozen, passed down, never calling back."""
+    """Every knob of a ``GraphQL`` app; frozen, passed down, never calling back.
+
+    ``path``: the one path the app answers (HTTP and WebSocket; a trailing slash is
+    ignored; under ASGI it is relative to ``root_path``, so mounting works); None answers
+    every path. ``fallback``: an ASGI app that receives every ``http`` and ``websocket``
+    scope outside ``path`` and every other scope type, and whose lifespan runs inside this
+    app's (ASGI only: the native server answers 404 outside ``path``); it needs ``path``.
+    ``graphiql``: True serves the GraphiQL page to browsers, False never, a callable
+    ``(RequestInfo) -> str`` returns the page's HTML itself.
+    """
 
     path: str | None = None
+    fallback: ASGIApp | None = None
     subscription_protocols: tuple[str, ...] = SUBPROTOCOLS
     graphiql: bool | Callable[[RequestInfo], str] = True
     graphiql_assets_url: str | None = None
@@ -58,6 +68,14 @@ class Settings:
     shared_slow_consumer: SlowConsumerPolicy = "close"
     allowed_origins: tuple[str, ...] = ()
     check_origin: bool = True
+
+    def __post_init__(self) -> None:
+        if self.path is not None and not self.path.startswith("/"):
+            raise ValueError(f"path must start with '/', not {self.path!r}")
+        if self.fallback is not None and (self.path is None or not callable(self.fallback)):
+            raise ValueError("fallback= takes an ASGI app and needs path=")
+        if not isinstance(self.graphiql, bool) and not callable(self.graphiql):
+            raise ValueError("graphiql= takes True, False or a callable returning HTML")
 
 
 class ServerHandle:
@@ -213,7 +231,8 @@ class GraphQL:
         custom = self.settings.graphiql
         if callable(custom):
             body = custom(info).encode("utf-8")
-            return HTTPResponse(200, (("content-type", "text/html; charset=utf-8"),), body)
+            headers = (("content-type", "text/html; charset=utf-8"), ("vary", "accept"))
+            return HTTPResponse(200, headers, body)
         return http.graphiql_response(assets_url=self.settings.graphiql_assets_url)
 
     # --- WebSocket -----------------------------------------------------------------

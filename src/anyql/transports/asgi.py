@@ -147,28 +147,45 @@ async def _serve_lifespan(
     message = await receive()
     if message["type"] != "lifespan.startup":
         return
-    fallback = app.settings.fallback
-    shutdown_failure: str | None = None
-    async with AsyncExitStack() as stack:
-        try:
-            await stack.enter_async_context(app.running())
-            tasks = await stack.enter_async_context(anyio.create_task_group())
-            stack.callback(tasks.cancel_scope.cancel)  # a child lifespan that lingers
-            child = None if fallback is None else ChildLifespan(fallback, scope, tasks)
-            if child is not None:
-                await child.startup()
-        except Exception as error:
-            logger.exception("lifespan startup failed")
-            await send({"type": "lifespan.startup.failed", "message": str(error)})
-            return
-        await send({"type": "lifespan.startup.complete"})
+    stack = AsyncExitStack()
+    try:
+        child = await _start_lifespan(app, scope, stack)
+    except Exception as error:
+        logger.exception("lifespan startup failed")
+        await stack.aclose()
+        await send({"type": "lifespan.startup.failed", "message": str(error)})
+        return
+    await send({"type": "lifespan.startup.complete"})
+    failure: str | None = None
+    try:
         await receive()  # lifespan.shutdown
         if child is not None:
-            shutdown_failure = await child.shutdown()
-    if shutdown_failure is not None:
-        await send({"type": "lifespan.shutdown.failed", "message": shutdown_failure})
+            failure = await child.shutdown()
+    finally:
+        try:
+            await stack.aclose()
+        except Exception as error:
+            logger.exception("lifespan shutdown failed")
+            failure = failure or str(error) or type(error).__name__
+    if failure is not None:
+        await send({"type": "lifespan.shutdown.failed", "message": failure})
     else:
         await send({"type": "lifespan.shutdown.complete"})
+
+
+async def _start_lifespan(
+    app: GraphQL, scope: ASGIScope, stack: AsyncExitStack
+) -> ChildLifespan | None:
+    """Enter ``app.running()``, then start the fallback's lifespan (if any) inside it."""
+    await stack.enter_async_context(app.running())
+    fallback = app.settings.fallback
+    if fallback is None:
+        return None
+    tasks = await stack.enter_async_context(anyio.create_task_group())
+    stack.callback(tasks.cancel_scope.cancel)  # a child lifespan that lingers after shutdown
+    child = ChildLifespan(fallback, scope, tasks)
+    await child.startup()
+    return child
 
 
 class LifespanStartupFailed(Exception):

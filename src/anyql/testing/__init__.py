@@ -1,0 +1,46 @@
+"""Test client: GraphQL over HTTP and WebSocket, against an app in process or a server by URL.
+
+``TestClient(app)`` serves the app over in-memory byte streams with the native transport
+(``anyql.transports.native.serve_connection``, what ``anyql serve`` runs), inside
+``app.running()``, so what is tested is what is served; ``TestClient.connect(url)`` speaks
+to a running server over TCP with the same API. The client side is plain h11 and wsproto.
+Works under Trio and asyncio: anyio's pytest plugin, pytest-trio, ``trio.run`` and
+``asyncio.run``::
+
+    async with TestClient(app) as client:
+        result = await client.query("{ hello }")                 # HTTP POST
+        async with client.websocket(connection_params={"token": "t"}) as socket:
+            result = await socket.query("{ hello }")             # over the socket
+            async with socket.subscribe("subscription { count(target: 3) }") as results:
+                async for result in results:
+                    ...
+            # leaving the subscription's block sent `complete` (legacy: `stop`)
+        # leaving the socket's block waited for the server to end the session: every
+        # resolver's cleanup has run
+
+Modules: ``_client`` (``TestClient``), ``_websocket`` (``WebSocketConnection``,
+``Subscription``), ``_wire`` (in-memory streams, h11/wsproto client steps, ``Response``,
+errors). Must not import the app, the session or graphql.
+"""
+
+from __future__ import annotations
+
+from ._client import TestClient as TestClient
+from ._websocket import Subscription as Subscription
+from ._websocket import WebSocketConnection as WebSocketConnection
+from ._wire import ClientError as ClientError
+from ._wire import Response as Response
+from ._wire import ResponseError as ResponseError
+from ._wire import WebSocketClosed as WebSocketClosed
+from ._wire import WebSocketRejected as WebSocketRejected
+
+__all__ = [
+    "ClientError",
+    "Response",
+    "ResponseError",
+    "Subscription",
+    "TestClient",
+    "WebSocketClosed",
+    "WebSocketConnection",
+    "WebSocketRejected",
+]
