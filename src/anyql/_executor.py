@@ -196,7 +196,9 @@ class AnyioExecutor(ExecutorThrowingOnIncremental):
             raise
         finally:
             if not exhausted:
-                await _close_quietly(async_iterator, self.cleanup_grace)
+                await aclose_within(
+                    async_iterator, self.cleanup_grace, "a list field's async iterator"
+                )
         if pending:
             await self._fill_in(completed, pending)
         return completed
@@ -322,7 +324,12 @@ async def _await_logged(awaitable: Awaitable[Any], log: bool) -> None:
             logger.exception("tracked asynchronous work failed")
 
 
-async def _close_quietly(iterator: AsyncIterator[Any], grace: float) -> None:
+async def aclose_within(iterator: AsyncIterator[Any], grace: float, what: str) -> None:
+    """``aclose()`` ``iterator`` in this task, shielded and bounded by ``grace`` seconds.
+
+    An error from the iterator's cleanup is logged, never raised; a cleanup still running
+    at the bound is cut there and logged as abandoned.
+    """
     aclose = getattr(iterator, "aclose", None)
     if aclose is None:
         return
@@ -330,9 +337,9 @@ async def _close_quietly(iterator: AsyncIterator[Any], grace: float) -> None:
         try:
             await aclose()
         except Exception:
-            logger.exception("closing a list field's async iterator failed")
+            logger.exception("closing %s failed", what)
     if scope.cancel_called:
-        logger.warning("a list field's async iterator did not close within %s s", grace)
+        logger.warning("%s did not close within %s s; abandoned it", what, grace)
 
 
 def order_errors(errors: Sequence[GraphQLError], data: dict[str, Any] | None) -> list[GraphQLError]:

@@ -34,7 +34,7 @@ from graphql.execution import create_source_event_stream
 from graphql.language import FieldNode, FragmentDefinitionNode, SelectionSetNode
 
 from ._document_limits import DocumentCache
-from ._executor import AnyioExecutor, run_executor
+from ._executor import AnyioExecutor, aclose_within, run_executor
 from .limits import Limits
 from .protocol._common import OperationRequest
 from .schema import Schema, as_schema
@@ -377,17 +377,8 @@ class Subscription:
         traceback: TracebackType | None,
     ) -> None:
         source, self._source = self._source, None
-        aclose = getattr(source, "aclose", None)
-        if aclose is None:
-            return
-        grace = self._engine.limits.cleanup_grace
-        with anyio.move_on_after(grace, shield=True) as scope:
-            try:
-                await aclose()
-            except Exception:
-                logger.exception("closing a subscription source failed")
-        if scope.cancel_called:
-            logger.warning("a subscription source did not close within %s s; abandoned it", grace)
+        if source is not None:
+            await aclose_within(source, self._engine.limits.cleanup_grace, "a subscription source")
 
 
 class _ResultStream:
