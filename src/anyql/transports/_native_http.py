@@ -143,6 +143,9 @@ class HTTPConnection:
         """
         if self._broken:
             return None
+        # Forget the last request's method: an error answering a bad head must carry its
+        # body (h11 would refuse a body-less 4xx once a HEAD was served; found by fuzzing).
+        self._method = b"GET"
         try:
             if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
                 self._h11.start_next_cycle()
@@ -180,6 +183,7 @@ class HTTPConnection:
     async def _check_head(self, event: h11.Event | type[h11.PAUSED]) -> h11.Request | None:
         if not isinstance(event, h11.Request):
             return None  # ConnectionClosed: the peer ended the connection between requests
+        self._method = event.method  # h11 has taken it: a refusal of a HEAD has no body
         if (
             len(event.headers) > self._limits.max_headers
             or _head_size(event) > self._limits.max_header_bytes
@@ -192,7 +196,6 @@ class HTTPConnection:
             await self.send_error(HTTPStatus.BAD_REQUEST)
             return None
         self._requests += 1
-        self._method = event.method
         return event
 
     def request_info(self, request: h11.Request) -> RequestInfo:

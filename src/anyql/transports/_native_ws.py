@@ -10,8 +10,10 @@ Theory of operation: the session's reader calls ``receive()``, the only reader o
 stream; its writer calls ``send_text``/``send_many``. wsproto yields partial frames and has
 no size limit, so ``MessageAssembler`` reassembles them while counting bytes and refuses
 (close 1009) before buffering past ``max_ws_message_bytes``. wsproto never answers
-anything itself: a ping stores its payload in one slot (a flood leaves only the latest,
-as RFC 6455 section 5.5.3 allows) and a background task writes the pong; a client close
+anything itself: a ping queues its payload in a small bounded queue (a flood keeps only
+the latest ``MAX_PENDING_PONGS``, as RFC 6455 section 5.5.3 allows) and a background task
+writes the pongs, unless a message completes first: ``receive()`` then writes them before
+handing the message over, so a pong never follows the answer to a later message; a client close
 is answered once from ``receive()``; input wsproto cannot parse arrives as a
 ``CloseConnection`` while wsproto is still OPEN, and is answered with that close code
 (1002, 1007). Every write holds one lock and is shielded from cancellation (bounded by
@@ -24,6 +26,7 @@ sees 1006).
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from itertools import count
@@ -65,6 +68,8 @@ _MESSAGE_TOO_BIG = 1009
 #: States in which wsproto lets us send a close frame (start the handshake, or answer).
 _CLOSABLE = (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING)
 _CLOSED = ConnectionState.CLOSED
+#: Unanswered pings remembered; older ones are dropped (a ping flood stays bounded).
+MAX_PENDING_PONGS = 16
 
 
 class MessageTooBig(Exception):
@@ -199,8 +204,8 @@ class NativeWebSocket:
         self._ended: tuple[int, str] | None = None
         #: A close frame decided by the reader and not yet written.
         self._pending_close: CloseConnection | None = None
-        #: The payload of the latest unanswered ping (one slot: pongs are coalesced).
-        self._pending_pong: bytes | None = None
+        #: Payloads of the latest unanswered pings, oldest first (bounded: pongs coalesce).
+        self._pending_pongs: deque[bytes] = deque(maxlen=MAX_PENDING_PONGS)
         self._pong_wanted = anyio.Event()
         self._pong_received = anyio.Event()
         self._ping_ids = count()
@@ -222,6 +227,7 @@ class NativeWebSocket:
         while True:
             message = self._next_message()
             if message is not None:
+                await self._send_pongs()  # pings that came before the message go first
                 return message
             if self._pending_close is not None:
                 frame, self._pending_close = self._pending_close, None
@@ -242,6 +248,19 @@ class NativeWebSocket:
         async with self._write_lock:
             self._check_open()
             await self._write_or_raise(self._ws.send(TextMessage(data=text)))
+
+    async def send_bytes(self, data: bytes) -> None:
+        """Send one binary message as one frame, in one write (GraphQL never needs it).
+
+        Args:
+            data: the message.
+
+        Raises:
+            ConnectionClosed: the socket is closed or the write failed.
+        """
+        async with self._write_lock:
+            self._check_open()
+            await self._write_or_raise(self._ws.send(BytesMessage(data=data)))
 
     async def send_many(self, texts: Sequence[str]) -> None:
         """Send several text messages, one frame each, in a single write.
@@ -296,12 +315,11 @@ class NativeWebSocket:
                     await self._read()
 
     async def answer_pings(self) -> None:
-        """Write a pong for the latest ping whenever one is pending (runs until cancelled)."""
+        """Write the pending pongs whenever pings arrived (runs until cancelled)."""
         while True:
             await self._pong_wanted.wait()
             self._pong_wanted = anyio.Event()
-            payload, self._pending_pong = self._pending_pong, None
-            if payload is not None and not await self._send_control(Pong(payload=payload)):
+            if not await self._send_pongs():
                 return
 
     async def keep_alive(self) -> None:
@@ -337,7 +355,7 @@ class NativeWebSocket:
                 if message is not None:
                     return message
             elif isinstance(event, Ping):
-                self._pending_pong = bytes(event.payload)
+                self._pending_pongs.append(bytes(event.payload))
                 self._pong_wanted.set()
             elif isinstance(event, Pong):
                 self._pong_received.set()
@@ -385,6 +403,18 @@ class NativeWebSocket:
                     await self._write(self._ws.send(frame))
                 return
         await self.abort()  # the peer has taken no data for CLOSE_TIMEOUT: give up on it
+
+    async def _send_pongs(self) -> bool:
+        """Write every pending pong, in order, in one write; False once nothing can be sent."""
+        async with self._write_lock:
+            if self._lost or self._ended is not None or self._ws.state is not ConnectionState.OPEN:
+                self._pending_pongs.clear()
+                return False
+            if not self._pending_pongs:
+                return True
+            frames = b"".join(self._ws.send(Pong(payload=p)) for p in self._pending_pongs)
+            self._pending_pongs.clear()
+            return await self._write(frames)
 
     async def _send_control(self, event: Event) -> bool:
         async with self._write_lock:

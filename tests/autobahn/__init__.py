@@ -1,0 +1,1 @@
+"""The Autobahn test-suite case files (run by kosoku) against the native WebSocket transport."""
