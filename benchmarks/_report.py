@@ -1,0 +1,258 @@
+"""Reporting for the fan-out benchmark: progress bar, percentiles, tables, JSON and the plot.
+
+Owns ``Progress`` (a one-line bar on stderr), ``percentiles``, ``print_table``,
+``print_ratios``, ``write_json`` and ``write_plot`` (matplotlib is optional: without it the
+plot is skipped with a message). Imports the standard library, and matplotlib lazily.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = ["Progress", "percentiles", "print_ratios", "print_table", "write_json", "write_plot"]
+
+
+class Progress:
+    """A one-line progress bar on stderr, redrawn at most ten times a second."""
+
+    def __init__(self, enabled: bool = True, stream: TextIO = sys.stderr, width: int = 30) -> None:
+        self.enabled = enabled
+        self.stream = stream
+        self.width = width
+        self._drawn = 0.0
+        self._shown = False
+
+    def update(self, label: str, done: float, total: float, *, force: bool = False) -> None:
+        """Draw ``label [####----] done/total`` unless drawn less than 0.1 s ago.
+
+        Args:
+            label: what is being waited for.
+            done: how much is done.
+            total: how much there is (0 draws an empty bar).
+            force: draw even if drawn less than 0.1 s ago.
+        """
+        now = time.monotonic()
+        if not self.enabled or (not force and now - self._drawn < 0.1):
+            return
+        self._drawn = now
+        fraction = min(1.0, done / total) if total else 0.0
+        filled = int(fraction * self.width)
+        bar = "#" * filled + "-" * (self.width - filled)
+        line = f"\r{label[:48]:<48} [{bar}] {int(done):>9,}/{int(total):,}"
+        self.stream.write(line + "\x1b[K")
+        self.stream.flush()
+        self._shown = True
+
+    def done(self) -> None:
+        """End the bar's line."""
+        if self.enabled and self._shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self._shown = False
+
+    def say(self, text: str) -> None:
+        """Print ``text`` on its own line, above the bar (also when the bar is disabled)."""
+        self.done()
+        print(text, file=self.stream, flush=True)
+
+
+def percentiles(samples: Sequence[float], wanted: Sequence[float] = (50, 99)) -> dict[str, float]:
+    """Nearest-rank percentiles of ``samples`` and their maximum.
+
+    Args:
+        samples: the values (any order).
+        wanted: percentiles to report, 0-100.
+
+    Returns:
+        ``{"p50": ..., "p99": ..., "max": ...}``; NaN for every key when there are none.
+    """
+    keys = [f"p{p:g}" for p in wanted] + ["max"]
+    if not samples:
+        return dict.fromkeys(keys, math.nan)
+    ordered = sorted(samples)
+    result = {
+        f"p{p:g}": ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
+        for p in wanted
+    }
+    result["max"] = ordered[-1]
+    return result
+
+
+def _label(run: dict[str, Any]) -> str:
+    sharing = f"/{run['sharing']}" if run.get("sharing") else ""
+    return f"{run['server']}{sharing}"
+
+
+def _number(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def print_table(runs: Sequence[dict[str, Any]], stream: TextIO = sys.stdout) -> None:
+    """Print one line per run, grouped by mode."""
+    fanout = [r for r in runs if r["mode"] == "fanout"]
+    if fanout:
+        print(
+            f"{'server':<28}{'N':>6}{'bytes':>6}{'deliv/s':>10}{'µs cpu/d':>10}"
+            f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'missed':>8}{'KiB/sub':>9}",
+            file=stream,
+        )
+        for r in fanout:
+            lat, rate = r["latency_ms"], _number(r["deliveries_per_s"], 0)
+            print(
+                f"{_label(r):<28}{r['n']:>6}{r['payload']:>6}{rate:>10}"
+                f"{_number(r['server_cpu_us_per_delivery']):>10}{_number(lat['p50']):>9}"
+                f"{_number(lat['p99']):>9}{_number(lat['max']):>9}{r['missed']:>8}"
+                f"{_number(r['rss_per_subscriber_kib']):>9}",
+                file=stream,
+            )
+    for r in (r for r in runs if r["mode"] == "latency"):
+        lat, per_event = r["latency_ms"], r["event_completion_ms"]
+        print(
+            f"latency {_label(r)} N={r['n']}: delivery p50 {_number(lat['p50'])} ms, p99 "
+            f"{_number(lat['p99'])} ms, max {_number(lat['max'])} ms; last delivery per event "
+            f"p99 {_number(per_event['p99'])} ms over {r['events']} events, missed {r['missed']}",
+            file=stream,
+        )
+    for r in (r for r in runs if r["mode"] == "churn"):
+        print(
+            f"churn {_label(r)}: {r['cycles']:,} cycles in {_number(r['duration_s'])} s = "
+            f"{_number(r['cycles_per_s'], 0)}/s; RSS {r['rss_start_kib']:,} -> "
+            f"{r['rss_end_kib']:,} KiB (growth after warm-up {r['rss_growth_kib']:+,} KiB)",
+            file=stream,
+        )
+
+
+def ratio_rows(runs: Sequence[dict[str, Any]], versus: str) -> list[dict[str, Any]]:
+    """Pair each anyql run with the ``versus`` runs of the same mode, N and payload.
+
+    Args:
+        runs: all runs.
+        versus: the server kind to compare against (``"strawberry"`` or ``"baseline"``).
+
+    Returns:
+        One row per anyql target and workload, from the medians of its repeats.
+    """
+    groups: dict[tuple[Any, ...], dict[str, list[dict[str, Any]]]] = {}
+    for run in runs:
+        key = (run["mode"], run.get("n"), run.get("payload"))
+        name = run["server"] if run["server"] == versus else _label(run)
+        if run["server"] in ("baseline", "strawberry") and run["server"] != versus:
+            continue
+        groups.setdefault(key, {}).setdefault(name, []).append(run)
+    rows = []
+    for (mode, n, payload), by_target in groups.items():
+        reference = by_target.pop(versus, None)
+        if not reference:
+            continue
+        for name, ours in by_target.items():
+            rows.append(_ratio(mode, n, payload, name, versus, ours, reference))
+    return rows
+
+
+def _median(runs: Sequence[dict[str, Any]], key: str) -> float:
+    values = sorted(r[key] for r in runs if r.get(key) is not None)
+    return values[len(values) // 2] if values else math.nan
+
+
+def _ratio(
+    mode: str,
+    n: Any,
+    payload: Any,
+    name: str,
+    versus: str,
+    ours: Sequence[dict[str, Any]],
+    theirs: Sequence[dict[str, Any]],
+) -> dict[str, Any]:
+    row: dict[str, Any] = {"mode": mode, "n": n, "payload": payload, "target": name}
+    row["versus"] = versus
+    pairs = {
+        "fanout": ("deliveries_per_s", "server_cpu_us_per_delivery", "rss_per_subscriber_kib"),
+        "churn": ("cycles_per_s",),
+        "latency": ("p99_ms",),
+    }[mode]
+    for key in pairs:
+        mine, other = _median(ours, key), _median(theirs, key)
+        row[key] = mine
+        row[f"{versus}_{key}"] = other
+        row[f"ratio_{key}"] = mine / other if other else math.nan
+    return row
+
+
+def print_ratios(rows: Sequence[dict[str, Any]], stream: TextIO = sys.stdout) -> None:
+    """Print ``ours / theirs`` for every compared figure (medians of alternating runs)."""
+    for row in rows:
+        figures = ", ".join(
+            f"{key[len('ratio_') :]} x{value:.2f}"
+            for key, value in row.items()
+            if key.startswith("ratio_") and not math.isnan(value)
+        )
+        where = f" N={row['n']} {row['payload']} B" if row["mode"] == "fanout" else ""
+        print(f"{row['mode']}{where}: {row['target']} / {row['versus']}: {figures}", file=stream)
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    """Write the results document (NaN becomes null)."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(clean(document), indent=2) + "\n")
+
+
+def write_plot(path: Path, runs: Sequence[dict[str, Any]]) -> str:
+    """Plot deliveries/s and p99 latency against N, one line per server and payload.
+
+    Args:
+        path: the PNG to write.
+        runs: all runs (only fan-out runs are plotted).
+
+    Returns:
+        What happened, for the user: the path written, or why nothing was.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "plot skipped: matplotlib is not installed (pip install 'anyql[bench]')"
+    fanout = [r for r in runs if r["mode"] == "fanout"]
+    if not fanout:
+        return "plot skipped: no fan-out runs"
+    lines: dict[str, dict[int, list[dict[str, Any]]]] = {}
+    for run in fanout:
+        lines.setdefault(f"{_label(run)} {run['payload']} B", {}).setdefault(run["n"], []).append(
+            run
+        )
+    figure, (rate, tail) = plt.subplots(1, 2, figsize=(12, 5))
+    for name, by_n in sorted(lines.items()):
+        ns = sorted(by_n)
+        rate.plot(ns, [_median(by_n[n], "deliveries_per_s") for n in ns], marker="o", label=name)
+        p99 = [sorted(r["latency_ms"]["p99"] for r in by_n[n])[len(by_n[n]) // 2] for n in ns]
+        tail.plot(ns, p99, marker="o", label=name)
+    for axes, title in ((rate, "deliveries per second"), (tail, "p99 latency in a burst (ms)")):
+        axes.set_xscale("log")
+        axes.set_xlabel("subscribers (N)")
+        axes.set_title(title)
+        axes.grid(True, alpha=0.3)
+    tail.set_yscale("log")
+    rate.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return f"plot written to {path}"

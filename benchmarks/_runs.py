@@ -1,0 +1,398 @@
+"""One benchmark run against one running server: fan-out bursts, single-event latency, churn.
+
+Owns ``Workload``, ``Generators`` (the load-generator processes and their command pipes)
+and ``run_fanout``, ``run_latency`` and ``run_churn``, each returning one result dict.
+Every wait is bounded by a deadline or by a quiet period with no progress; nothing loops
+forever. Imports the standard library, ``_generator``, ``_servers`` and ``_report``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import multiprocessing
+import os
+import threading
+import time
+from array import array
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._frames import PUBLISH_MUTATION
+from ._generator import WorkerSpec, worker_main
+from ._profile import Sampler
+from ._report import Progress, percentiles
+from ._servers import ServerProcess
+
+__all__ = ["Bursts", "Generators", "Workload", "run_churn", "run_fanout", "run_latency"]
+
+TOPIC = "bench"
+#: A burst ends early when no delivery arrived for this long.
+QUIET_SECONDS = 5.0
+#: Longest a publishing mutation may take (the bench app allows 600 s).
+PUBLISH_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What to run: sizes, counts and the time bounds."""
+
+    n: int = 100
+    k: int = 100
+    bursts: int = 2
+    payload: int = 16
+    generators: int = 2
+    latency_events: int = 50
+    churn_cycles: int = 100_000
+    max_seconds: float = 120.0
+
+
+class Generators:
+    """Load-generator processes sharing ``connections`` between them; a context manager."""
+
+    def __init__(self, port: int, connections: int, processes: int, churn_cycles: int = 0):
+        context = multiprocessing.get_context("fork")
+        processes = max(1, min(processes, connections))
+        shares = [
+            connections // processes + (i < connections % processes) for i in range(processes)
+        ]
+        self.pipes = []
+        self.processes = []
+        for share in shares:
+            ours, theirs = context.Pipe()
+            spec = WorkerSpec("127.0.0.1", port, "/graphql", share, TOPIC, churn_cycles)
+            process = context.Process(target=worker_main, args=(spec, theirs), daemon=True)
+            process.start()
+            theirs.close()
+            self.pipes.append(ours)
+            self.processes.append(process)
+
+    def __enter__(self) -> Generators:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for pipe in self.pipes:
+            with suppress(OSError):
+                pipe.send(("stop",))
+        for pipe, process in zip(self.pipes, self.processes, strict=True):
+            if pipe.poll(10):
+                pipe.recv()
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+    def ask(self, command: str) -> list[Any]:
+        """Send ``command`` to every worker and return their replies, in worker order."""
+        for pipe in self.pipes:
+            pipe.send((command,))
+        replies = []
+        for pipe in self.pipes:
+            if not pipe.poll(60):
+                raise TimeoutError(f"a load generator did not answer {command!r}")
+            replies.append(pipe.recv())
+        return replies
+
+    def total(self, key: str) -> int:
+        """The sum of ``key`` over every worker's status."""
+        return sum(status[key] for status in self.ask("status"))
+
+
+def publish(server: ServerProcess, count: int, size: int, probe: bool = False) -> None:
+    """POST the publish mutation (one HTTP request) and check it succeeded.
+
+    Raises:
+        RuntimeError: the server answered with an error.
+    """
+    body = json.dumps(
+        {
+            "query": PUBLISH_MUTATION,
+            "variables": {"topic": TOPIC, "count": count, "size": size, "probe": probe},
+        }
+    )
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=PUBLISH_TIMEOUT)
+    try:
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        connection.request("POST", "/graphql", body, headers)
+        response = connection.getresponse()
+        answer = response.read()
+    finally:
+        connection.close()
+    if response.status != 200 or b'"errors"' in answer:
+        raise RuntimeError(f"publish failed: {response.status} {answer[:300]!r}")
+
+
+@contextmanager
+def _publishing(server: ServerProcess, count: int, size: int) -> Iterator[None]:
+    """Publish in a thread while the block waits for deliveries; re-raise its failure."""
+    failure: list[BaseException] = []
+
+    def post() -> None:
+        try:
+            publish(server, count, size)
+        except BaseException as error:
+            failure.append(error)
+
+    thread = threading.Thread(target=post, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join(PUBLISH_TIMEOUT)
+    if failure:
+        raise failure[0]
+
+
+def _subscribe_all(server: ServerProcess, load: Generators, n: int, progress: Progress) -> int:
+    """Wait for every subscriber to be acked, then live (probing shared hubs); return live."""
+    deadline = time.monotonic() + 60 + n / 50
+    while time.monotonic() < deadline:
+        statuses = load.ask("status")
+        acked = sum(s["acked"] for s in statuses)
+        if acked + sum(s["failed"] for s in statuses) >= n:
+            break
+        progress.update(f"{server.kind}: connecting", acked, n)
+        time.sleep(0.1)
+    probe_every, last_probe = 0.5, 0.0
+    live = 0
+    while time.monotonic() < deadline:
+        live = load.total("live")
+        progress.update(f"{server.kind}: waiting until live", live, n)
+        if live >= n:
+            break
+        if time.monotonic() - last_probe > probe_every:
+            publish(server, 1, 1, probe=True)  # late subscribers of a shared hub missed "ready"
+            last_probe = time.monotonic()
+        time.sleep(0.05)
+    progress.done()
+    return live
+
+
+def _collect(load: Generators) -> dict[str, Any]:
+    replies = load.ask("collect")
+    samples: array[float] = array("d")
+    for reply in replies:
+        samples.frombytes(reply["latencies"])
+    codes: Counter[int] = Counter()
+    for reply in replies:
+        codes.update({int(k): v for k, v in reply["close_codes"].items()})
+    return {
+        "received": sum(r["received"] for r in replies),
+        "samples": samples,
+        "last_receive": max(r["last_receive"] for r in replies),
+        "closed": sum(r["closed"] for r in replies),
+        "close_codes": dict(codes),
+        "errors": [e for r in replies for e in r["errors"]][:10],
+    }
+
+
+def _wait_deliveries(load: Generators, expected: int, label: str, progress: Progress) -> None:
+    """Poll until ``expected`` measured deliveries arrived, or nothing came for a while."""
+    last_count, last_change = -1, time.monotonic()
+    while True:
+        received = load.total("received")
+        progress.update(label, received, expected)
+        now = time.monotonic()
+        if received >= expected:
+            return
+        if received != last_count:
+            last_count, last_change = received, now
+        elif now - last_change > QUIET_SECONDS:
+            return
+        time.sleep(0.02 if expected < 5000 else 0.05)
+
+
+def _base(server: ServerProcess, mode: str, workload: Workload) -> dict[str, Any]:
+    return {
+        "mode": mode,
+        "server": server.kind,
+        "sharing": server.sharing if server.kind not in ("baseline", "strawberry") else None,
+        "n": workload.n,
+        "payload": workload.payload,
+        "loadavg_before": list(os.getloadavg()),
+    }
+
+
+@dataclass
+class Bursts:
+    """What the bursts of one fan-out run added up to."""
+
+    received: int = 0
+    busy: float = 0.0
+    cpu: float = 0.0
+    samples: array[float] = field(default_factory=lambda: array("d"))
+    last: dict[str, Any] = field(default_factory=dict)
+
+
+def _bursts(
+    server: ServerProcess, load: Generators, workload: Workload, live: int, progress: Progress
+) -> Bursts:
+    """Publish ``bursts`` times K events; time each from the POST to its last delivery."""
+    totals = Bursts()
+    for burst in range(workload.bursts):
+        load.ask("reset")
+        cpu_start, started = server.cpu(), time.time()
+        with _publishing(server, workload.k, workload.payload):
+            label = f"{server.kind} N={workload.n} burst {burst + 1}/{workload.bursts}"
+            _wait_deliveries(load, live * workload.k, label, progress)
+        totals.cpu += server.cpu() - cpu_start
+        totals.last = _collect(load)
+        totals.received += totals.last["received"]
+        totals.samples.extend(totals.last["samples"])
+        totals.busy += max(0.0, totals.last["last_receive"] - started)
+    return totals
+
+
+def run_fanout(
+    server: ServerProcess,
+    workload: Workload,
+    progress: Progress,
+    profile: Path | None = None,
+    native: bool = False,
+) -> dict[str, Any]:
+    """Saturating bursts: N live subscribers, ``bursts`` times K events through the mutation.
+
+    Args:
+        server: the running server.
+        workload: sizes and counts.
+        progress: where to show progress.
+        profile: when set, sample the server with py-spy during the bursts (raw stacks
+            written there; the run's own figures are then distorted by the sampling).
+        native: sample C frames too (py-spy ``--native``).
+
+    Returns:
+        The run's figures (deliveries/s, CPU µs per delivery, latency, missed, RSS).
+    """
+    n = workload.n
+    result = _base(server, "fanout", workload)
+    publish(server, 0, 0)  # warm the server (parse cache, first request) before measuring
+    time.sleep(0.3)
+    rss_before = server.rss()
+    with Generators(server.port, n, workload.generators) as load:
+        live = _subscribe_all(server, load, n, progress)
+        time.sleep(0.5)
+        rss_after = server.rss()
+        sampler = Sampler(server.pid, profile, native=native) if profile else None
+        with sampler or nullcontext():
+            totals = _bursts(server, load, workload, live, progress)
+        if sampler is not None:
+            progress.say(sampler.message)
+        progress.done()
+    result.update(_figures(workload, totals, live, (rss_before, rss_after)), profiled=bool(profile))
+    return result
+
+
+def _figures(workload: Workload, totals: Bursts, live: int, rss: tuple[int, int]) -> dict[str, Any]:
+    n = workload.n
+    expected, received = n * workload.k * workload.bursts, totals.received
+    return dict(
+        k=workload.k,
+        bursts=workload.bursts,
+        subscribers_live=live,
+        deliveries=received,
+        expected=expected,
+        missed=expected - received,
+        duration_s=totals.busy,
+        deliveries_per_s=received / totals.busy if totals.busy else math.nan,
+        server_cpu_s=totals.cpu,
+        server_cpu_us_per_delivery=totals.cpu * 1e6 / received if received else math.nan,
+        latency_ms={key: v * 1000 for key, v in percentiles(totals.samples).items()},
+        rss_before_kib=rss[0],
+        rss_after_kib=rss[1],
+        rss_per_subscriber_kib=(rss[1] - rss[0]) / n,
+        closed_connections=totals.last.get("closed", 0),
+        close_codes=totals.last.get("close_codes", {}),
+        errors=totals.last.get("errors", []),
+    )
+
+
+def run_latency(server: ServerProcess, workload: Workload, progress: Progress) -> dict[str, Any]:
+    """One event at a time to N idle subscribers, ``latency_events`` times.
+
+    Returns:
+        Per-delivery percentiles and percentiles of each event's last delivery.
+    """
+    n = workload.n
+    result = _base(server, "latency", workload)
+    publish(server, 0, 0)
+    with Generators(server.port, n, workload.generators) as load:
+        live = _subscribe_all(server, load, n, progress)
+        samples: array[float] = array("d")
+        completions: list[float] = []
+        received = 0
+        deadline = time.monotonic() + workload.max_seconds
+        events = 0
+        while events < workload.latency_events and time.monotonic() < deadline:
+            load.ask("reset")
+            publish(server, 1, workload.payload)
+            _wait_deliveries(load, live, f"{server.kind} single events", progress)
+            collected = _collect(load)
+            received += collected["received"]
+            samples.extend(collected["samples"])
+            if collected["samples"]:
+                completions.append(max(collected["samples"]))
+            events += 1
+            time.sleep(0.05)
+        progress.done()
+    delivery = {key: v * 1000 for key, v in percentiles(samples).items()}
+    result.update(
+        subscribers_live=live,
+        events=events,
+        missed=n * events - received,
+        latency_ms=delivery,
+        p99_ms=delivery["p99"],
+        event_completion_ms={key: v * 1000 for key, v in percentiles(completions).items()},
+        event_completions_ms=[round(v * 1000, 2) for v in completions],
+    )
+    return result
+
+
+def run_churn(server: ServerProcess, workload: Workload, progress: Progress) -> dict[str, Any]:
+    """Subscribe -> first event -> complete, on one connection, a fresh topic each cycle.
+
+    Returns:
+        Cycles per second and RSS samples; growth is measured from the 10% mark (warm-up).
+    """
+    cycles = workload.churn_cycles
+    result = _base(server, "churn", workload)
+    result["n"] = 1
+    publish(server, 0, 0)
+    series: list[tuple[int, int]] = []
+    with Generators(server.port, 1, 1, churn_cycles=cycles) as load:
+        wall_start = time.time()
+        started = time.monotonic()
+        deadline = started + workload.max_seconds
+        done, last_change, last_done = 0, started, -1
+        while done < cycles and time.monotonic() < deadline:
+            time.sleep(0.5)
+            done = load.total("cycles")
+            series.append((done, server.rss()))
+            progress.update(f"{server.kind}: churn", done, cycles)
+            if done != last_done:
+                last_done, last_change = done, time.monotonic()
+            elif time.monotonic() - last_change > QUIET_SECONDS:
+                break
+        status = load.ask("status")[0]
+        done = status["cycles"]
+        elapsed = (status["last_receive"] or time.time()) - wall_start
+        errors = load.ask("collect")[0]["errors"]
+        progress.done()
+    warm = next((rss for count, rss in series if count >= cycles // 10), series[0][1])
+    result.update(
+        cycles=done,
+        target_cycles=cycles,
+        duration_s=elapsed,
+        cycles_per_s=done / elapsed if elapsed else math.nan,
+        rss_start_kib=series[0][1] if series else 0,
+        rss_warm_kib=warm,
+        rss_end_kib=series[-1][1] if series else 0,
+        rss_growth_kib=(series[-1][1] - warm) if series else 0,
+        rss_series=series[:: max(1, len(series) // 50)],
+        errors=errors[:10],
+    )
+    return result

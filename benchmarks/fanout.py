@@ -1,0 +1,279 @@
+"""Connection fan-out benchmark: anyql's servers against Strawberry and a pre-encoded baseline.
+
+Owns the command line (``python benchmarks/fanout.py --help``) and the run matrix: for each
+mode, N, payload size and repeat, every target in turn (anyql server kinds x shared and
+unshared subscriptions, then Strawberry on uvicorn with ``--compare strawberry``, then the
+baseline server that only writes pre-encoded frames, the load generator's ceiling), each in
+a fresh server process; alternate repeats run the targets in reverse order so a drift in
+machine load does not favour one side. Writes the results JSON and a PNG plot, and prints a
+table and the ratios. Imports the standard library and the ``benchmarks`` helpers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._profile import summarise
+from benchmarks._report import (
+    Progress,
+    print_ratios,
+    print_table,
+    ratio_rows,
+    write_json,
+    write_plot,
+)
+from benchmarks._runs import Workload, run_churn, run_fanout, run_latency
+from benchmarks._servers import ANYQL_KINDS, ServerProcess
+
+__all__ = ["main"]
+
+MODES = ("fanout", "latency", "churn")
+DEFAULT_RESULTS = Path(__file__).resolve().parent / "results" / "fanout.json"
+Runner = Callable[[ServerProcess, Workload, Progress], dict[str, Any]]
+RUNNERS: dict[str, Runner] = {"fanout": run_fanout, "latency": run_latency, "churn": run_churn}
+
+
+def _names(text: str, allowed: Sequence[str]) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in allowed]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)}; got {text!r}")
+    return names
+
+
+def _integers(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (every option has a bounded default)."""
+    parser = argparse.ArgumentParser(
+        prog="fanout.py",
+        description="GraphQL subscription fan-out benchmark (graphql-transport-ws, 127.0.0.1).",
+    )
+    add = parser.add_argument
+    add(
+        "--mode",
+        type=lambda t: _names(t, MODES),
+        default=["fanout"],
+        help="comma list of fanout (saturating bursts), latency (single events to idle "
+        "subscribers), churn (subscribe/complete cycles on one connection); default fanout",
+    )
+    add(
+        "--servers",
+        type=lambda t: _names(t, ANYQL_KINDS),
+        default=list(ANYQL_KINDS),
+        help=f"comma list of anyql server kinds (default all: {','.join(ANYQL_KINDS)})",
+    )
+    add(
+        "--sharing",
+        type=lambda t: _names(t, ("shared", "unshared")),
+        default=["shared", "unshared"],
+        help="shared,unshared subscriptions (default both)",
+    )
+    add(
+        "-n",
+        "--subscribers",
+        type=_integers,
+        default=[100, 1000],
+        help="comma list of subscriber counts N (default 100,1000)",
+    )
+    add("-k", "--events", type=int, default=100, help="events per burst, K (default 100)")
+    add("--bursts", type=int, default=2, help="bursts per fan-out run (default 2)")
+    add(
+        "--payload",
+        type=_integers,
+        default=[16],
+        help="comma list of payload sizes in bytes (default 16; e.g. 16,1024)",
+    )
+    add("--generators", type=int, default=2, help="load-generator processes (default 2)")
+    add("--repeats", type=int, default=1, help="runs of each target, alternating (default 1)")
+    _add_comparison_and_output_options(parser)
+    return parser
+
+
+def _add_comparison_and_output_options(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--compare", choices=("strawberry",), help="also run Strawberry on uvicorn (bench extra)")
+    add(
+        "--no-baseline",
+        action="store_true",
+        help="skip the pre-encoded-frame baseline server (the generator ceiling)",
+    )
+    add("--latency-events", type=int, default=50, help="single events per latency run (default 50)")
+    add(
+        "--churn-cycles",
+        type=int,
+        default=100_000,
+        help="subscribe/complete cycles per churn run (default 100000)",
+    )
+    add(
+        "--max-seconds",
+        type=float,
+        default=120.0,
+        help="time bound of each latency or churn run (default 120)",
+    )
+    add(
+        "--json",
+        type=Path,
+        default=DEFAULT_RESULTS,
+        help="results file (default benchmarks/results/fanout.json, which git ignores)",
+    )
+    add("--plot", type=Path, help="PNG plot path (default: the JSON path with .png)")
+    add("--no-plot", action="store_true", help="do not draw the plot")
+    add(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample each anyql fan-out run's server with py-spy; stacks and a summary go here",
+    )
+    add(
+        "--profile-native",
+        action="store_true",
+        help="with --profile: sample C frames too (garbage collector, interpreter)",
+    )
+    add(
+        "--anyql-src",
+        type=Path,
+        metavar="DIR",
+        help="serve the anyql package found in DIR (e.g. `git archive HEAD src | tar -x`) "
+        "instead of the installed one, to measure a fixed version",
+    )
+    add("--quiet", action="store_true", help="no progress bar")
+
+
+def _targets(args: argparse.Namespace, mode: str, repeat: int) -> list[tuple[str, str]]:
+    targets = [(kind, sharing) for kind in args.servers for sharing in args.sharing]
+    if args.compare == "strawberry":
+        targets.append(("strawberry", "unshared"))
+    if not args.no_baseline:
+        targets.append(("baseline", "shared"))
+    return targets[::-1] if repeat % 2 else targets
+
+
+def _one_run(
+    args: argparse.Namespace,
+    mode: str,
+    kind: str,
+    sharing: str,
+    workload: Workload,
+    progress: Progress,
+) -> dict[str, Any]:
+    with ServerProcess(kind, sharing, source=args.anyql_src) as server:
+        if mode == "fanout" and args.profile and kind not in ("baseline", "strawberry"):
+            args.profile.mkdir(parents=True, exist_ok=True)
+            stem = f"{kind}-{sharing}-n{workload.n}-{workload.payload}b"
+            raw = args.profile / f"{stem}.txt"
+            result = run_fanout(server, workload, progress, raw, args.profile_native)
+            if raw.exists():
+                (args.profile / f"{stem}.summary.txt").write_text(summarise(raw) + "\n")
+            return result
+        return RUNNERS[mode](server, workload, progress)
+
+
+def _matrix(args: argparse.Namespace, progress: Progress) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    for mode in args.mode:
+        sizes = args.subscribers if mode != "churn" else [1]
+        payloads = args.payload if mode != "churn" else [16]
+        for n in sizes:
+            for payload in payloads:
+                workload = Workload(
+                    n=n, k=args.events, bursts=args.bursts, payload=payload,
+                    generators=args.generators, latency_events=args.latency_events,
+                    churn_cycles=args.churn_cycles, max_seconds=args.max_seconds,
+                )  # fmt: skip
+                for repeat in range(args.repeats):
+                    for kind, sharing in _targets(args, mode, repeat):
+                        label = f"{mode} {kind}/{sharing} N={n} {payload} B #{repeat + 1}"
+                        progress.say(f"run: {label}")
+                        try:
+                            result = _one_run(args, mode, kind, sharing, workload, progress)
+                        except Exception as error:  # one failed run must not lose the others
+                            progress.say(f"run failed: {label}: {error!r}")
+                            result = {"mode": mode, "server": kind, "n": n, "failed": repr(error)}
+                        result["repeat"] = repeat
+                        runs.append(result)
+    return runs
+
+
+def _source_state() -> dict[str, Any]:
+    """The commit the server code came from and the files changed since (read-only git)."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*words: str) -> str:
+        try:
+            done = subprocess.run(["git", *words], cwd=root, capture_output=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout.decode(errors="replace").strip()
+
+    changed = git("status", "--porcelain", "--", "src")
+    return {"commit": git("rev-parse", "HEAD"), "changed": changed.splitlines()}
+
+
+def _meta(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]:
+    return {
+        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "argv": list(sys.argv[1:] if argv is None else argv),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "loadavg_at_start": list(os.getloadavg()),
+        "anyql_source": _source_state(),
+        "anyql_src_override": str(args.anyql_src) if args.anyql_src else None,
+        "note": "loopback only; generators and server share the machine's cores; other "
+        "processes on the machine make the figures noisy (see loadavg_before per run)",
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark.
+
+    Args:
+        argv: arguments after the program name; ``sys.argv[1:]`` when None.
+
+    Returns:
+        0 when every run completed with every delivery, 1 when a run failed or missed events.
+    """
+    args = build_parser().parse_args(argv)
+    progress = Progress(enabled=not args.quiet)
+    meta = _meta(args, argv)
+    runs = _matrix(args, progress)
+    good = [r for r in runs if "failed" not in r]
+    print_table(good)
+    comparisons = []
+    for versus in ("strawberry", "baseline"):
+        rows = ratio_rows(good, versus)
+        print_ratios(rows)
+        comparisons.extend(rows)
+    meta["loadavg_at_end"] = list(os.getloadavg())
+    write_json(args.json, {"meta": meta, "runs": runs, "comparisons": comparisons})
+    print(f"results written to {args.json}")
+    if not args.no_plot:
+        print(write_plot(args.plot or args.json.with_suffix(".png"), good))
+    failed = len(runs) - len(good) + sum(1 for r in good if r.get("missed", 0) > 0)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
