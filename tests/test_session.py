@@ -333,3 +333,19 @@ async def test_slow_consumer_block_policy_applies_backpressure() -> None:
     _probe, close, produced = await firehose_until_closed("block")
     assert close is None
     assert produced < 50  # buffer of 8 plus the frames in flight, then the source waits
+
+
+async def test_a_stalled_client_leaves_other_connections_unaffected() -> None:
+    """One client stops reading a firehose (block policy); another still gets every tick."""
+    probe = Probe()
+    app = make_app(probe, limits=Limits(send_buffer_messages=8))
+    async with session(app, client_buffer=0) as stalled, session(app) as healthy:
+        await stalled.send({"type": "connection_init"})
+        await stalled.receive()
+        await stalled.send(subscribe("1", "subscription { firehose }"))
+        await healthy.init()
+        await healthy.send(subscribe("1", "subscription { ticks(n: 50) }"))
+        ticks = [await healthy.receive() for _ in range(50)]
+        assert [t["payload"]["data"]["ticks"] for t in ticks] == list(range(50))
+        assert await healthy.receive() == {"id": "1", "type": "complete"}
+        assert 0 < probe.produced < 50  # the stalled source ran, and is held back, not buffered
