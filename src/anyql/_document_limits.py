@@ -23,7 +23,14 @@ from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from graphql import GraphQLError, GraphQLSchema, parse, specified_rules, validate
+from graphql import (
+    ASTValidationRule,
+    GraphQLError,
+    GraphQLSchema,
+    parse,
+    specified_rules,
+    validate,
+)
 from graphql.language import (
     DocumentNode,
     FieldNode,
@@ -74,10 +81,18 @@ class DocumentCache:
         introspection: False adds graphql-core's ``NoSchemaIntrospectionCustomRule`` and
             hides "Did you mean" suggestions.
         size: entries kept; the least recently used goes first.
+        extra_rules: validation rules run after the built-in ones (and after the
+            introspection rule); a source they reject is cached as rejected.
     """
 
     def __init__(
-        self, schema: GraphQLSchema, limits: Limits, *, introspection: bool, size: int
+        self,
+        schema: GraphQLSchema,
+        limits: Limits,
+        *,
+        introspection: bool,
+        size: int,
+        extra_rules: Sequence[type[ASTValidationRule]] = (),
     ) -> None:
         self.schema = schema
         self.limits = limits
@@ -87,6 +102,7 @@ class DocumentCache:
         rules = list(specified_rules)
         if not introspection:
             rules.append(NoSchemaIntrospectionCustomRule)
+        rules.extend(extra_rules)
         self._rules = tuple(rules)
 
     def __len__(self) -> int:

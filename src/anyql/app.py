@@ -29,6 +29,8 @@ from .schema import Schema, as_schema
 from .transports._types import HTTPRequest, HTTPResponse, RequestInfo, WebSocketTransport
 
 if TYPE_CHECKING:
+    from graphql import ASTValidationRule
+
     from .transports.asgi import ASGIApp, ASGIReceive, ASGIScope, ASGISend
 
 __all__ = ["GraphQL", "ServerHandle", "Settings", "SlowConsumerPolicy"]
@@ -52,6 +54,16 @@ class Settings:
     app's (ASGI only: the native server answers 404 outside ``path``); it needs ``path``.
     ``graphiql``: True serves the GraphiQL page to browsers, False never, a callable
     ``(RequestInfo) -> str`` returns the page's HTML itself.
+
+    CORS (off unless ``cors_origins`` lists origins): ``cors_origins`` are the exact
+    origins (or ``"*"``, any origin, never with credentials) whose pages may call the
+    endpoint; their preflights get 204 and their answers the ``access-control-*`` headers.
+    ``cors_allow_credentials`` lets those pages send cookies; ``cors_max_age`` is how long
+    (seconds) browsers cache a preflight. ``require_preflight_header``: refuse (400) a GET
+    without a ``graphql-require-preflight`` header or a non-simple ``Content-Type``, so a
+    cross-site page cannot run queries with a user's cookies. ``validation_rules``:
+    graphql-core rule classes run after the built-in ones on every new document (cost or
+    list-size rules); their outcome is cached with the document.
     """
 
     path: str | None = None
@@ -68,6 +80,11 @@ class Settings:
     shared_slow_consumer: SlowConsumerPolicy = "close"
     allowed_origins: tuple[str, ...] = ()
     check_origin: bool = True
+    cors_origins: tuple[str, ...] = ()
+    cors_allow_credentials: bool = False
+    cors_max_age: int = 600
+    require_preflight_header: bool = False
+    validation_rules: tuple[type[ASTValidationRule], ...] = ()
 
     def __post_init__(self) -> None:
         if self.path is not None and not self.path.startswith("/"):
@@ -76,6 +93,15 @@ class Settings:
             raise ValueError("fallback= takes an ASGI app and needs path=")
         if not isinstance(self.graphiql, bool) and not callable(self.graphiql):
             raise ValueError("graphiql= takes True, False or a callable returning HTML")
+        self.cors_policy()  # raises ValueError for a bad CORS configuration
+
+    def cors_policy(self) -> http.CORSPolicy:
+        """The ``cors_*`` settings as a ``CORSPolicy``.
+
+        Raises:
+            ValueError: ``"*"`` with credentials, a negative max age, or one string.
+        """
+        return http.CORSPolicy(self.cors_origins, self.cors_allow_credentials, self.cors_max_age)
 
 
 class ServerHandle:
@@ -128,11 +154,13 @@ class GraphQL:
         self.context_factory = context
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
+        self.cors = self.settings.cors_policy()
         self.engine = Engine(
             self.schema,
             limits=self.limits,
             introspection=self.settings.introspection,
             mask_errors=self.settings.mask_errors,
+            validation_rules=self.settings.validation_rules,
         )
         self._handle: ServerHandle | None = None
 
@@ -192,14 +220,28 @@ class GraphQL:
         return wanted is None or path.rstrip("/") == wanted.rstrip("/")
 
     async def handle_http(self, request: HTTPRequest) -> HTTPResponse:
-        """Answer one HTTP request (GraphQL over HTTP, or the GraphiQL page)."""
+        """Answer one HTTP request (GraphQL over HTTP, a CORS preflight, or GraphiQL).
+
+        A CORS preflight from an origin in ``cors_origins`` gets 204 and executes
+        nothing; every other answer on ``path`` gets the CORS headers for its ``Origin``.
+        """
         info = request.info
         if not self.matches_path(info.path):
             return http.error_response(HTTPError(404, "Not Found"))
         headers = info.header_map
+        preflight = http.preflight_response(info.method, headers, self.cors)
+        if preflight is not None:
+            return preflight
+        response = await self._answer_http(request, headers)
+        return http.add_cors_headers(response, headers, self.cors)
+
+    async def _answer_http(self, request: HTTPRequest, headers: Mapping[str, str]) -> HTTPResponse:
+        info = request.info
         if self.settings.graphiql and http.wants_graphiql(info.method, headers):
             return self._graphiql_page(info)
         try:
+            if self.settings.require_preflight_header:
+                http.check_preflight_header(info.method, headers)
             parsed = http.parse_request(
                 info.method,
                 info.query_string,

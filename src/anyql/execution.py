@@ -16,7 +16,7 @@ anyio backends work.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Hashable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, cast
@@ -24,6 +24,7 @@ from typing import Any, Literal, cast
 import anyio
 import orjson
 from graphql import (
+    ASTValidationRule,
     DocumentNode,
     ExecutionResult,
     GraphQLError,
@@ -110,6 +111,13 @@ class Engine:
         mask_errors: replace the message of unexpected resolver exceptions with
             "Internal server error" (a ``GraphQLError`` raised on purpose is kept).
         cache_size: documents kept in the parse/validate cache.
+        validation_rules: graphql-core rule classes validated after the built-in rules
+            (a cost or list-size rule, say); a document they reject is not executed, and
+            the outcome is cached with the document.
+
+    Raises:
+        TypeError: ``validation_rules`` holds something that is not an
+            ``ASTValidationRule`` subclass.
     """
 
     def __init__(
@@ -120,13 +128,21 @@ class Engine:
         introspection: bool = True,
         mask_errors: bool = False,
         cache_size: int = 1024,
+        validation_rules: Sequence[type[ASTValidationRule]] = (),
     ) -> None:
+        for rule in validation_rules:
+            if not (isinstance(rule, type) and issubclass(rule, ASTValidationRule)):
+                raise TypeError(f"not a graphql-core validation rule class: {rule!r}")
         self.schema: Schema = as_schema(schema)
         self.limits = limits
         self.introspection = introspection
         self.mask_errors = mask_errors
         self._documents = DocumentCache(
-            self.schema.graphql_schema, limits, introspection=introspection, size=cache_size
+            self.schema.graphql_schema,
+            limits,
+            introspection=introspection,
+            size=cache_size,
+            extra_rules=tuple(validation_rules),
         )
 
     # --- prepare ---------------------------------------------------------------------

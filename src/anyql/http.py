@@ -3,9 +3,11 @@ in, status, headers and body out; and the GraphiQL page.
 
 Owns the rules of the GraphQL-over-HTTP draft as the npm ``graphql-http`` audits check
 them: methods, request and response media types, GET and POST parameters, and the status
-of each outcome under ``application/json`` and ``application/graphql-response+json``. Must
-not import anyio or graphql (a test checks it): transports own sizes (413, 431), timeouts
-(408) and CORS; the execution layer owns documents and their errors.
+of each outcome under ``application/json`` and ``application/graphql-response+json``; and
+the CORS and CSRF header rules (``CORSPolicy``, ``preflight_response``,
+``add_cors_headers``, ``check_preflight_header``). Must not import anyio or graphql (a
+test checks it): transports own sizes (413, 431) and timeouts (408); the execution layer
+owns documents and their errors.
 
 Theory of operation: ``parse_request`` checks the method (405), ``Accept`` (406), a POST's
 ``Content-Type`` (415), then the parameters (400); each refusal is an ``HTTPError`` for
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, NamedTuple
 from urllib.parse import unquote_to_bytes
 
@@ -29,14 +31,20 @@ from anyql.protocol._common import OperationRequest
 from anyql.transports._types import HTTPResponse
 
 __all__ = [
+    "CORS_ALLOW_HEADERS",
     "GRAPHQL_RESPONSE_JSON",
     "JSON",
+    "PREFLIGHT_HEADER",
+    "CORSPolicy",
     "ParsedRequest",
+    "add_cors_headers",
     "check_method_allows",
+    "check_preflight_header",
     "error_response",
     "graphiql_response",
     "negotiate_response_type",
     "parse_request",
+    "preflight_response",
     "request_error_response",
     "result_response",
     "wants_graphiql",
@@ -472,3 +480,180 @@ def graphiql_response(*, assets_url: str | None = None, title: str = "anyql") ->
     page = render_graphiql(assets_url=assets_url, title=title)
     headers = (("content-type", f"{HTML}; charset=utf-8"), ("vary", "accept"))
     return HTTPResponse(200, headers, page.encode("utf-8"))
+
+
+# --- CORS and CSRF -------------------------------------------------------------------
+
+#: The request header that proves a browser sent a CORS preflight first (any value).
+PREFLIGHT_HEADER: Final = "graphql-require-preflight"
+#: Request headers a preflight allows: what GraphQL clients send, and bearer credentials.
+CORS_ALLOW_HEADERS: Final = ("accept", "authorization", "content-type", PREFLIGHT_HEADER)
+#: Content types a browser sends cross-site without a preflight (Fetch's safelist).
+_SIMPLE_TYPES: Final = frozenset(
+    {"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CORSPolicy:
+    """Which browser origins may call the endpoint cross-origin, and with what.
+
+    ``origins`` are exact origins such as ``"https://app.example.com"`` (compared
+    case-insensitively); ``"*"`` admits every origin, and is refused together with
+    ``allow_credentials``. No origins means CORS is off: no CORS header is ever sent.
+    ``allow_credentials`` lets pages send cookies and read the answers; ``max_age`` is how
+    many seconds a browser may cache a preflight's answer.
+
+    Raises:
+        ValueError: ``origins`` is a string, holds ``"*"`` with ``allow_credentials``, or
+            ``max_age`` is negative.
+    """
+
+    origins: tuple[str, ...] = ()
+    allow_credentials: bool = False
+    max_age: int = 600
+
+    def __post_init__(self) -> None:
+        if isinstance(self.origins, str):
+            raise ValueError("cors_origins takes a tuple of origins, not one string")
+        if "*" in self.origins and self.allow_credentials:
+            raise ValueError(
+                "cors_origins='*' with cors_allow_credentials=True would let any site act "
+                "as the logged-in user: list the trusted origins instead"
+            )
+        if self.max_age < 0:
+            raise ValueError(f"cors_max_age must be >= 0, not {self.max_age}")
+
+    @property
+    def enabled(self) -> bool:
+        """True when at least one origin is allowed."""
+        return bool(self.origins)
+
+    def allowed_origin(self, origin: str | None) -> str | None:
+        """The ``access-control-allow-origin`` value for a request's ``Origin``.
+
+        Args:
+            origin: the ``Origin`` header, or None when the request has none.
+
+        Returns:
+            ``origin`` itself when it is listed, ``"*"`` when every origin is allowed
+            (never with credentials), None when the origin may not read the answer.
+        """
+        if origin is None:
+            return None
+        if "*" in self.origins:
+            return "*"
+        wanted = origin.lower()
+        return origin if any(listed.lower() == wanted for listed in self.origins) else None
+
+    def origin_headers(self, allowed: str) -> tuple[tuple[str, str], ...]:
+        """``access-control-allow-origin`` (and ``-allow-credentials``) for ``allowed``."""
+        if self.allow_credentials:
+            return (
+                ("access-control-allow-origin", allowed),
+                ("access-control-allow-credentials", "true"),
+            )
+        return (("access-control-allow-origin", allowed),)
+
+
+def preflight_response(
+    method: str, headers: Mapping[str, str], policy: CORSPolicy
+) -> HTTPResponse | None:
+    """The answer to a CORS preflight from an allowed origin, or None.
+
+    A preflight is an ``OPTIONS`` request with ``Origin`` and
+    ``Access-Control-Request-Method``. From an origin ``policy`` allows, it gets 204 with
+    the allowed origin, methods (``GET, POST``), request headers (``CORS_ALLOW_HEADERS``),
+    ``access-control-max-age`` and ``vary: origin``; the browser itself refuses a method or
+    header not listed. Nothing is executed either way.
+
+    Args:
+        method: the request method.
+        headers: request headers, lower-case names.
+        policy: the CORS policy.
+
+    Returns:
+        The 204 response, or None for any other request (CORS off, a foreign origin, an
+        ``OPTIONS`` that is no preflight): answer it as usual (``OPTIONS`` gets 405).
+    """
+    if method != "OPTIONS" or "access-control-request-method" not in headers:
+        return None
+    allowed = policy.allowed_origin(headers.get("origin"))
+    if allowed is None:
+        return None
+    return HTTPResponse(
+        204,
+        (
+            *policy.origin_headers(allowed),
+            ("access-control-allow-methods", "GET, POST"),
+            ("access-control-allow-headers", ", ".join(CORS_ALLOW_HEADERS)),
+            ("access-control-max-age", str(policy.max_age)),
+            ("vary", "origin"),
+        ),
+    )
+
+
+def add_cors_headers(
+    response: HTTPResponse, headers: Mapping[str, str], policy: CORSPolicy
+) -> HTTPResponse:
+    """``response`` with the CORS headers for the request's ``Origin``.
+
+    With CORS on, every response varies by ``Origin`` (``vary`` gains ``origin``, so a
+    cache never serves one origin's answer to another); an allowed origin also gets
+    ``access-control-allow-origin`` (and ``-allow-credentials``). With CORS off the
+    response is returned unchanged.
+
+    Args:
+        response: the answer to the request.
+        headers: request headers, lower-case names.
+        policy: the CORS policy.
+
+    Returns:
+        The response with the headers added.
+    """
+    if not policy.enabled:
+        return response
+    allowed = policy.allowed_origin(headers.get("origin"))
+    added = () if allowed is None else policy.origin_headers(allowed)
+    return replace(response, headers=_vary_on_origin((*response.headers, *added)))
+
+
+def _vary_on_origin(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """``headers`` with ``origin`` added to the first ``vary`` (or a ``vary`` added)."""
+    for index, (name, value) in enumerate(headers):
+        if name == "vary":
+            if "origin" in (part.strip().lower() for part in value.split(",")):
+                return headers
+            merged = (name, f"{value}, origin")
+            return (*headers[:index], merged, *headers[index + 1 :])
+    return (*headers, ("vary", "origin"))
+
+
+def check_preflight_header(method: str, headers: Mapping[str, str]) -> None:
+    """Refuse a GET a browser could have sent cross-site without a CORS preflight.
+
+    With the app's ``require_preflight_header`` on, a GET must carry
+    ``graphql-require-preflight`` (any value) or a ``Content-Type`` outside Fetch's
+    safelist (``text/plain``, ``application/x-www-form-urlencoded``,
+    ``multipart/form-data``): a page can set neither without a preflight, so a cross-site
+    GET cannot run even a query with the user's cookies. POST needs no such check: it
+    already needs a JSON content type (415), which is never safelisted.
+
+    Args:
+        method: the request method.
+        headers: request headers, lower-case names.
+
+    Raises:
+        HTTPError: 400, saying which header to send.
+    """
+    if method != "GET" or PREFLIGHT_HEADER in headers:
+        return
+    content_type = headers.get("content-type", "")
+    split = _split_media_type(content_type) if content_type.strip() else None
+    if content_type.strip() and (split is None or split[0] not in _SIMPLE_TYPES):
+        return  # a browser preflights any content type outside the safelist
+    raise HTTPError(
+        400,
+        f"This server requires a '{PREFLIGHT_HEADER}' header (any value) on GET requests, "
+        "so that browsers send a CORS preflight first",
+    )

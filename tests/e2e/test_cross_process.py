@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -228,12 +229,19 @@ def test_hypercorn_workers_share_messages_through_redis(
         async with AsyncExitStack() as stack:
             listeners: list[Listener] = []
             workers: dict[int | None, int] = {}
-            # Connections land on whichever worker accepts first: open until both serve some.
-            while len(listeners) < 24 and not (len(workers) >= 2 and len(listeners) >= 6):
-                listener = await listen(stack, server.ws_url, field_name, room)
-                listeners.append(listener)
-                pid = worker_serving(server, listener.ws)
-                workers[pid] = workers.get(pid, 0) + 1
+            # Connections land on whichever worker accepts first, and the second worker may
+            # still be starting: open small concurrent bursts until both serve some.
+            deadline = time.monotonic() + 30
+            while len(workers) < 2 and len(listeners) < 64 and time.monotonic() < deadline:
+                burst = await asyncio.gather(
+                    *(listen(stack, server.ws_url, field_name, room) for _ in range(4))
+                )
+                for listener in burst:
+                    listeners.append(listener)
+                    pid = worker_serving(server, listener.ws)
+                    workers[pid] = workers.get(pid, 0) + 1
+                if len(workers) < 2:
+                    await asyncio.sleep(0.2)  # polling a process we do not control
             assert None not in workers, f"a connection had no visible worker: {workers}"
             assert len(workers) == 2, f"every connection went to one worker: {workers}"
             await assert_everyone_receives(listeners, server, room)

@@ -201,15 +201,33 @@ async def test_G10_a_huge_first_argument_is_refused_by_the_resolver() -> None:
     assert len(json.loads(fine)["data"]["items"]) == MAX_ITEMS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="no cost hook: GraphQL() takes no validation_rules (see the report)",
-)
-def test_G10_a_cost_rule_can_reject_list_sizes_before_execution() -> None:
-    from graphql import ValidationRule
+class FirstAtMost(graphql.ValidationRule):
+    """A cost rule: a literal ``first`` argument above ``MAX_ITEMS`` is a validation error."""
 
-    build_app(validation_rules=(ValidationRule,))
+    def enter_argument(self, node: graphql.ArgumentNode, *_args: Any) -> None:
+        value = node.value
+        literal = value.value if isinstance(value, graphql.IntValueNode) else None
+        if node.name.value == "first" and literal is not None and int(literal) > MAX_ITEMS:
+            self.report_error(graphql.GraphQLError(f"'first' may be at most {MAX_ITEMS}.", node))
+
+
+async def test_G10_a_cost_rule_can_reject_list_sizes_before_execution() -> None:
+    app = build_app(validation_rules=(FirstAtMost,))
+    huge = {"query": "{ items(first: 99999999) }"}
+    async with serving(app) as port:
+        first = [await post(port, huge, GRAPHQL_RESPONSE) for _ in range(2)]  # then cached
+        _s, _h, fine = await post(port, {"query": f"{{ items(first: {MAX_ITEMS}) }}"})
+    for status, _headers, body in first:
+        assert status == 400
+        assert json.loads(body) == {
+            "errors": [
+                {
+                    "message": f"'first' may be at most {MAX_ITEMS}.",
+                    "locations": [{"line": 1, "column": 9}],
+                }
+            ]
+        }
+    assert len(json.loads(fine)["data"]["items"]) == MAX_ITEMS
 
 
 # --- R02: sockets that never send connection_init ------------------------------------------------

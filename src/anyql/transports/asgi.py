@@ -133,7 +133,8 @@ async def _read_body(receive: ASGIReceive, info: RequestInfo, limit: int) -> byt
 
 async def _send_response(send: ASGISend, response: HTTPResponse) -> None:
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
-    headers.append((b"content-length", str(len(response.body)).encode()))
+    if response.status not in (204, 304):  # RFC 9110: no content-length on these
+        headers.append((b"content-length", str(len(response.body)).encode()))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})
 
