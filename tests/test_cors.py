@@ -79,6 +79,10 @@ def test_wildcard_allows_every_origin_as_a_literal_star() -> None:
         {"cors_origins": (TRUSTED, "*"), "cors_allow_credentials": True},
         {"cors_origins": TRUSTED},  # one string, not a tuple of origins
         {"cors_origins": (TRUSTED,), "cors_max_age": -1},
+        {"cors_origins": (TRUSTED,), "cors_allow_headers": "x-api-key"},  # one string
+        {"cors_origins": (TRUSTED,), "cors_allow_headers": ("x-api-key, evil",)},
+        {"cors_origins": (TRUSTED,), "cors_allow_headers": ("x-api-key\r\nset-cookie: a",)},
+        {"cors_origins": (TRUSTED,), "cors_allow_headers": ("",)},
     ],
 )
 def test_H21_dangerous_or_malformed_cors_settings_are_refused(settings: dict[str, Any]) -> None:
@@ -92,6 +96,20 @@ def test_cors_is_off_by_default() -> None:
     policy = Settings().cors_policy()
     assert policy == CORSPolicy((), False, 600)
     assert not policy.enabled
+
+
+def test_H21_preflight_allows_the_configured_request_headers() -> None:
+    settings = Settings(cors_origins=(TRUSTED,), cors_allow_headers=("Content-Type", "X-Api-Key"))
+    response = preflight_response("OPTIONS", PREFLIGHT, settings.cors_policy())
+    assert response is not None
+    allowed = cors_headers(response.headers)["access-control-allow-headers"]
+    assert allowed == "content-type, x-api-key"
+
+
+def test_H21_no_allowed_request_headers_sends_no_allow_headers_header() -> None:
+    response = preflight_response("OPTIONS", PREFLIGHT, CORSPolicy((TRUSTED,), allow_headers=()))
+    assert response is not None
+    assert "access-control-allow-headers" not in dict(response.headers)
 
 
 # --- preflight_response -----------------------------------------------------------------

@@ -112,7 +112,7 @@ async def test_upgrade_accepts_the_subprotocol_the_app_chooses_and_echoes() -> N
         client, answer = await Client.open(port, subprotocols=("unknown", "graphql-ws"))
         assert isinstance(answer, AcceptConnection)
         assert answer.subprotocol == "graphql-ws"
-        assert answer.extensions == []  # permessage-deflate is never negotiated
+        assert answer.extensions == []  # permessage-deflate is off unless enabled
         await client.send(TextMessage(data="hello"))
         assert await client.receive_message() == "hello"
         await client.send(BytesMessage(data=b"\x00\x01"))

@@ -59,11 +59,14 @@ class Settings:
     origins (or ``"*"``, any origin, never with credentials) whose pages may call the
     endpoint; their preflights get 204 and their answers the ``access-control-*`` headers.
     ``cors_allow_credentials`` lets those pages send cookies; ``cors_max_age`` is how long
-    (seconds) browsers cache a preflight. ``require_preflight_header``: refuse (400) a GET
-    without a ``graphql-require-preflight`` header or a non-simple ``Content-Type``, so a
-    cross-site page cannot run queries with a user's cookies. ``validation_rules``:
-    graphql-core rule classes run after the built-in ones on every new document (cost or
-    list-size rules); their outcome is cached with the document.
+    (seconds) browsers cache a preflight; ``cors_allow_headers`` are the request headers
+    those pages may send (``accept``, ``authorization``, ``content-type`` and
+    ``graphql-require-preflight`` by default; add your own, such as ``x-api-key``).
+    ``require_preflight_header``: refuse (400) a GET without a ``graphql-require-preflight``
+    header or a non-simple ``Content-Type``, so a cross-site page cannot run queries with a
+    user's cookies. ``validation_rules``: graphql-core rule classes run after the built-in
+    ones on every new document (cost or list-size rules); their outcome is cached with the
+    document.
     """
 
     path: str | None = None
@@ -83,6 +86,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     cors_allow_credentials: bool = False
     cors_max_age: int = 600
+    cors_allow_headers: tuple[str, ...] = http.CORS_ALLOW_HEADERS
     require_preflight_header: bool = False
     validation_rules: tuple[type[ASTValidationRule], ...] = ()
 
@@ -99,9 +103,15 @@ class Settings:
         """The ``cors_*`` settings as a ``CORSPolicy``.
 
         Raises:
-            ValueError: ``"*"`` with credentials, a negative max age, or one string.
+            ValueError: ``"*"`` with credentials, a negative max age, one string where a
+                tuple belongs, or a malformed header name.
         """
-        return http.CORSPolicy(self.cors_origins, self.cors_allow_credentials, self.cors_max_age)
+        return http.CORSPolicy(
+            self.cors_origins,
+            self.cors_allow_credentials,
+            self.cors_max_age,
+            self.cors_allow_headers,
+        )
 
 
 class ServerHandle:

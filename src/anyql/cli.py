@@ -52,6 +52,11 @@ def _build_parser() -> argparse.ArgumentParser:
         default="trio",
         help="event loop to run on (default trio)",
     )
+    serve.add_argument(
+        "--permessage-deflate",
+        action="store_true",
+        help="accept WebSocket compression offers (off by default: CPU and memory per client)",
+    )
     return parser
 
 
@@ -113,7 +118,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        run(app, host=args.host, port=args.port, backend=args.backend)
+        run(
+            app,
+            host=args.host,
+            port=args.port,
+            backend=args.backend,
+            permessage_deflate=args.permessage_deflate,
+        )
     except OSError as exc:
         print(f"anyql: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

@@ -502,20 +502,30 @@ class CORSPolicy:
     case-insensitively); ``"*"`` admits every origin, and is refused together with
     ``allow_credentials``. No origins means CORS is off: no CORS header is ever sent.
     ``allow_credentials`` lets pages send cookies and read the answers; ``max_age`` is how
-    many seconds a browser may cache a preflight's answer.
+    many seconds a browser may cache a preflight's answer; ``allow_headers`` are the request
+    headers a preflight allows (lower-cased; ``CORS_ALLOW_HEADERS`` by default).
 
     Raises:
-        ValueError: ``origins`` is a string, holds ``"*"`` with ``allow_credentials``, or
-            ``max_age`` is negative.
+        ValueError: ``origins`` or ``allow_headers`` is a string, ``origins`` holds ``"*"``
+            with ``allow_credentials``, ``max_age`` is negative, or a header name is not an
+            HTTP token.
     """
 
     origins: tuple[str, ...] = ()
     allow_credentials: bool = False
     max_age: int = 600
+    allow_headers: tuple[str, ...] = CORS_ALLOW_HEADERS
 
     def __post_init__(self) -> None:
         if isinstance(self.origins, str):
             raise ValueError("cors_origins takes a tuple of origins, not one string")
+        if isinstance(self.allow_headers, str):
+            raise ValueError("cors_allow_headers takes a tuple of header names, not one string")
+        for name in self.allow_headers:
+            if not isinstance(name, str) or not _TOKEN.fullmatch(name.lower()):
+                raise ValueError(f"cors_allow_headers: {name!r} is not a header name")
+        lowered = tuple(dict.fromkeys(name.lower() for name in self.allow_headers))
+        object.__setattr__(self, "allow_headers", lowered)
         if "*" in self.origins and self.allow_credentials:
             raise ValueError(
                 "cors_origins='*' with cors_allow_credentials=True would let any site act "
@@ -563,7 +573,7 @@ def preflight_response(
 
     A preflight is an ``OPTIONS`` request with ``Origin`` and
     ``Access-Control-Request-Method``. From an origin ``policy`` allows, it gets 204 with
-    the allowed origin, methods (``GET, POST``), request headers (``CORS_ALLOW_HEADERS``),
+    the allowed origin, methods (``GET, POST``), request headers (``policy.allow_headers``),
     ``access-control-max-age`` and ``vary: origin``; the browser itself refuses a method or
     header not listed. Nothing is executed either way.
 
@@ -586,11 +596,15 @@ def preflight_response(
         (
             *policy.origin_headers(allowed),
             ("access-control-allow-methods", "GET, POST"),
-            ("access-control-allow-headers", ", ".join(CORS_ALLOW_HEADERS)),
+            *_allow_headers(policy.allow_headers),
             ("access-control-max-age", str(policy.max_age)),
             ("vary", "origin"),
         ),
     )
+
+
+def _allow_headers(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    return (("access-control-allow-headers", ", ".join(names)),) if names else ()
 
 
 def add_cors_headers(

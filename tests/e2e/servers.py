@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +44,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def server_command(kind: str, target: str, port: int, workers: int = 1) -> list[str]:
+def server_command(
+    kind: str, target: str, port: int, workers: int = 1, options: Sequence[str] = ()
+) -> list[str]:
     server, backend = kind.split("-")
     if server == "native":
         return [
@@ -59,6 +61,7 @@ def server_command(kind: str, target: str, port: int, workers: int = 1) -> list[
             str(port),
             "--backend",
             backend,
+            *options,
         ]
     return [
         sys.executable,
@@ -70,6 +73,7 @@ def server_command(kind: str, target: str, port: int, workers: int = 1) -> list[
         str(workers),
         "--bind",
         f"127.0.0.1:{port}",
+        *options,
         target,
     ]
 
@@ -93,6 +97,7 @@ def running_server(
     env: dict[str, str] | None = None,
     workers: int = 1,
     port: int | None = None,
+    options: Sequence[str] = (),
 ) -> Iterator[RunningServer]:
     port = port or free_port()
     # A file, not a pipe: nobody reads a pipe while the server runs, and a full one blocks it.
@@ -101,7 +106,7 @@ def running_server(
     os.close(fd)
     with open(log_name, "wb") as log:
         process = subprocess.Popen(
-            server_command(kind, target, port, workers),
+            server_command(kind, target, port, workers, options),
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
             stdout=subprocess.DEVNULL,

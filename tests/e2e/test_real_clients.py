@@ -31,6 +31,17 @@ def run_node(node: str, script: str, *args: str) -> dict[str, Any]:
 
 def test_graphql_ws_client(server: RunningServer, node: str) -> None:
     seen = run_node(node, "gtws_client.mjs", server.ws_url)
+    check_graphql_ws_client(seen)
+    # The npm ws package offers permessage-deflate. The native server declines unless
+    # enabled; hypercorn always accepts (tests/e2e/test_deflate_clients.py).
+    if server.kind.startswith("native"):
+        assert seen["extensions"] == ""
+    else:
+        assert seen["extensions"].startswith("permessage-deflate")
+
+
+def check_graphql_ws_client(seen: dict[str, Any]) -> None:
+    """What gtws_client.mjs must have observed against tests.e2e.app:app."""
     assert seen["subscription"] == {
         "values": [{"data": {"count": i}} for i in range(5)],
         "completed": True,
@@ -58,23 +69,33 @@ def test_subscriptions_transport_ws_client(server: RunningServer, node: str) -> 
 
 @pytest.mark.parametrize("subprotocol", ["graphql-transport-ws", "graphql-ws"])
 def test_gql_client(server: RunningServer, subprotocol: str) -> None:
+    values, answer, _extensions = run_gql(server.ws_url, subprotocol)
+    assert values == [{"count": 0}, {"count": 1}, {"count": 2}]
+    assert answer == {"whoami": "gql"}
+
+
+def run_gql(url: str, subprotocol: str) -> tuple[list[Any], Any, str]:
+    """Subscribe and query with gql (websockets underneath, which offers permessage-deflate).
+
+    Returns:
+        The subscription's values, the query's answer and the agreed extensions header.
+    """
     from gql import Client, gql
     from gql.transport.websockets import WebsocketsTransport
 
-    async def scenario() -> tuple[list[Any], Any]:
+    async def scenario() -> tuple[list[Any], Any, str]:
         transport = WebsocketsTransport(
-            url=server.ws_url, subprotocols=[subprotocol], init_payload={"token": "gql"}
+            url=url, subprotocols=[subprotocol], init_payload={"token": "gql"}
         )
         async with Client(transport=transport) as session:
             values = [
                 value async for value in session.subscribe(gql("subscription { count(target: 3) }"))
             ]
             answer = await session.execute(gql("{ whoami }"))
-        return values, answer
+            headers = {key.lower(): value for key, value in transport.response_headers.items()}
+        return values, answer, headers.get("sec-websocket-extensions", "")
 
-    values, answer = asyncio.run(scenario())
-    assert values == [{"count": 0}, {"count": 1}, {"count": 2}]
-    assert answer == {"whoami": "gql"}
+    return asyncio.run(scenario())
 
 
 def test_graphql_http_audit(server: RunningServer, node: str) -> None:

@@ -27,6 +27,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.extensions import PerMessageDeflate
 
 from anyql import GraphQL, serve
 from tests.test_native_http import Client as HTTPClient
@@ -51,6 +52,8 @@ class GraphQLSocket:
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.answer_pings = answer_pings
         self.pings = 0
+        #: The extensions the server accepted at the handshake.
+        self.extensions: list[str] = []
         self._pending: list[Event] = []
         self._text: list[str] = []
 
@@ -63,8 +66,9 @@ class GraphQLSocket:
         path: str = "/graphql",
         headers: tuple[tuple[str, str], ...] = (),
         answer_pings: bool = True,
+        deflate: bool = False,
     ) -> GraphQLSocket:
-        """Open the socket and complete the handshake.
+        """Open the socket and complete the handshake (offering permessage-deflate if asked).
 
         Raises:
             Refused: the server answered the handshake with an HTTP error.
@@ -72,7 +76,11 @@ class GraphQLSocket:
         client = cls(await anyio.connect_tcp("127.0.0.1", port), answer_pings)
         extra = [(name.encode(), value.encode()) for name, value in headers]
         request = Request(
-            host=f"127.0.0.1:{port}", target=path, subprotocols=[subprotocol], extra_headers=extra
+            host=f"127.0.0.1:{port}",
+            target=path,
+            subprotocols=[subprotocol],
+            extensions=[PerMessageDeflate()] if deflate else [],
+            extra_headers=extra,
         )
         await client.stream.send(client.ws.send(request))
         answer = await client.event()
@@ -87,6 +95,7 @@ class GraphQLSocket:
             await client.aclose()
             raise Refused(status, body)
         assert isinstance(answer, AcceptConnection), answer
+        client.extensions = [extension.name for extension in answer.extensions]
         return client
 
     async def event(self) -> Event:
@@ -199,10 +208,10 @@ async def request(
 
 
 @asynccontextmanager
-async def serving(app: GraphQL) -> AsyncIterator[int]:
+async def serving(app: GraphQL, **options: Any) -> AsyncIterator[int]:
     """Serve ``app`` with ``anyql.serve`` on a free port in-process; cancel it on exit."""
     async with anyio.create_task_group() as tasks:
-        port: int = await tasks.start(partial(serve, app, port=0))
+        port: int = await tasks.start(partial(serve, app, port=0, **options))
         await anyio.wait_all_tasks_blocked()  # the accept loops run: a stable task count
         yield port
         tasks.cancel_scope.cancel()

@@ -184,6 +184,16 @@ async def test_W04_message_over_the_cap_closes_1009(port: int) -> None:
     assert code == 1009
 
 
+async def test_W04_a_message_over_the_cap_once_inflated_closes_1009(port: int) -> None:
+    socket = await connect(port, deflate=True)
+    assert socket.extensions == ["permessage-deflate"]  # hypercorn accepts every offer
+    await socket.init()
+    await socket.send('{"type": "ping"' + " " * (1024 * 1024) + "}")  # ~1 KiB compressed
+    code, _reason = await socket.close_frame()
+    await socket.aclose()
+    assert code == 1009
+
+
 async def test_F08_a_crash_inside_the_websocket_handler_leaves_the_server_serving(
     port: int,
 ) -> None:

@@ -30,6 +30,7 @@ const client = createClient({
   connectionParams: { token: "secret-token" },
   lazy: false,
   retryAttempts: 0,
+  on: { connected: (socket) => { out.extensions = socket.extensions; } },
 });
 try {
   out.subscription = await collect(client, { query: "subscription { count(target: 5) }" });

@@ -3,8 +3,9 @@
 Owns the server side of the handshake once HTTP has vetted it (``accept_websocket``),
 ``NativeWebSocket`` and ``native_websocket``, the context that owns its two background
 tasks. Imports ``wsproto``, ``anyio``, ``errors``, ``limits``, ``protocol._common`` (close
-reason truncation); must not import h11, the session or the app.
-permessage-deflate is never negotiated: extension offers are ignored.
+reason truncation) and ``_deflate``; must not import h11, the session or the app.
+permessage-deflate is negotiated only when the server enables it (``BoundedDeflate``,
+which counts inflated bytes against the message cap); otherwise offers are ignored.
 
 Theory of operation: the session's reader calls ``receive()``, the only reader of the
 stream; its writer calls ``send_text``/``send_many``. wsproto yields partial frames and has
@@ -44,10 +45,12 @@ from wsproto.events import (
     Pong,
     TextMessage,
 )
+from wsproto.extensions import Extension
 
 from anyql.errors import ConnectionClosed
 from anyql.limits import Limits
 from anyql.protocol._common import truncate_reason
+from anyql.transports._deflate import BoundedDeflate
 
 __all__ = [
     "MessageAssembler",
@@ -131,14 +134,18 @@ def accept_websocket(
     target: bytes,
     subprotocol: str | None,
     trailing_data: bytes,
+    *,
+    deflate_max_bytes: int | None = None,
 ) -> tuple[WSConnection, bytes]:
-    """Accept a vetted Upgrade request with wsproto, without extensions.
+    """Accept a vetted Upgrade request with wsproto.
 
     Args:
         headers: the request headers as h11 parsed them.
         target: the request target.
         subprotocol: the chosen subprotocol (one the client offered), or None for none.
         trailing_data: bytes the client sent after the request (its first frames).
+        deflate_max_bytes: None to ignore permessage-deflate offers; else accept one and
+            fail (1009) any message that inflates past this many bytes.
 
     Returns:
         The open wsproto connection and the ``101 Switching Protocols`` bytes to write.
@@ -150,7 +157,10 @@ def accept_websocket(
     connection.initiate_upgrade_connection(list(headers), target)
     for _request in connection.events():
         pass
-    handshake = connection.send(AcceptConnection(subprotocol=subprotocol))
+    extensions: list[Extension] = []
+    if deflate_max_bytes is not None:
+        extensions.append(BoundedDeflate(deflate_max_bytes))
+    handshake = connection.send(AcceptConnection(subprotocol=subprotocol, extensions=extensions))
     if trailing_data:
         connection.receive_data(trailing_data)
     return connection, handshake

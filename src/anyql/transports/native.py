@@ -146,6 +146,7 @@ async def serve(
     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
     listeners: Sequence[anyio.abc.SocketListener] | None = None,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    permessage_deflate: bool = False,
 ) -> None:
     """Serve ``app`` over TCP until cancelled, or gracefully once ``shutdown_trigger`` returns.
 
@@ -157,6 +158,9 @@ async def serve(
         listeners: already bound listeners to serve instead; ``serve`` closes them.
         shutdown_trigger: awaited while serving; when it returns, shut down gracefully and
             return. Without it, ``serve`` runs until cancelled.
+        permessage_deflate: accept WebSocket clients' permessage-deflate offers (off by
+            default: it costs CPU per message and zlib memory per connection). Inflated
+            messages count against ``max_ws_message_bytes``.
 
     Raises:
         OSError: the address cannot be bound.
@@ -169,7 +173,7 @@ async def serve(
         async with app.running() as handle, anyio.create_task_group() as tasks:
             connections = _Connections()
             accepting = anyio.CancelScope()
-            handler = partial(_run_connection, app, connections)
+            handler = partial(_run_connection, app, connections, permessage_deflate)
             tasks.start_soon(_accept_all, listeners, tasks, handler, accepting)
             shown = f"[{bound_host}]" if ":" in bound_host else bound_host
             logger.info("anyql serving on http://%s:%d", shown, bound_port)
@@ -236,11 +240,20 @@ async def _accept_forever(
 
 
 async def _run_connection(
-    app: ServedApp, connections: _Connections, stream: anyio.abc.SocketStream
+    app: ServedApp,
+    connections: _Connections,
+    permessage_deflate: bool,
+    stream: anyio.abc.SocketStream,
 ) -> None:
     connections.opened()
     try:
-        await serve_connection(app, stream, client=_peer(stream), connections=connections)
+        await serve_connection(
+            app,
+            stream,
+            client=_peer(stream),
+            connections=connections,
+            permessage_deflate=permessage_deflate,
+        )
     except Exception as exc:
         _log_failure(exc)
     finally:
@@ -254,6 +267,7 @@ async def serve_connection(
     *,
     client: tuple[str, int] | None = None,
     connections: _Connections | None = None,
+    permessage_deflate: bool = False,
 ) -> None:
     """Serve HTTP requests, or one WebSocket, on ``stream``, then close it gracefully.
 
@@ -262,6 +276,7 @@ async def serve_connection(
         stream: one client connection (a socket or an in-memory byte stream).
         client: the peer address reported to the app.
         connections: the server's connection registry (graceful shutdown); internal.
+        permessage_deflate: accept permessage-deflate offers (see ``serve``).
 
     Raises:
         h11.LocalProtocolError: the app returned a malformed ``HTTPResponse``. (Exceptions
@@ -270,11 +285,13 @@ async def serve_connection(
     """
     registry = connections if connections is not None else _Connections()
     http = HTTPConnection(stream, app.limits, client=client)
-    await _serve_requests(app, http, registry)
+    await _serve_requests(app, http, registry, permessage_deflate)
     await close_gracefully(stream)
 
 
-async def _serve_requests(app: ServedApp, http: HTTPConnection, connections: _Connections) -> None:
+async def _serve_requests(
+    app: ServedApp, http: HTTPConnection, connections: _Connections, permessage_deflate: bool
+) -> None:
     while not connections.draining:
         request: h11.Request | None = None
         scope = connections.idle_scope()
@@ -286,7 +303,7 @@ async def _serve_requests(app: ServedApp, http: HTTPConnection, connections: _Co
         if request is None:
             return
         if is_websocket_upgrade(request):
-            await _serve_upgrade(app, http, request)
+            await _serve_upgrade(app, http, request, permessage_deflate)
             return
         body = await http.read_body(request)
         if body is None:
@@ -307,7 +324,9 @@ async def _respond(app: ServedApp, request: HTTPRequest) -> HTTPResponse:
         return error_response(500)
 
 
-async def _serve_upgrade(app: ServedApp, http: HTTPConnection, request: h11.Request) -> None:
+async def _serve_upgrade(
+    app: ServedApp, http: HTTPConnection, request: h11.Request, permessage_deflate: bool
+) -> None:
     info = http.request_info(request)
     refusal = websocket_refusal(info, request.http_version) or app.websocket_handshake(info)
     if refusal is not None:
@@ -318,7 +337,11 @@ async def _serve_upgrade(app: ServedApp, http: HTTPConnection, request: h11.Requ
     subprotocol = app.select_subprotocol(offered_subprotocols(info))
     try:
         connection, handshake = accept_websocket(
-            request.headers, request.target, subprotocol, http.trailing_data
+            request.headers,
+            request.target,
+            subprotocol,
+            http.trailing_data,
+            deflate_max_bytes=app.limits.max_ws_message_bytes if permessage_deflate else None,
         )
     except WebSocketHandshakeError:
         await http.send_response(error_response(400), close=True)
@@ -337,7 +360,12 @@ async def _serve_upgrade(app: ServedApp, http: HTTPConnection, request: h11.Requ
 
 
 def run(
-    app: ServedApp, *, host: str = "127.0.0.1", port: int = 8000, backend: str = "trio"
+    app: ServedApp,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    backend: str = "trio",
+    permessage_deflate: bool = False,
 ) -> None:
     """Serve ``app`` until SIGINT or SIGTERM, then stop gracefully (a second signal: at once).
 
@@ -346,20 +374,32 @@ def run(
         host: the address to bind.
         port: the port to bind.
         backend: ``"trio"`` or ``"asyncio"``.
+        permessage_deflate: accept permessage-deflate offers (see ``serve``).
 
     Raises:
         OSError: the address cannot be bound.
     """
-    anyio.run(partial(_serve_until_signalled, app, host=host, port=port), backend=backend)
+    serving = partial(
+        _serve_until_signalled, app, host=host, port=port, permessage_deflate=permessage_deflate
+    )
+    anyio.run(serving, backend=backend)
 
 
-async def _serve_until_signalled(app: ServedApp, *, host: str, port: int) -> None:
+async def _serve_until_signalled(
+    app: ServedApp, *, host: str, port: int, permessage_deflate: bool
+) -> None:
     listeners = await _bind(host, port)  # before the task group, so OSError comes out bare
     stop = anyio.Event()
     try:
         async with anyio.create_task_group() as tasks:
             await tasks.start(_watch_signals, stop, tasks.cancel_scope)
-            await serve(app, host=host, listeners=listeners, shutdown_trigger=stop.wait)
+            await serve(
+                app,
+                host=host,
+                listeners=listeners,
+                shutdown_trigger=stop.wait,
+                permessage_deflate=permessage_deflate,
+            )
             tasks.cancel_scope.cancel()
     finally:
         for listener in listeners:
