@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -10,11 +11,12 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from anyql.cli import main
+from anyql.cli import GC_THRESHOLD, main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
         (["serve", "tests.fake_app:app", "--backend", "curio"], "invalid choice"),
         (["serve", "tests.fake_app:app", "--port", "eighty"], "invalid int value"),
         (["launch", "tests.fake_app:app"], "invalid choice"),
+        (["serve", "tests.fake_app:app", "--gc-threshold", "-1"], "whole number >= 0"),
+        (["serve", "tests.fake_app:app", "--gc-threshold", "many"], "whole number >= 0"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(
@@ -45,6 +49,28 @@ def test_bad_arguments_exit_2_with_a_message(
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--help"]) == 0
     assert "--backend" in capsys.readouterr().out
+
+
+@pytest.fixture
+def restore_gc_threshold() -> Iterator[None]:
+    saved = gc.get_threshold()
+    yield
+    gc.set_threshold(*saved)
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [((), GC_THRESHOLD), (("--gc-threshold", "20000"), 20_000), (("--gc-threshold", "0"), 345)],
+)
+@pytest.mark.usefixtures("restore_gc_threshold")
+def test_serve_sets_the_gc_threshold_of_the_process_it_owns(
+    option: tuple[str, ...], expected: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gc.set_threshold(345, 10, 10)
+    seen: list[tuple[int, int, int]] = []
+    monkeypatch.setattr("anyql.cli.run", lambda *args, **kwargs: seen.append(gc.get_threshold()))
+    assert main(["serve", "tests.fake_app:app", *option]) == 0
+    assert seen == [(expected, 10, 10)]
 
 
 def test_port_in_use_exits_1(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,14 +1,16 @@
 """The ``anyql`` command: ``anyql serve module:app --host --port --backend trio|asyncio``.
 
 Owns argument parsing, loading the app from ``module:attribute`` (with the working
-directory on ``sys.path``) and the logging set-up of the command line (INFO to stderr; the
-library itself never configures logging). Imports ``transports.native``; must not import
-graphql or the session.
+directory on ``sys.path``) and what the command line sets up for the process it owns:
+logging (INFO to stderr) and the garbage collector's generation-0 threshold (the library
+itself never configures either). Imports ``transports.native``; must not import graphql
+or the session.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import os
@@ -28,6 +30,12 @@ _APP_METHODS = (
     "serve_websocket",
     "running",
 )
+
+
+#: Generation-0 threshold ``anyql serve`` gives the cyclic GC (CPython's own is 700). A
+#: fan-out burst queues a few objects per subscriber at once; at 700 the collector runs so
+#: often that it took 38-61% of the server's time (docs/performance.md).
+GC_THRESHOLD = 50_000
 
 
 class UsageError(Exception):
@@ -57,7 +65,21 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept WebSocket compression offers (off by default: CPU and memory per client)",
     )
+    serve.add_argument(
+        "--gc-threshold",
+        type=_not_negative,
+        default=GC_THRESHOLD,
+        metavar="N",
+        help=f"generation-0 threshold of Python's garbage collector (default {GC_THRESHOLD};"
+        " 0 keeps the interpreter's own)",
+    )
     return parser
+
+
+def _not_negative(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
 
 
 def load_app(target: str) -> ServedApp:
@@ -112,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
+    if args.gc_threshold:
+        gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,

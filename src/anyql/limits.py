@@ -1,4 +1,5 @@
-"""Server limits: one frozen dataclass, every limit of DESIGN section 5 in one place.
+"""Server limits: one frozen dataclass, every limit of DESIGN section 5 in one place
+(except the broker's publish timeout, a setting of ``Broadcast``).
 
 Imports only the standard library; execution, HTTP mapping, the session driver and the
 transports all read the same ``Limits`` object.
@@ -74,5 +75,5 @@ class Limits:
     cleanup_grace: float = 5.0
     #: Time graceful shutdown waits for cleanup after closing sockets with 1001.
     shutdown_grace: float = 10.0
-    #: A broadcast publish fails after this.
-    publish_timeout: float = 2.0
+    # A broadcast publish is bounded by ``Broadcast(publish_timeout=...)``: the broadcast
+    # is made before the app and serves it, so the bound lives with the broker's settings.
