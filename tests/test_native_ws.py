@@ -444,6 +444,24 @@ async def test_keep_alive_answered_keeps_the_connection_open() -> None:
         await client.aclose()
 
 
+@pytest.mark.autojump
+async def test_client_pings_are_answered_while_the_server_awaits_its_own_pong() -> None:
+    app = FakeApp(Limits(keep_alive_interval=0.05, pong_timeout=10.0))
+    async with serving(app) as port:
+        client, _ = await Client.open(port)
+        with anyio.fail_after(5):
+            server_ping = await client.receive()
+            assert isinstance(server_ping, Ping)
+            await client.send(Ping(payload=b"mine"))
+            assert await client.receive() == Pong(payload=b"mine")
+            await client.send(server_ping.response())
+            await client.send(TextMessage(data="alive"))
+            while (event := await client.receive()) != TextMessage(data="alive"):
+                assert isinstance(event, Ping)
+                await client.send(event.response())
+        await client.aclose()
+
+
 async def test_graceful_shutdown_reaches_sessions_which_close_1001() -> None:
     app = FakeApp()
     trigger = anyio.Event()

@@ -120,12 +120,33 @@ class ServerHandle:
     def __init__(self, task_group: anyio.abc.TaskGroup, fanout: Fanout) -> None:
         self.task_group = task_group
         self.fanout = fanout
-        self.shutting_down = anyio.Event()
+        self.shutting_down = False
         self.connections = 0
+        #: What each live session asked to be called on shutdown (no task per session).
+        self._on_shutdown: dict[object, Callable[[], None]] = {}
 
     def shutdown(self) -> None:
         """Ask every live WebSocket session to cancel its operations and close with 1001."""
-        self.shutting_down.set()
+        self.shutting_down = True
+        callbacks, self._on_shutdown = self._on_shutdown, {}
+        for callback in callbacks.values():
+            callback()
+
+    def watch(self, key: object, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once on shutdown (at once if it has begun) unless ``unwatch``ed.
+
+        Args:
+            key: identifies the watcher for ``unwatch``.
+            callback: a synchronous function; it must not raise.
+        """
+        if self.shutting_down:
+            callback()
+        else:
+            self._on_shutdown[key] = callback
+
+    def unwatch(self, key: object) -> None:
+        """Forget the callback registered under ``key`` (idempotent)."""
+        self._on_shutdown.pop(key, None)
 
 
 class GraphQL:

@@ -2,8 +2,9 @@
 
 Owns ``serve_session``. Theory of operation: a session is one task group holding a reader
 (socket -> protocol machine -> actions), a writer (the only task that writes to the socket;
-it drains the bounded ``Outbox``), timers (init timeout, legacy keep-alive, shutdown
-watch) and one child task per running operation, each inside its own cancel scope.
+it drains the bounded ``Outbox``), timers (the init timeout, until the ack; the legacy
+keep-alive) and one child task per running operation, each inside its own cancel scope;
+server shutdown reaches the session through a callback, not a task.
 Operations never write: they render frames through the machine and queue them, tagged with
 their ``Owner``; cancelling an owner makes its queued frames vanish, so nothing is sent for
 an id after the client completed it. Every close goes through ``_request_close``; the
@@ -89,20 +90,26 @@ class Session:
         self._close_requested = anyio.Event()
         self._lost = False
         self._flushed = anyio.Event()
+        #: Cancelled once the connection is acknowledged: the init timer has nothing to do.
+        self._init_timer = anyio.CancelScope()
 
     # --- lifetime ------------------------------------------------------------------
 
     async def run(self) -> None:
+        handle = self.app.server
         try:
             async with anyio.create_task_group() as tg:
                 self.tg = tg
                 tg.start_soon(self._read_loop)
                 tg.start_soon(self._write_loop)
                 tg.start_soon(self._expire_init)
-                tg.start_soon(self._watch_shutdown)
+                if handle is not None:
+                    handle.watch(self, self._going_away)
                 await self._close_requested.wait()
                 await self._shut(tg)
         finally:
+            if handle is not None:
+                handle.unwatch(self)
             self.machine.connection_lost()
             await self._disconnected()
 
@@ -224,6 +231,7 @@ class Session:
             return
         if self.machine.state is not ConnectionState.INITIALISING:
             return  # closed meanwhile (for example a second connection_init: 4429)
+        self._init_timer.cancel()
         ack_frame = self.machine.send(ConnectionAck(ack))
         if ack_frame is not None:
             self.outbox.push(ack_frame)  # never waits, so nothing overtakes it
@@ -240,21 +248,18 @@ class Session:
     # --- timers --------------------------------------------------------------------
 
     async def _expire_init(self) -> None:
-        await anyio.sleep(self.limits.connection_init_timeout)
-        close = self.machine.init_timed_out()
-        if close is not None:
-            self._request_close(close)
+        with self._init_timer:
+            await anyio.sleep(self.limits.connection_init_timeout)
+            close = self.machine.init_timed_out()
+            if close is not None:
+                self._request_close(close)
 
     async def _keep_alive(self) -> None:
         while True:
             await self._send(KeepAlive())
             await anyio.sleep(self.limits.keep_alive_interval)
 
-    async def _watch_shutdown(self) -> None:
-        handle = self.app.server
-        if handle is None:
-            return
-        await handle.shutting_down.wait()
+    def _going_away(self) -> None:
         self._request_close(CloseConnection(CloseCode.GOING_AWAY, "Going away"))
 
     # --- operations ----------------------------------------------------------------

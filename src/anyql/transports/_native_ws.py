@@ -1,8 +1,8 @@
 """WebSockets over an anyio byte stream, with wsproto: the native ``WebSocketTransport``.
 
 Owns the server side of the handshake once HTTP has vetted it (``accept_websocket``),
-``NativeWebSocket`` and ``native_websocket``, the context that owns its two background
-tasks. Imports ``wsproto``, ``anyio``, ``errors``, ``limits``, ``protocol._common`` (close
+``NativeWebSocket`` and ``native_websocket``, the context that owns its one background
+task. Imports ``wsproto``, ``anyio``, ``errors``, ``limits``, ``protocol._common`` (close
 reason truncation) and ``_deflate``; must not import h11, the session or the app.
 permessage-deflate is negotiated only when the server enables it (``BoundedDeflate``,
 which counts inflated bytes against the message cap); otherwise offers are ignored.
@@ -12,21 +12,22 @@ stream; its writer calls ``send_text``/``send_many``. wsproto yields partial fra
 no size limit, so ``MessageAssembler`` reassembles them while counting bytes and refuses
 (close 1009) before buffering past ``max_ws_message_bytes``. wsproto never answers
 anything itself: a ping queues its payload in a small bounded queue (a flood keeps only
-the latest ``MAX_PENDING_PONGS``, as RFC 6455 section 5.5.3 allows) and a background task
+the latest ``MAX_PENDING_PONGS``, as RFC 6455 section 5.5.3 allows) and the control task
 writes the pongs, unless a message completes first: ``receive()`` then writes them before
-handing the message over, so a pong never follows the answer to a later message; a client close
-is answered once from ``receive()``; input wsproto cannot parse arrives as a
+handing the message over, so a pong never follows the answer to a later message; a client
+close is answered once from ``receive()``; input wsproto cannot parse arrives as a
 ``CloseConnection`` while wsproto is still OPEN, and is answered with that close code
 (1002, 1007). Every write holds one lock and is shielded from cancellation (bounded by
 ``pong_timeout``), so frames never interleave or get cut, and nothing follows a close
-frame. The keep-alive task pings every ``keep_alive_interval``; a ping that cannot
-be written, or gets no pong, within ``pong_timeout`` aborts the TCP connection (the client
+frame. The same control task pings every ``keep_alive_interval``; a ping that cannot be
+written, or gets no pong, within ``pong_timeout`` aborts the TCP connection (the client
 sees 1006).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -173,7 +174,7 @@ async def native_websocket(
     subprotocol: str | None,
     limits: Limits,
 ) -> AsyncIterator[NativeWebSocket]:
-    """Open a ``NativeWebSocket`` with its pong writer and keep-alive in a task group.
+    """Open a ``NativeWebSocket`` with its control task (pongs, keep-alive) in a task group.
 
     Args:
         stream: the connection's byte stream (not closed here).
@@ -186,8 +187,7 @@ async def native_websocket(
     """
     socket = NativeWebSocket(stream, connection, subprotocol, limits)
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(socket.answer_pings)
-        tasks.start_soon(socket.keep_alive)
+        tasks.start_soon(socket.control)
         try:
             yield socket
         finally:
@@ -216,8 +216,9 @@ class NativeWebSocket:
         self._pending_close: CloseConnection | None = None
         #: Payloads of the latest unanswered pings, oldest first (bounded: pongs coalesce).
         self._pending_pongs: deque[bytes] = deque(maxlen=MAX_PENDING_PONGS)
-        self._pong_wanted = anyio.Event()
-        self._pong_received = anyio.Event()
+        #: Set when the control task has something to do: pings to answer, a pong arrived.
+        self._control_wanted = anyio.Event()
+        self._pong_arrived = False
         self._ping_ids = count()
         self._parser_failed = False
         self._lost = False
@@ -324,33 +325,36 @@ class NativeWebSocket:
                 if self._awaiting_close_reply():
                     await self._read()
 
-    async def answer_pings(self) -> None:
-        """Write the pending pongs whenever pings arrived (runs until cancelled)."""
+    async def control(self) -> None:
+        """Answer pings, and ping every ``keep_alive_interval``; runs until cancelled.
+
+        One task for both, so an idle connection costs one task here, not two. A ping that
+        gets no pong within ``pong_timeout`` of being sent aborts the TCP connection.
+        """
+        interval = self._limits.keep_alive_interval
+        next_ping = anyio.current_time() + interval if interval > 0 else math.inf
+        pong_due = math.inf
         while True:
-            await self._pong_wanted.wait()
-            self._pong_wanted = anyio.Event()
+            with anyio.CancelScope(deadline=min(next_ping, pong_due)):
+                await self._control_wanted.wait()
+            if self._control_wanted.is_set():
+                self._control_wanted = anyio.Event()
             if not await self._send_pongs():
                 return
-
-    async def keep_alive(self) -> None:
-        """Ping every ``keep_alive_interval``; abort when no pong comes within ``pong_timeout``."""
-        interval = self._limits.keep_alive_interval
-        if interval <= 0:
-            return
-        while True:
-            await anyio.sleep(interval)
-            self._pong_received = anyio.Event()
-            answered = False
-            with anyio.move_on_after(self._limits.pong_timeout):
-                payload = str(next(self._ping_ids)).encode("ascii")
-                if not await self._send_control(Ping(payload=payload)):
-                    return
-                await self._pong_received.wait()
-                answered = True
-            if not answered:
+            if self._pong_arrived:
+                self._pong_arrived = False
+                if pong_due != math.inf:
+                    pong_due, next_ping = math.inf, anyio.current_time() + interval
+            now = anyio.current_time()
+            if now >= pong_due:
                 logger.debug("anyql: no pong within %s s; aborting", self._limits.pong_timeout)
                 await self.abort()
                 return
+            if now >= next_ping:
+                payload = str(next(self._ping_ids)).encode("ascii")
+                if not await self._send_control(Ping(payload=payload)):
+                    return
+                pong_due, next_ping = now + self._limits.pong_timeout, math.inf
 
     def _next_message(self) -> str | bytes | None:
         if self._ended is not None:
@@ -366,9 +370,10 @@ class NativeWebSocket:
                     return message
             elif isinstance(event, Ping):
                 self._pending_pongs.append(bytes(event.payload))
-                self._pong_wanted.set()
+                self._control_wanted.set()
             elif isinstance(event, Pong):
-                self._pong_received.set()
+                self._pong_arrived = True
+                self._control_wanted.set()
             elif isinstance(event, CloseConnection):
                 self._on_close_frame(event)
                 return None
