@@ -413,6 +413,14 @@ async def test_W08_client_reset_ends_the_session_with_1006() -> None:
     assert app.session_ends[0] == 1006
 
 
+async def assert_still_open(client: Client) -> None:
+    """Send a message and read until its echo, answering the server's pings meanwhile."""
+    await client.send(TextMessage(data="alive"))
+    while (event := await client.receive()) != TextMessage(data="alive"):
+        assert isinstance(event, Ping)
+        await client.send(event.response())
+
+
 @pytest.mark.autojump
 async def test_keep_alive_pings_and_aborts_without_a_pong() -> None:
     app = FakeApp(Limits(keep_alive_interval=0.05, pong_timeout=0.05))
@@ -437,10 +445,7 @@ async def test_keep_alive_answered_keeps_the_connection_open() -> None:
                 ping = await client.receive()
                 assert isinstance(ping, Ping)
                 await client.send(ping.response())
-            await client.send(TextMessage(data="alive"))
-            while (event := await client.receive()) != TextMessage(data="alive"):
-                assert isinstance(event, Ping)
-                await client.send(event.response())
+            await assert_still_open(client)
         await client.aclose()
 
 
@@ -455,10 +460,7 @@ async def test_client_pings_are_answered_while_the_server_awaits_its_own_pong() 
             await client.send(Ping(payload=b"mine"))
             assert await client.receive() == Pong(payload=b"mine")
             await client.send(server_ping.response())
-            await client.send(TextMessage(data="alive"))
-            while (event := await client.receive()) != TextMessage(data="alive"):
-                assert isinstance(event, Ping)
-                await client.send(event.response())
+            await assert_still_open(client)
         await client.aclose()
 
 
