@@ -18,6 +18,8 @@ from contextlib import asynccontextmanager
 
 import anyio
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from wsproto.events import AcceptConnection, Request, TextMessage
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameDecoder, Opcode, RsvBits
@@ -107,6 +109,34 @@ def test_unacceptable_offers_are_declined(offer: str) -> None:
     extension = BoundedDeflate(MIB)
     assert extension.accept(offer) is None
     assert not extension.enabled()
+
+
+PARAMETER = st.sampled_from(
+    [
+        "server_no_context_takeover",
+        "client_no_context_takeover",
+        "server_max_window_bits",
+        "client_max_window_bits",
+        "",
+    ]
+)
+
+
+@given(
+    st.lists(
+        st.tuples(PARAMETER | st.text(max_size=8), st.none() | st.text(max_size=4)), max_size=5
+    )
+)
+def test_any_offer_is_answered_or_declined_never_raises(
+    parameters: list[tuple[str, str | None]],
+) -> None:
+    offer = "permessage-deflate" + "".join(
+        f"; {key}" if value is None else f"; {key}={value}" for key, value in parameters
+    )
+    extension = BoundedDeflate(MIB)
+    answer = extension.accept(offer)
+    assert answer is None or answer.isascii()
+    assert extension.enabled() is (answer is not None)
 
 
 def test_the_first_acceptable_offer_wins_and_later_ones_change_nothing() -> None:
@@ -233,6 +263,49 @@ async def test_W04_an_inflated_message_over_the_cap_closes_1009(fragments: int) 
         await client.stream.send(raw)
         assert (await client.close_frame()).code == 1009
     assert app.session_ends == [1009]
+
+
+@pytest.mark.parametrize("permessage_deflate", [True, False])
+async def test_W10_a_non_ascii_extension_header_gets_400_not_a_crash(
+    permessage_deflate: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = FakeApp()
+    server = serving(app, permessage_deflate=permessage_deflate)
+    async with server as port, await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(upgrade_request(b"permessage-deflate; client_max_window_bits=\xff"))
+        head = await stream.receive()
+    assert head.startswith(b"HTTP/1.1 400")
+    assert app.session_ends == []
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
+
+
+def upgrade_request(extensions: bytes) -> bytes:
+    return (
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Protocol: echo\r\nSec-WebSocket-Extensions: " + extensions + b"\r\n\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"permessage-deflate; server_max_window_bits=99999999999999999999",
+        b",,,;;;=",
+        b"permessage-deflate, permessage-deflate; mystery=1, x-webkit-deflate-frame",
+    ],
+)
+async def test_malformed_extension_offers_are_declined_not_a_crash(header: bytes) -> None:
+    app = FakeApp()
+    async with serving(app, permessage_deflate=True) as port:
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            await stream.send(upgrade_request(header))
+            head = await stream.receive()
+        assert head.startswith(b"HTTP/1.1 101")
+        if header.startswith(b"permessage-deflate, "):
+            assert b"sec-websocket-extensions: permessage-deflate\r\n" in head.lower()
+        else:
+            assert b"sec-websocket-extensions" not in head.lower()
 
 
 async def test_W01_corrupt_compressed_frame_closes_1007() -> None:

@@ -116,6 +116,9 @@ header_lines = st.sampled_from(
         "Sec-WebSocket-Version: 12",
         "Origin: https://evil.example",
         "Expect: 100-continue",
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits",
+        "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=\u00e9",
+        "Sec-WebSocket-Protocol: graphql-ws, \u00e9",
         UPGRADE,
     ]
 )

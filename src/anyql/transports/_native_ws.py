@@ -47,6 +47,7 @@ from wsproto.events import (
     TextMessage,
 )
 from wsproto.extensions import Extension
+from wsproto.utilities import RemoteProtocolError
 
 from anyql.errors import ConnectionClosed
 from anyql.limits import Limits
@@ -155,7 +156,10 @@ def accept_websocket(
         wsproto.utilities.RemoteProtocolError: the request is not a valid handshake.
     """
     connection = WSConnection(ConnectionType.SERVER)
-    connection.initiate_upgrade_connection(list(headers), target)
+    try:
+        connection.initiate_upgrade_connection(list(headers), target)
+    except UnicodeError as exc:  # wsproto decodes list headers as ASCII and lets this escape
+        raise RemoteProtocolError(f"non-ASCII handshake header: {exc}") from exc
     for _request in connection.events():
         pass
     extensions: list[Extension] = []
