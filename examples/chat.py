@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+from graphql import GraphQLError
 
 from anyql import Broadcast, GraphQL, Schema
 
@@ -63,7 +64,8 @@ async def join_chat_rooms(
 ) -> AsyncIterator[dict[str, str]]:
     rooms = list(dict.fromkeys(rooms))  # joining a room twice must not double its messages
     if not rooms or not all(rooms):
-        raise ValueError("Join at least one room, and name every room")
+        # A GraphQLError reaches the client as it is; other exceptions are masked.
+        raise GraphQLError("Join at least one room, and name every room")
     async with info.context.broadcast.subscribe(*map(channel, rooms)) as messages:
         # Subscribed (on Redis too) before this first event: a client that waits for it
         # can send right away without missing its own message.

@@ -27,6 +27,7 @@ from typing import Any
 import anyio
 import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
+from graphql import GraphQLError
 
 from anyql import GraphQL, Schema
 
@@ -87,7 +88,7 @@ async def output_lines(command: str) -> AsyncIterator[dict[str, Any]]:
 
     Raises:
         KeyError: ``command`` is not one of ``SCRIPTS``.
-        RuntimeError: the child exited with a non-zero status, or printed a line longer
+        GraphQLError: the child exited with a non-zero status, or printed a line longer
             than ``MAX_LINE_BYTES``.
     """
     argv = [sys.executable, "-u", "-c", SCRIPTS[command]]
@@ -101,14 +102,14 @@ async def output_lines(command: str) -> AsyncIterator[dict[str, Any]]:
             except (anyio.EndOfStream, anyio.IncompleteRead):
                 break
             except anyio.DelimiterNotFound:
-                raise RuntimeError(
+                raise GraphQLError(
                     f"{command} printed a line over {MAX_LINE_BYTES} bytes"
                 ) from None
             text = line.decode("utf-8", errors="replace").rstrip("\r")
             yield {"pid": process.pid, "number": number, "text": text}
         status = await process.wait()
         if status != 0:
-            raise RuntimeError(f"{command} exited with status {status}")
+            raise GraphQLError(f"{command} exited with status {status}")
     finally:
         await stop_process(process)
 

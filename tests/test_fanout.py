@@ -444,7 +444,7 @@ async def test_slow_subscriber_with_a_dropping_policy_stays_and_loses_old_events
 
 async def test_source_raising_sends_error_to_every_subscriber() -> None:
     station = Station()
-    app = make_app(station)
+    app = make_app(station, mask_errors=False)  # the source's own message, unmasked
     async with app.running() as handle, AsyncExitStack() as stack:
         peers = await connect(stack, app, 3)
         await subscribe_all(handle, peers, subscribe("s", topic="news"))
@@ -461,7 +461,7 @@ async def test_source_raising_sends_error_to_every_subscriber() -> None:
 
 
 async def test_source_that_cannot_start_sends_error_to_every_subscriber() -> None:
-    app = make_app(Station())
+    app = make_app(Station(), mask_errors=False)  # the source's own message, unmasked
     async with app.running() as handle, AsyncExitStack() as stack:
         peers = await connect(stack, app, 2)
         for peer in peers:

@@ -53,7 +53,10 @@ class Settings:
     scope outside ``path`` and every other scope type, and whose lifespan runs inside this
     app's (ASGI only: the native server answers 404 outside ``path``); it needs ``path``.
     ``graphiql``: True serves the GraphiQL page to browsers, False never, a callable
-    ``(RequestInfo) -> str`` returns the page's HTML itself.
+    ``(RequestInfo) -> str`` returns the page's HTML itself. ``mask_errors``: True replaces
+    the message of an unexpected resolver exception with "Internal server error" (it is
+    logged once either way), False passes it to the client; None, the default, masks
+    unless ``debug`` is on.
 
     CORS (off unless ``cors_origins`` lists origins): ``cors_origins`` are the exact
     origins (or ``"*"``, any origin, never with credentials) whose pages may call the
@@ -76,7 +79,7 @@ class Settings:
     graphiql_assets_url: str | None = None
     batching: bool = False
     introspection: bool = True
-    mask_errors: bool = False
+    mask_errors: bool | None = None
     debug: bool = False
     limits: Limits = field(default_factory=Limits)
     slow_consumer: SlowConsumerPolicy = "block"
@@ -98,6 +101,11 @@ class Settings:
         if not isinstance(self.graphiql, bool) and not callable(self.graphiql):
             raise ValueError("graphiql= takes True, False or a callable returning HTML")
         self.cors_policy()  # raises ValueError for a bad CORS configuration
+
+    @property
+    def masks_errors(self) -> bool:
+        """Whether unexpected resolver exceptions reach clients as "Internal server error"."""
+        return not self.debug if self.mask_errors is None else self.mask_errors
 
     def cors_policy(self) -> http.CORSPolicy:
         """The ``cors_*`` settings as a ``CORSPolicy``.
@@ -190,7 +198,7 @@ class GraphQL:
             self.schema,
             limits=self.limits,
             introspection=self.settings.introspection,
-            mask_errors=self.settings.mask_errors,
+            mask_errors=self.settings.masks_errors,
             validation_rules=self.settings.validation_rules,
         )
         self._handle: ServerHandle | None = None

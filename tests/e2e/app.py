@@ -90,4 +90,7 @@ app = GraphQL(
     schema,
     broadcast=Broadcast(os.environ.get("ANYQL_TEST_REDIS") or None),
     on_connect=on_connect,
+    # The real-client tests check that a source's own message reaches the client (masking,
+    # the production default, is proven in tests/hardening).
+    mask_errors=False,
 )

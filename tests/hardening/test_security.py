@@ -244,10 +244,21 @@ async def test_mask_errors_over_http_hides_the_message_logs_it_once_keeps_graphq
     assert secret_logs(caplog) == 1
 
 
-async def test_without_masking_the_message_is_shown() -> None:
-    async with serving(build_app()) as port:
+@pytest.mark.parametrize(
+    ("settings", "shown"),
+    [
+        ({}, "Internal server error"),  # production mode is the default: masked
+        ({"debug": True}, SECRET),
+        ({"mask_errors": False}, SECRET),
+        ({"debug": True, "mask_errors": True}, "Internal server error"),
+    ],
+)
+async def test_messages_are_masked_unless_debug_or_masking_is_off(
+    settings: dict[str, bool], shown: str
+) -> None:
+    async with serving(build_app(**settings)) as port:
         _s, _h, body = await post(port, {"query": "{ fail }"})
-    assert json.loads(body)["errors"][0]["message"] == SECRET
+    assert json.loads(body)["errors"][0]["message"] == shown
 
 
 async def test_mask_errors_over_graphql_transport_ws_query_event_and_source(
