@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -35,17 +35,16 @@ INTERNAL_ERROR: tuple[FormattedError, ...] = ({"message": "Internal server error
 
 @dataclass(eq=False, slots=True)
 class Subscriber:
-    """One attached operation: ``deliver`` gets each encoded payload, synchronously.
+    """One attached operation, with no task of its own: the hub calls it, synchronously.
 
-    ``deliver`` must not block; it returns False when the subscriber must be detached (its
-    connection is closing as a slow consumer, or the operation was cancelled). ``ended`` is
-    set when the subscriber is detached or the hub finishes; ``errors`` is set first when
-    the hub failed.
+    ``deliver`` gets each encoded payload; it must not block, and returns False when the
+    subscriber must be detached (its connection is closing as a slow consumer, or the
+    operation was cancelled). ``on_end`` is called once, when the subscriber is detached or
+    the hub finishes, with the hub's errors if it failed, else None; it must not block.
     """
 
     deliver: Callable[[str], bool]
-    ended: anyio.Event = field(default_factory=anyio.Event)
-    errors: tuple[FormattedError, ...] | None = None
+    on_end: Callable[[tuple[FormattedError, ...] | None], None]
 
 
 class Hub:
@@ -104,11 +103,10 @@ class Hub:
     def _end(self, errors: tuple[FormattedError, ...] | None) -> None:
         subscribers, self.subscribers = self.subscribers, {}
         for subscriber in subscribers:
-            subscriber.errors = errors
-            subscriber.ended.set()
+            _notify_end(subscriber, errors)
 
     def detach(self, subscriber: Subscriber) -> None:
-        """Detach ``subscriber`` (idempotent) and set its ``ended``; cancel if it was the last.
+        """Detach ``subscriber`` (idempotent) and call its ``on_end``; cancel if it was the last.
 
         Args:
             subscriber: a subscriber attached to this hub, or one already detached.
@@ -116,10 +114,17 @@ class Hub:
         if subscriber not in self.subscribers:
             return
         del self.subscribers[subscriber]
-        subscriber.ended.set()
+        _notify_end(subscriber, None)
         if not self.subscribers:
             self.fanout._forget(self)
             self.scope.cancel()
+
+
+def _notify_end(subscriber: Subscriber, errors: tuple[FormattedError, ...] | None) -> None:
+    try:
+        subscriber.on_end(errors)
+    except Exception:
+        logger.exception("ending a shared subscriber failed")
 
 
 class Fanout:

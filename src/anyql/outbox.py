@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -32,11 +33,17 @@ class Owner:
     cancelled: bool = False
     dropped: int = 0
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    #: Called once on cancel, for an operation without a task (a shared subscription).
+    on_cancel: Callable[[], None] | None = None
 
     def cancel(self) -> None:
         """Cancel the operation and make its queued frames disappear."""
+        if self.cancelled:
+            return
         self.cancelled = True
         self.scope.cancel()
+        if self.on_cancel is not None:
+            self.on_cancel()
 
 
 @dataclass(slots=True)
@@ -99,10 +106,12 @@ class Outbox:
         self._readable.set()
 
     def push(self, text: str) -> None:
-        """Queue a control frame past the bound, without waiting (the one ``connection_ack``).
+        """Queue a control frame past the bound, without waiting.
 
-        For a frame that must not be overtaken by frames queued after it while a full buffer
-        makes ``put`` wait; there is at most one such frame per connection.
+        For the one ``connection_ack`` (it must not be overtaken by frames queued after it
+        while a full buffer makes ``put`` wait) and for the ``complete`` or ``error`` that
+        ends a shared subscription (its hub cannot wait): at most one per operation, so at
+        most ``max_operations`` + 1 frames past the bound.
         """
         if self._closed:
             return

@@ -3,7 +3,8 @@
 Owns ``serve_session``. Theory of operation: a session is one task group holding a reader
 (socket -> protocol machine -> actions), a writer (the only task that writes to the socket;
 it drains the bounded ``Outbox``), timers (the init timeout, until the ack; the legacy
-keep-alive) and one child task per running operation, each inside its own cancel scope;
+keep-alive) and one child task per running operation, each inside its own cancel scope
+(a shared subscription has none: its hub calls it, and cancelling its owner detaches it);
 server shutdown reaches the session through a callback, not a task.
 Operations never write: they render frames through the machine and queue them, tagged with
 their ``Owner``; cancelling an owner makes its queued frames vanish, so nothing is sent for
@@ -16,7 +17,8 @@ Protocol rules live in ``anyql.protocol``; this module only carries out their ac
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -46,7 +48,7 @@ from .transports._types import RequestInfo, WebSocketTransport
 
 if TYPE_CHECKING:
     from .app import GraphQL
-    from .execution import PreparedOperation
+    from .execution import FormattedError, PreparedOperation
 
 __all__ = ["serve_session"]
 
@@ -268,14 +270,20 @@ class Session:
         if len(self.operations) >= self.limits.max_operations:
             await self._send(Error(id, TOO_MANY_OPERATIONS))
             return
+        try:
+            prepared = self.app.engine.prepare(request)
+        except RequestError as error:
+            await self._send(Error(id, error.errors))
+            return
         owner = Owner(id)
         self.operations[id] = owner
-        self.tg.start_soon(self._run_operation, owner, request)
+        if not self._attach_shared(owner, prepared):
+            self.tg.start_soon(self._run_operation, owner, prepared)
 
-    async def _run_operation(self, owner: Owner, request: OperationRequest) -> None:
+    async def _run_operation(self, owner: Owner, prepared: PreparedOperation) -> None:
         try:
             with owner.scope:
-                await self._operate(owner, request)
+                await self._operate(owner, prepared)
         except SlowConsumer:
             self._close_slow_consumer(owner)
         except Exception:
@@ -285,10 +293,9 @@ class Session:
             if self.operations.get(owner.id) is owner:
                 del self.operations[owner.id]
 
-    async def _operate(self, owner: Owner, request: OperationRequest) -> None:
+    async def _operate(self, owner: Owner, prepared: PreparedOperation) -> None:
         engine = self.app.engine
         try:
-            prepared = engine.prepare(request)
             if prepared.operation_type == "subscription":
                 await self._stream(owner, prepared)
                 return
@@ -301,19 +308,27 @@ class Session:
 
     async def _stream(self, owner: Owner, prepared: PreparedOperation) -> None:
         policy = self._policy_for(prepared)
-        key = self.app.engine.share_key(prepared)
-        if key is not None and self.app.server is not None:
-            await self._stream_shared(owner, prepared, key, policy)
-            return
         subscription = self.app.engine.subscribe(prepared, context=self.context)
         async with subscription as results:
             async for result in results:
                 await self._emit(owner, Next(owner.id, encode_json(result)), policy)
         await self._emit(owner, Complete(owner.id))
 
-    async def _stream_shared(
-        self, owner: Owner, prepared: PreparedOperation, key: Hashable, policy: Policy
-    ) -> None:
+    def _attach_shared(self, owner: Owner, prepared: PreparedOperation) -> bool:
+        """Attach a shared subscription to its hub, with no task of its own; False if unshared.
+
+        The hub calls ``deliver`` for each event and ``ended`` once; cancelling the owner
+        (``complete``, the connection closing) detaches it. Outside ``running()`` there is no
+        hub: the operation runs its own source.
+        """
+        server = self.app.server
+        if prepared.operation_type != "subscription" or server is None:
+            return False
+        key = self.app.engine.share_key(prepared)
+        if key is None:
+            return False
+        policy = self._policy_for(prepared)
+
         def deliver(payload: str) -> bool:
             if owner.cancelled:
                 return False
@@ -326,17 +341,20 @@ class Session:
                     return False
             return True
 
-        assert self.app.server is not None
-        subscriber = Subscriber(deliver)
-        hub = self.app.server.fanout.attach(key, prepared, self.context, subscriber)
-        try:
-            await subscriber.ended.wait()
-        finally:
-            hub.detach(subscriber)
-        if subscriber.errors is not None:
-            await self._emit(owner, Error(owner.id, subscriber.errors))
-        else:
-            await self._emit(owner, Complete(owner.id))
+        def ended(errors: tuple[FormattedError, ...] | None) -> None:
+            if self.operations.get(owner.id) is owner:
+                del self.operations[owner.id]
+            if owner.cancelled:
+                return  # completed by the client, or the connection is closing
+            event = Complete(owner.id) if errors is None else Error(owner.id, errors)
+            text = self.machine.send(event)
+            if text is not None:
+                self.outbox.push(text)
+
+        subscriber = Subscriber(deliver, ended)
+        hub = server.fanout.attach(key, prepared, self.context, subscriber)
+        owner.on_cancel = partial(hub.detach, subscriber)
+        return True
 
     def _close_slow_consumer(self, owner: Owner) -> None:
         logger.warning("closing a slow consumer (operation %r)", owner.id)
