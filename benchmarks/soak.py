@@ -6,8 +6,9 @@ Owns a command line with two roles. The *server* role (the default) serves a sma
 (``anyio.get_running_tasks()``: only server tasks, since the clients live elsewhere), its
 open WebSocket connections and every log record at ERROR, and starts the *clients* role in
 a child process. Each client connection: connects (both subprotocols, alternately),
-subscribes to a room, runs short ``ticks`` subscriptions and subscribe/complete cycles now
-and then, and after a random lifetime closes (one in ten by dropping TCP) and starts over;
+subscribes to a room (half the clients through the shared ``sharedRoom``), runs short
+``ticks`` subscriptions and subscribe/complete cycles (shared or not, at random) now and
+then, and after a random lifetime closes (one in ten by dropping TCP) and starts over;
 publishers post mutations over HTTP. When the time is up the clients stop, the server waits
 for every connection to end, and the report compares the task count with the idle baseline
 (leaked tasks) and RSS at the end with RSS once all clients were first connected.
@@ -63,7 +64,11 @@ schema = Schema(
     """
     type Query { hello: String! }
     type Mutation { publish(room: String!, text: String!): Boolean! }
-    type Subscription { room(room: String!): String!  ticks(n: Int!): Int! }
+    type Subscription {
+      room(room: String!): String!
+      sharedRoom(room: String!): String!
+      ticks(n: Int!): Int!
+    }
     """
 )
 schema.field("Query.hello")(lambda root, info: "world")
@@ -76,6 +81,7 @@ async def publish(root: Any, info: Any, room: str, text: str) -> bool:
 
 
 @schema.field("Subscription.room")
+@schema.field("Subscription.sharedRoom", shared=True)
 async def room(root: Any, info: Any, room: str) -> AsyncIterator[str]:
     async with info.context.broadcast.subscribe(f"room:{room}") as stream:
         async for text in stream:
@@ -327,7 +333,10 @@ async def one_connection(
     ack = await socket.receive()
     if ack["type"] != "connection_ack":
         raise RuntimeError(f"no ack: {ack}")
-    await socket.send(protocol.start("room", f'subscription {{ room(room: "{number % ROOMS}") }}'))
+    # Half the clients read their room through a shared subscription (one source per room).
+    field = "sharedRoom" if number % 4 < 2 else "room"
+    query = f'subscription {{ {field}(room: "{number % ROOMS}") }}'
+    await socket.send(protocol.start("room", query))
     leave_at = min(deadline, time.monotonic() + random.uniform(0.5, 1.5) * lifetime)
     cycle = 0
     while True:
@@ -373,7 +382,8 @@ async def churn(socket: Socket, protocol: Protocol, id: str, stats: ClientStats)
         raise RuntimeError(f"{seen} ticks instead of {TICKS}")
     stats.ticks_completed += 1
     cycle_id = f"{id}c"
-    await socket.send(protocol.start(cycle_id, 'subscription { room(room: "churn") }'))
+    field = random.choice(["room", "sharedRoom"])
+    await socket.send(protocol.start(cycle_id, f'subscription {{ {field}(room: "churn") }}'))
     await socket.send(protocol.stop(cycle_id))
     while protocol.legacy:  # a legacy ``stop`` is answered with ``complete``
         message = await socket.receive()

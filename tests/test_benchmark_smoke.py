@@ -1,8 +1,9 @@
-"""Smoke run of benchmarks/fanout.py, so the benchmark keeps working.
+"""Smoke runs of benchmarks/fanout.py and benchmarks/soak.py, so they keep working.
 
-A real native Trio server with shared subscriptions, 20 subscribers, one burst of 10 events,
-no baseline, no Strawberry, no plot: it needs nothing beyond the core and test dependencies.
-Full runs are not part of the suite (see docs/performance.md).
+fanout: a real native Trio server with shared subscriptions, 20 subscribers, one burst of
+10 events, no baseline, no Strawberry, no plot: it needs nothing beyond the core and test
+dependencies. soak: 20 client slots for a few seconds, on both backends. Full runs are not
+part of the suite (see docs/performance.md and docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -64,3 +65,29 @@ def test_fanout_smoke_run_delivers_every_event(tmp_path: Path) -> None:
     assert {"p50", "p99", "max"} <= run["latency_ms"].keys()
     assert {"started", "cpus", "loadavg_at_start"} <= document["meta"].keys()
     assert not (tmp_path / "smoke.png").exists()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_soak_smoke_run_leaks_nothing(tmp_path: Path, backend: str) -> None:
+    report = tmp_path / "soak.json"
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "soak.py"),
+        "--seconds", "6",
+        "--connections", "20",
+        "--lifetime", "2",
+        "--sample-every", "1",
+        "--backend", backend,
+        "--json", str(report),
+    ]  # fmt: skip
+    finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+
+    document = json.loads(report.read_text())
+    assert document["backend"] == backend
+    assert document["leaked_tasks"] == 0
+    assert document["server_errors_logged"] == 0
+    assert document["end"]["websockets"] == 0
+    assert document["clients"]["failure_count"] == 0
+    assert document["clients"]["connections"] > 0

@@ -112,12 +112,18 @@ class Session:
         finally:
             if handle is not None:
                 handle.unwatch(self)
+            # Operations without a task (shared subscriptions) are not ended by the task
+            # group: detach any the reader attached while the session was closing.
+            self._cancel_operations()
             self.machine.connection_lost()
             await self._disconnected()
 
-    async def _shut(self, tg: anyio.abc.TaskGroup) -> None:
+    def _cancel_operations(self) -> None:
         for owner in list(self.operations.values()):
             owner.cancel()
+
+    async def _shut(self, tg: anyio.abc.TaskGroup) -> None:
+        self._cancel_operations()
         close = self._close
         if close is not None and not self._lost:
             with anyio.move_on_after(CLOSE_FLUSH_TIMEOUT if self._flush else 0):
@@ -267,6 +273,8 @@ class Session:
     # --- operations ----------------------------------------------------------------
 
     async def _start(self, id: str, request: OperationRequest) -> None:
+        if self._close_requested.is_set():
+            return  # closing: the reader may still hand over messages read before
         if len(self.operations) >= self.limits.max_operations:
             await self._send(Error(id, TOO_MANY_OPERATIONS))
             return

@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 import pytest
+from wsproto.events import CloseConnection
 
 from anyql import Limits
 from tests.hardening.app import Probe, build_app
@@ -17,6 +18,7 @@ from tests.hardening.clients import (
     count_tasks,
     eventually,
     serving,
+    start,
     subscribe,
 )
 
@@ -113,3 +115,39 @@ async def test_R05_ten_thousand_subscribe_complete_cycles_leave_nothing_behind()
         assert probe.counts["started:r05"] == probe.counts["finally:r05"]
         await socket.close()
         await eventually(lambda: count_tasks() == idle_server, within=10)
+
+
+async def churning_client(port: int, number: int, rounds: int) -> None:
+    """Connect ``rounds`` times; each time attach and detach shared subscriptions without
+    reading the answers, then leave (half the time by dropping TCP) with frames in flight:
+    the server's writer can then fail while its reader still holds unread subscribes."""
+    legacy = number % 2 == 1
+    protocol = "graphql-ws" if legacy else "graphql-transport-ws"
+    begin = start if legacy else subscribe
+    end = "stop" if legacy else "complete"
+    for round_ in range(rounds):
+        socket = await GraphQLSocket.connect(port, subprotocol=protocol)
+        await socket.init()
+        await socket.send(begin("keep", f'subscription {{ sharedRoom(room: "r{number % 3}") }}'))
+        for n in range(2 + (number + round_) % 15):
+            cycle = begin(f"c{n}", 'subscription { sharedRoom(room: "churn") }')
+            await socket.send_all([cycle, {"id": f"c{n}", "type": end}])
+        if round_ % 3 == 0:
+            await socket.aclose()
+        else:
+            await socket.stream.send(socket.ws.send(CloseConnection(code=1000)))
+            await anyio.sleep(0.01)
+            await socket.aclose()
+
+
+async def test_R05_shared_subscriptions_on_connections_that_leave_mid_churn_leave_no_hub() -> None:
+    app = build_app(Probe())
+    async with serving(app) as port:
+        idle_server = count_tasks()
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as clients:
+                for number in range(40):
+                    clients.start_soon(churning_client, port, number, 15)
+        server = app.server
+        assert server is not None
+        await eventually(lambda: not server.fanout.hubs and count_tasks() == idle_server)
