@@ -34,9 +34,9 @@ from anyql.protocol import (
     TransportWSConnection,
     truncate_reason,
 )
+from anyql.testing._wire import stream_pair
 from anyql.transports.native import serve_connection
 from tests.hardening.app import SECRET, build_app
-from tests.hardening.memory_stream import byte_stream_pair
 from tests.memory_socket import session
 
 pytestmark = pytest.mark.anyio
@@ -179,7 +179,7 @@ def connection_inputs(draw: st.DrawFn) -> list[bytes]:
 
 async def run_connection(chunks: list[bytes]) -> bytes:
     """Serve one in-memory connection fed ``chunks`` then EOF; return all it answered."""
-    server_end, client_end = byte_stream_pair()
+    client_end, server_end = stream_pair()
     answer = bytearray()
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tasks:
