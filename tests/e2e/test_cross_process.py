@@ -101,19 +101,25 @@ async def send(server: RunningServer, room: str, text: str) -> None:
     await asyncio.to_thread(post_send, server, room, text)
 
 
+async def value_within(listener: Listener, seconds: float) -> bool:
+    """Whether ``listener`` received a value within ``seconds``."""
+    try:
+        async with asyncio.timeout(seconds):
+            await listener.next_value()
+    except TimeoutError:
+        return False
+    return True
+
+
 async def until_all_listening(listeners: list[Listener], server: RunningServer, room: str) -> None:
     """Wait for each "ready"; publish probes for shared late joiners that get none."""
     pending = list(listeners)
     probes = 0
     async with asyncio.timeout(DEADLINE):
         while pending:
-            for listener in list(pending):
-                try:
-                    async with asyncio.timeout(0.2):
-                        await listener.next_value()
-                except TimeoutError:
-                    continue
-                pending.remove(listener)
+            # All at once: a round lasts 0.2 s however many listeners are still waiting.
+            heard = await asyncio.gather(*(value_within(listener, 0.2) for listener in pending))
+            pending = [listener for listener, ok in zip(pending, heard, strict=True) if not ok]
             if pending:
                 probes += 1
                 await send(server, room, f"probe {probes}")
