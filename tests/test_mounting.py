@@ -8,15 +8,12 @@ process, on both backends, and spoken to with ``TestClient.connect``.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 
 import anyio
 import pytest
-from hypercorn.config import Config
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -27,6 +24,7 @@ from anyql import GraphQL, Schema
 from anyql.testing import TestClient, WebSocketRejected
 from anyql.transports._types import RequestInfo
 from anyql.transports.asgi import app_path
+from tests.in_process import hypercorn_serving
 
 pytestmark = pytest.mark.anyio
 
@@ -374,29 +372,6 @@ async def test_the_native_server_answers_404_outside_path_even_with_a_fallback()
 
 
 # --- Starlette, served by hypercorn in process -----------------------------------
-
-
-@asynccontextmanager
-async def hypercorn_serving(app: Any, backend: str) -> AsyncIterator[int]:
-    """Serve ``app`` with hypercorn on this test's backend; yields the port."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)  # connections queue up before hypercorn accepts: no polling
-    port = int(listener.getsockname()[1])
-    config = Config()
-    config.bind = [f"fd://{listener.detach()}"]  # hypercorn owns and closes it
-    config.graceful_timeout = 1.0
-    if backend == "trio":
-        from hypercorn.trio import serve
-    else:
-        from hypercorn.asyncio import serve  # type: ignore[assignment]
-    stop = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(partial(serve, app, config, shutdown_trigger=stop.wait))
-        try:
-            yield port
-        finally:
-            stop.set()
 
 
 async def home(request: Request) -> Response:

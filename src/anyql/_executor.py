@@ -97,9 +97,18 @@ class AnyioExecutor(ExecutorThrowingOnIncremental):
         self._tracked: list[Awaitable[Any]] = []
 
     def build_per_event_executor(self, payload: Any) -> AnyioExecutor:
-        """A copy for one subscription event, with its own errors and pending work."""
+        """A copy for one subscription event, with its own errors, pending work and memo.
+
+        graphql-core's copy shares ``_relevant_sub_fields``, the memo of collected
+        sub-fields, with the subscription's executor. That memo is keyed by ``id()`` of the
+        field lists, which are built anew for every event, so a shared memo never hits
+        across events and keeps every event's entries for the subscription's lifetime (about
+        1-2 KiB per event). Each event gets its own memo instead: it still serves the items
+        of one list within the event and is dropped with the event.
+        """
         executor = super().build_per_event_executor(payload)
         assert isinstance(executor, AnyioExecutor)
+        executor._relevant_sub_fields = {}
         executor._orphans = []
         executor._tracked = []
         return executor

@@ -37,7 +37,7 @@ class Limits:
     max_ws_message_bytes: int = 1 * MIB
     #: Time allowed between the WebSocket handshake and ``connection_init`` (close 4408).
     connection_init_timeout: float = 10.0
-    #: WebSocket-level ping (native server) and legacy ``ka`` interval.
+    #: WebSocket-level ping (native server) and legacy ``ka`` interval; 0 turns both off.
     keep_alive_interval: float = 15.0
     #: Close a WebSocket whose ping got no pong within this.
     pong_timeout: float = 15.0

@@ -108,10 +108,11 @@ class Outbox:
     def push(self, text: str) -> None:
         """Queue a control frame past the bound, without waiting.
 
-        For the one ``connection_ack`` (it must not be overtaken by frames queued after it
-        while a full buffer makes ``put`` wait) and for the ``complete`` or ``error`` that
-        ends a shared subscription (its hub cannot wait): at most one per operation, so at
-        most ``max_operations`` + 1 frames past the bound.
+        For the one ``connection_ack`` and the legacy ``ka`` that follows it (they must not
+        be overtaken by frames queued after them while a full buffer makes ``put`` wait) and
+        for the ``complete`` or ``error`` that ends a shared subscription (its hub cannot
+        wait): at most one per operation, so at most ``max_operations`` + 2 frames past the
+        bound.
         """
         if self._closed:
             return

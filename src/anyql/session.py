@@ -243,7 +243,9 @@ class Session:
         ack_frame = self.machine.send(ConnectionAck(ack))
         if ack_frame is not None:
             self.outbox.push(ack_frame)  # never waits, so nothing overtakes it
-        if self.machine.send(KeepAlive()) is not None:
+        keep_alive = self.machine.send(KeepAlive()) if self.limits.keep_alive_interval > 0 else None
+        if keep_alive is not None:  # legacy ``ka``: at once, then every interval
+            self.outbox.push(keep_alive)
             self.tg.start_soon(self._keep_alive)
         for event in self.machine.events():  # operations the protocol held until the ack
             await self._dispatch(event)
@@ -264,8 +266,8 @@ class Session:
 
     async def _keep_alive(self) -> None:
         while True:
-            await self._send(KeepAlive())
             await anyio.sleep(self.limits.keep_alive_interval)
+            await self._send(KeepAlive())
 
     def _going_away(self) -> None:
         self._request_close(CloseConnection(CloseCode.GOING_AWAY, "Going away"))

@@ -16,8 +16,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from itertools import count
-from typing import Any, Self
+from typing import Any, Self, TypeGuard
 
 import anyio
 import anyio.abc
@@ -66,9 +65,9 @@ class WebSocketConnection:
         self.close_code: int | None = None
         self.close_reason = ""
         self._write_lock = anyio.Lock()
-        self._ids = count(1)
+        #: Ids are issued in order, "1" upwards; a set of them would grow per operation.
+        self._last_id = 0
         self._operations: dict[str, MemoryObjectSendStream[dict[str, Any]]] = {}
-        self._started: set[str] = set()
         self._control_in, self._control = anyio.create_memory_object_stream[dict[str, Any]](
             math.inf
         )
@@ -137,10 +136,10 @@ class WebSocketConnection:
         Raises:
             WebSocketClosed: the socket is closed.
         """
-        id = str(next(self._ids))
+        self._last_id += 1
+        id = str(self._last_id)
         results_in, results = anyio.create_memory_object_stream[dict[str, Any]](math.inf)
         self._operations[id] = results_in
-        self._started.add(id)
         try:
             kind = "start" if self.legacy else "subscribe"
             payload = operation_params(query, variables, operation_name, extensions)
@@ -289,7 +288,7 @@ class WebSocketConnection:
             await self._send_quietly('{"type":"pong"}')
             return
         id = message.get("id") if kind in _OPERATION_MESSAGES else None
-        if not isinstance(id, str) or id not in self._started:
+        if not self._issued(id):
             self._control_in.send_nowait(message)
             return
         results = self._operations.get(id)
@@ -300,6 +299,15 @@ class WebSocketConnection:
         if kind in ("complete", "error"):
             del self._operations[id]
             results.close()
+
+    def _issued(self, id: object) -> TypeGuard[str]:
+        """Whether ``id`` is one this client started (finished ones included)."""
+        return (
+            isinstance(id, str)
+            and id.isdecimal()
+            and id == str(int(id))
+            and (0 < int(id) <= self._last_id)
+        )
 
     def _on_closed(self) -> None:
         if self.close_code is None:
