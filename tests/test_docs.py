@@ -12,7 +12,7 @@ Code blocks in docs/*.md are checked three ways:
   scratch directory and run with pytest, and must pass.
 
 ``mkdocs build --strict`` runs when mkdocs is installed (the ``docs`` extra); without it the
-build test is skipped with the reason, except under ``CI=true``, where it fails.
+build test is skipped with the reason, except under CI, where it fails.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from anyql import Limits
+from tests.requirements import unavailable
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -113,13 +114,6 @@ def expected_stdout(block: Block) -> str | None:
     if following and following[0].page == block.page and following[0].marker == "stdout":
         return following[0].code
     return None
-
-
-def unavailable(reason: str) -> None:
-    """Skip with ``reason``, or fail under CI (where the docs toolchain must be there)."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 def repo_env() -> dict[str, str]:

@@ -3,7 +3,7 @@
 Users are in-memory WebSocket sessions (tests/memory_socket.py) inside ``app.running()``,
 on both backends. Over Redis, two apps (each its own ``Broadcast``, as two processes would
 have) share the Redis on 127.0.0.1:6379, with rooms no other run uses; those tests skip
-without Redis, except under ``CI=true``, where they fail.
+without Redis, except under CI, where they fail.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from anyql import GraphQL
 from examples import chat
 from tests.broadcast.helpers import LOCALHOST, answers_ping
 from tests.memory_socket import Peer, session
+from tests.requirements import unavailable
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -165,10 +166,7 @@ def test_the_module_app_is_in_memory_unless_ANYQL_REDIS_is_set() -> None:
 @pytest.fixture
 def redis_url() -> str:
     if not answers_ping(6379):
-        reason = f"nothing answers PING on {LOCALHOST}:6379"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason} (CI=true, so Redis tests must run)")
-        pytest.skip(reason)
+        unavailable(f"nothing answers PING on {LOCALHOST}:6379")
     return f"redis://{LOCALHOST}:6379/0"
 
 

@@ -1,5 +1,5 @@
 """GraphQL over HTTP, sans-IO: every graphql-http audit decided in ``anyql.http``, the HTTP
-rows of BAD_INPUTS.md (H01, H03-H05, H07-H11, H20), negotiation, and the GraphiQL page.
+rows of docs/bad-inputs.md (H01, H03-H05, H07-H11, H20), negotiation, and the GraphiQL page.
 
 All synchronous: requests go in as parts, responses come out as exact status, headers and
 bytes. The audits that need execution (13EE and friends asserting no ``errors``) run
@@ -25,6 +25,7 @@ from anyql.errors import HTTPError
 from anyql.http import GRAPHQL_RESPONSE_JSON, JSON, ParsedRequest, parse_request
 from anyql.protocol._common import OperationRequest
 from anyql.transports._types import HTTPResponse
+from tests.requirements import unavailable
 
 JSON_TYPE = "application/json; charset=utf-8"
 GRJ_TYPE = "application/graphql-response+json; charset=utf-8"
@@ -247,7 +248,7 @@ def test_unknown_response_type_is_a_caller_bug() -> None:
         http.result_response({"data": {}}, "text/html")
 
 
-# --- BAD_INPUTS section 1d ------------------------------------------------------------
+# --- docs/bad-inputs.md section 1d ------------------------------------------------------------
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "get", "post"])
@@ -634,16 +635,15 @@ def test_graphiql_docstring_lists_every_asset() -> None:
 NODE_MODULES = Path(__file__).resolve().parent / "node" / "node_modules"
 
 
-@pytest.mark.skipif(
-    not (NODE_MODULES / "graphiql" / "graphiql.min.js").exists(),
-    reason="the npm graphiql package is not installed in tests/node",
-)
 def test_graphiql_integrity_hashes_match_the_npm_files() -> None:
     for asset in _graphiql.ASSET_SOURCES:
         name, _, version = asset.package.rpartition("@")
         folder = NODE_MODULES / name
-        if orjson.loads((folder / "package.json").read_bytes())["version"] != version:
-            pytest.skip(f"{name} in tests/node is not {version}")
+        if not (folder / asset.path).is_file():
+            unavailable(f"{asset.package} is not installed in tests/node: npm ci in tests/node")
+        installed = orjson.loads((folder / "package.json").read_bytes())["version"]
+        if installed != version:
+            unavailable(f"{name} in tests/node is {installed}, not {version}: npm ci in tests/node")
         digest = hashlib.sha384((folder / asset.path).read_bytes()).digest()
         assert asset.integrity == "sha384-" + base64.b64encode(digest).decode()
 

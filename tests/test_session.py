@@ -25,7 +25,9 @@ type Subscription {
   forever: Int!
   stubborn: Int!
   firehose: Int!
+  parked: Parked!
 }
+type Parked { held: Int! }
 """
 
 
@@ -37,6 +39,26 @@ class Probe:
         self.finally_ran = anyio.Event()
         self.release = anyio.Event()
         self.produced = 0
+        #: ``parked`` sources, held so that garbage collection cannot close them instead.
+        self.sources: list[AsyncIterator[dict[str, int]]] = []
+        #: What ended a ``parked`` source: GeneratorExit when aclose() closed it at its yield.
+        self.closed_with: type[BaseException] | None = None
+
+
+async def parked_source(probe: Probe) -> AsyncIterator[dict[str, int]]:
+    """Yield one event and stay parked at that ``yield`` while the event is executed.
+
+    The event's ``held`` field never resolves, so whatever ends the operation finds the
+    generator suspended at its ``yield``, not inside an await: cancelling the operation's
+    task does not reach it, and only an explicit ``aclose()`` runs its ``finally``.
+    """
+    try:
+        yield {"value": 0}
+    except BaseException as exc:
+        probe.closed_with = type(exc)
+        raise
+    finally:
+        probe.finally_ran.set()
 
 
 def make_app(probe: Probe, **settings: Any) -> GraphQL:
@@ -80,6 +102,18 @@ def make_app(probe: Probe, **settings: Any) -> GraphQL:
             await anyio.sleep(3600)
             probe.finally_ran.set()
 
+    @schema.field("Subscription.parked")
+    def parked(root: Any, info: Any) -> AsyncIterator[dict[str, int]]:
+        source = parked_source(probe)
+        probe.sources.append(source)
+        return source
+
+    @schema.field("Parked.held")
+    async def held(root: Any, info: Any) -> int:
+        probe.started.set()  # the source has yielded this event and is parked at the yield
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
     @schema.field("Subscription.firehose")
     async def firehose(root: Any, info: Any) -> AsyncIterator[int]:
         while True:
@@ -106,14 +140,19 @@ async def test_query_over_the_socket_gives_next_then_complete() -> None:
         assert await peer.receive() == {"id": "1", "type": "complete"}
 
 
+@pytest.mark.autojump
 async def test_P28_client_complete_runs_finally_and_sends_nothing_more() -> None:
     probe = Probe()
     async with session(make_app(probe)) as peer:
         await peer.init()
-        await peer.send(subscribe("1", "subscription { forever }"))
+        await peer.send(subscribe("1", "subscription { parked { held } }"))
         await probe.started.wait()
         await peer.send({"id": "1", "type": "complete"})
-        await probe.finally_ran.wait()
+        # The source is parked at its yield: only the aclose() the complete causes runs its
+        # finally. The bound is a failure, never a wait: on Trio the clock jumps to it.
+        with anyio.fail_after(10):
+            await probe.finally_ran.wait()
+        assert probe.closed_with is GeneratorExit
         await peer.send({"type": "ping"})
         assert await peer.receive() == {"type": "pong"}  # no complete echoed before it
 
@@ -137,10 +176,13 @@ async def test_W08_tcp_reset_cancels_operations_and_runs_finally() -> None:
     probe = Probe()
     async with session(make_app(probe)) as peer:
         await peer.init()
-        await peer.send(subscribe("1", "subscription { forever }"))
+        await peer.send(subscribe("1", "subscription { parked { held } }"))
         await probe.started.wait()
         await peer.disconnect()
-    assert probe.finally_ran.is_set()  # the session's task group waited for the cleanup
+    # The source was parked at its yield: its finally ran because the operation closed it
+    # with aclose() before the session's task group let the session end.
+    assert probe.finally_ran.is_set()
+    assert probe.closed_with is GeneratorExit
 
 
 async def test_shutdown_closes_1001_after_cancelling_operations() -> None:

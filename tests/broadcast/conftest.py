@@ -1,36 +1,30 @@
 """Fixtures for the Broadcast tests: the shared Redis on 6379 and private redis-servers.
 
-Redis tests skip with a reason when no Redis is available, except under ``CI=true``, where
-they fail instead. Fault tests (SIGKILL, SIGSTOP, CLIENT KILL, CONFIG SET) only ever touch a
-private ``redis-server`` started on a free port in a temporary directory.
+Redis tests skip with a reason when no Redis is available, except under CI, where they fail
+instead (``tests.requirements.unavailable``). Fault tests (SIGKILL, SIGSTOP, CLIENT KILL,
+CONFIG SET) only ever touch a private ``redis-server`` started on a free port in a temporary
+directory.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 
 from tests.broadcast.helpers import LOCALHOST, RedisServer, answers_ping, free_port
+from tests.requirements import unavailable
 
 SHARED_REDIS_PORT = 6379
-
-
-def _unavailable(reason: str) -> NoReturn:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true, so Redis tests must run)")
-    pytest.skip(reason)
 
 
 @pytest.fixture
 def redis_url() -> str:
     """The shared Redis on 127.0.0.1:6379, for plain pub/sub tests on unique channels."""
     if not answers_ping(SHARED_REDIS_PORT):
-        _unavailable(f"nothing answers PING on {LOCALHOST}:{SHARED_REDIS_PORT}")
+        unavailable(f"nothing answers PING on {LOCALHOST}:{SHARED_REDIS_PORT}")
     return f"redis://{LOCALHOST}:{SHARED_REDIS_PORT}/0"
 
 
@@ -39,7 +33,7 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A fresh redis-server on a free port in a temp dir, killed after the test."""
     executable = shutil.which("redis-server")
     if executable is None:
-        _unavailable("redis-server is not installed")
+        unavailable("redis-server is not installed")
     server = RedisServer(executable, tmp_path, free_port())
     server.start()
     try:

@@ -6,7 +6,7 @@ the browser may reach loopback only. The counter example is served by the native
 Trio through ``tests/e2e/app_graphiql.py``, which points ``graphiql_assets_url`` at it.
 
 Without Chromium (``apt-get install -y chromium``) or the npm packages (``npm ci`` in
-tests/node) the browser test is skipped with the reason; with ``CI=true`` it fails instead.
+tests/node) the browser test is skipped with the reason; under CI it fails instead.
 """
 
 from __future__ import annotations
@@ -28,18 +28,12 @@ import pytest
 from anyql._graphiql import ASSET_SOURCES, Asset
 from tests.e2e.conftest import NODE_DIR
 from tests.e2e.servers import running_server
+from tests.requirements import unavailable
 
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SUBSCRIPTION = "subscription { count(target: 3, delayMs: 200) }"
-
-
-def unavailable(reason: str) -> None:
-    """Skip with ``reason``, or fail when running in CI (where everything must be there)."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 def asset_file(asset: Asset) -> Path:

@@ -3,20 +3,20 @@
 ``build_app(probe, **settings)`` makes a fresh ``GraphQL`` whose resolvers report to
 ``probe`` (so tests wait on events, not sleeps). ``app`` is the module-level ASGI target for
 ``hypercorn tests.hardening.app:app``: the strict profile below (masking on, introspection
-off, an Origin allow-list, small connection and timeout limits) wrapped in a middleware
-whose ``/crash`` WebSocket route raises after accepting (row F08).
+off, an Origin allow-list, small connection and timeout limits), whose context factory raises
+for a ``connection_init`` payload holding ``CRASH`` (row F08).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 from graphql import GraphQLError
 
-from anyql import Broadcast, GraphQL, Limits, Schema
+from anyql import Broadcast, Context, GraphQL, Limits, Schema
 
 #: What unexpected exceptions say: it must never reach a client when masking is on.
 SECRET = "secret detail: password=hunter2 in /srv/app/settings.py"
@@ -26,6 +26,8 @@ TRUSTED_ORIGIN = "https://trusted.example"
 MAX_ITEMS = 100
 #: How long a ``stubborn`` generator's cleanup waits for its partner's cleanup to start.
 PARTNER_WAIT = 2.0
+#: A ``connection_init`` payload key that makes the strict profile's context factory raise.
+CRASH = "crash"
 
 SDL = """
 input Node { child: Node  value: Int }
@@ -220,10 +222,18 @@ def build_app(probe: Probe | None = None, **settings: Any) -> GraphQL:
 STRICT_LIMITS = Limits(max_connections=3, operation_timeout=0.2)
 
 
+def crash_on_request(default: Context) -> Context:
+    """A context factory that raises, inside anyql's session, when asked to (row F08)."""
+    if CRASH in default.connection_params:
+        raise RuntimeError(SECRET)
+    return default
+
+
 def strict_app(probe: Probe | None = None) -> GraphQL:
     """The strict profile: masking on, introspection off, Origin allow-list, small limits."""
     return build_app(
         probe,
+        context=crash_on_request,
         mask_errors=True,
         introspection=False,
         allowed_origins=(TRUSTED_ORIGIN,),
@@ -231,23 +241,4 @@ def strict_app(probe: Probe | None = None) -> GraphQL:
     )
 
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-
-
-class CrashOnPath:
-    """ASGI middleware: a WebSocket to ``/crash`` is accepted and then the app raises."""
-
-    def __init__(self, inner: GraphQL) -> None:
-        self.inner = inner
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope.get("path") == "/crash":
-            await receive()  # websocket.connect
-            await send({"type": "websocket.accept"})
-            raise RuntimeError("the app crashed inside its WebSocket handler")
-        await self.inner(scope, receive, send)
-
-
-app = CrashOnPath(strict_app())
+app = strict_app()

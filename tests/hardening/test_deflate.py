@@ -1,4 +1,4 @@
-"""permessage-deflate on the native server (DESIGN section 5, row W04 with compression).
+"""permessage-deflate on the native server (docs/limits.md, row W04 with compression).
 
 Off unless the server is started with ``permessage_deflate=True``; when on, the inflated
 size of a message counts against ``max_ws_message_bytes`` and inflation never runs more
@@ -65,6 +65,41 @@ def inflate_message(extension: BoundedDeflate, *chunks: bytes) -> bytes | CloseR
     tail = extension.frame_inbound_complete(DECODER, True)
     assert tail is not None
     return tail if isinstance(tail, CloseReason) else inflated + tail
+
+
+def deflate_frames(data: bytes, count: int) -> list[bytes]:
+    """``data`` compressed as one message cut into ``count`` frames.
+
+    Each frame ends on a sync flush, so it inflates to exactly its share of ``data`` (the
+    last frame has the message's tail removed, as RFC 7692 asks).
+    """
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    share = -(-len(data) // count)
+    frames = [
+        compressor.compress(data[i : i + share]) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        for i in range(0, len(data), share)
+    ]
+    frames[-1] = frames[-1][:-4]
+    return frames
+
+
+def inflate_frames(extension: BoundedDeflate, *frames: bytes) -> bytes | CloseReason:
+    """Feed one compressed text message as several frames, as wsproto's frame decoder does:
+    a text frame with RSV1, then continuation frames, the last one final."""
+    inflated = b""
+    for index, payload in enumerate(frames):
+        opcode = Opcode.CONTINUATION if index else Opcode.TEXT
+        rsv = RsvBits(index == 0, False, False)
+        header = extension.frame_inbound_header(DECODER, opcode, rsv, len(payload))
+        assert header == RsvBits(True, False, False)
+        part = extension.frame_inbound_payload_data(DECODER, payload)
+        if isinstance(part, CloseReason):
+            return part
+        end = extension.frame_inbound_complete(DECODER, index == len(frames) - 1)
+        if isinstance(end, CloseReason):
+            return end
+        inflated += part + (end or b"")
+    return inflated
 
 
 # --- negotiation -------------------------------------------------------------------------------
@@ -160,10 +195,18 @@ def test_W04_a_message_at_the_cap_inflates_and_one_past_it_fails_1009() -> None:
 
 
 def test_W04_the_count_runs_over_every_frame_of_one_message() -> None:
-    extension = agreed("permessage-deflate")
+    # Four frames of a quarter of the cap each: the message is at the cap and inflates.
+    at_cap = b"b" * MIB
+    assert inflate_frames(agreed("permessage-deflate"), *deflate_frames(at_cap, 4)) == at_cap
+    # Four more bytes in each: over the cap, though no frame, nor any three of them, is.
+    over = deflate_frames(b"b" * (MIB + 16), 4)
+    independent = zlib.decompressobj(-15)
+    assert [len(independent.decompress(piece)) for piece in over] == [MIB // 4 + 4] * 4
+    assert inflate_frames(agreed("permessage-deflate"), *over) is CloseReason.MESSAGE_TOO_BIG
+    # Within one frame the count runs over every chunk of its payload too.
     compressed = deflate(b"b" * (MIB + 10))
     halves = compressed[: len(compressed) // 2], compressed[len(compressed) // 2 :]
-    assert inflate_message(extension, *halves) is CloseReason.MESSAGE_TOO_BIG
+    assert inflate_message(agreed("permessage-deflate"), *halves) is CloseReason.MESSAGE_TOO_BIG
 
 
 def test_W04_the_count_starts_again_with_each_message() -> None:

@@ -1,7 +1,7 @@
 """The transport rows under hypercorn (ASGI), Trio and asyncio workers, in a subprocess
 serving ``tests.hardening.app:app`` (the strict profile: masking on, introspection off,
-Origin allow-list, 3 connections, 0.2 s operation timeout). Each test's client runs on the
-backend of the server it talks to.
+Origin allow-list, 3 connections, 0.2 s operation timeout, a context factory that can be made
+to crash). Each test's client runs on the backend of the server it talks to.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from tests.e2e.servers import RunningServer, running_server
-from tests.hardening.app import SECRET, TRUSTED_ORIGIN
+from tests.hardening.app import CRASH, SECRET, TRUSTED_ORIGIN
 from tests.hardening.clients import GraphQLSocket, Refused, post, start, subscribe
 from tests.test_native_http import exchange
 
@@ -160,19 +160,27 @@ async def test_H12_body_over_the_cap_gets_413(port: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "raw",
+    ("raw", "expected"),
     [
-        b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 9\r\nConnection: close\r\n\r\n{not json",
-        b"PUT /graphql HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        b"GARBAGE\r\n\r\n",
+        (
+            b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 9\r\nConnection: close\r\n\r\n{not json",
+            400,
+        ),
+        (
+            b"PUT /graphql HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            405,
+        ),
+        (b"GARBAGE\r\n\r\n", 400),  # hypercorn's own answer: anyql never sees it
     ],
+    ids=["bad-json", "put", "garbage"],
 )
-async def test_H20_error_bodies_carry_no_internals(port: int, raw: bytes) -> None:
-    for status, _headers, body in await exchange(port, raw):
-        assert status >= 400
-        for marker in ("Traceback", 'File "', ".py", "Error:"):
-            assert marker not in body.decode("utf-8", "replace")
+async def test_H20_error_bodies_carry_no_internals(port: int, raw: bytes, expected: int) -> None:
+    responses = await exchange(port, raw)
+    assert [status for status, _headers, _body in responses] == [expected]
+    body = responses[0][2].decode("utf-8", "replace")
+    for marker in ("Traceback", 'File "', ".py", "Error:"):
+        assert marker not in body
 
 
 async def test_W04_message_over_the_cap_closes_1009(port: int) -> None:
@@ -194,13 +202,21 @@ async def test_W04_a_message_over_the_cap_once_inflated_closes_1009(port: int) -
     assert code == 1009
 
 
+@pytest.mark.parametrize("subprotocol", ["graphql-ws", "graphql-transport-ws"])
 async def test_F08_a_crash_inside_the_websocket_handler_leaves_the_server_serving(
-    port: int,
+    hypercorn: RunningServer, port: int, subprotocol: str
 ) -> None:
-    crashed = await GraphQLSocket.connect(port, path="/crash", subprotocol="graphql-ws")
-    code, _reason = await crashed.close_frame()
+    logged = hypercorn.log.count(SECRET)
+    crashed = await connect(port, subprotocol=subprotocol)
+    await crashed.send({"type": "connection_init", "payload": {CRASH: True}})
+    if subprotocol == "graphql-ws":  # connection_error, then 1011 (legacy protocol)
+        masked = {"type": "connection_error", "payload": {"message": "Internal server error"}}
+        assert await crashed.receive() == masked
+        assert await crashed.close_frame() == (1011, "")
+    else:
+        assert await crashed.close_frame() == (4500, "Internal server error")
     await crashed.aclose()
-    assert code in (1006, 1011)
-    socket = await connect(port)
+    assert hypercorn.log.count(SECRET) == logged + 1  # the crash goes to the log, not the client
+    socket = await connect(port, subprotocol=subprotocol)
     assert await socket.init() == {"type": "connection_ack"}
     await socket.close()

@@ -99,16 +99,44 @@ PREFLIGHT = [
     ("access-control-request-method", "POST"),
     ("access-control-request-headers", "content-type, graphql-require-preflight"),
 ]
+#: Origins a credentialed CORS policy listing only TRUSTED_ORIGIN must not admit.
+FOREIGN_ORIGINS = ("https://evil.example", "null", TRUSTED_ORIGIN + ".evil.example")
 
 
 async def test_H21_preflight_never_executes_nor_allows_any_origin_with_credentials() -> None:
+    with pytest.raises(ValueError, match="cors_allow_credentials"):
+        build_app(cors_origins=("*",), cors_allow_credentials=True)
     probe = Probe()
-    async with serving(build_app(probe, allowed_origins=(TRUSTED_ORIGIN,))) as port:
-        status, headers, _body = await request(port, "OPTIONS", "/graphql", PREFLIGHT)
-    assert status in (204, 405)
-    assert probe.log == []
-    wildcard = headers.get("access-control-allow-origin") == "*"
-    assert not (wildcard and headers.get("access-control-allow-credentials") == "true")
+
+    def context(default: Any) -> Any:
+        probe.mark("executed")  # made once for every request that runs an operation
+        return default
+
+    app = build_app(
+        probe, context=context, cors_origins=(TRUSTED_ORIGIN,), cors_allow_credentials=True
+    )
+    # A preflight carries no body in a browser; this one carries the mutation it announces.
+    mutation = json.dumps({"query": 'mutation { publish(room: "h21", text: "x") }'}).encode()
+    answers: dict[str, tuple[int, dict[str, str]]] = {}
+    async with serving(app) as port:
+        for origin in (TRUSTED_ORIGIN, *FOREIGN_ORIGINS):
+            headers = [("origin", origin), *PREFLIGHT[1:], ("content-type", "application/json")]
+            status, got, _ = await request(port, "OPTIONS", "/graphql", headers, mutation)
+            answers[origin] = (status, got)
+        executed_by_preflights = probe.counts["executed"]
+        # The control: the request the preflight announced does run, and is counted.
+        status, post_headers, body = await post(port, mutation, [*JSON_HEADERS, PREFLIGHT[0]])
+    assert executed_by_preflights == 0
+    assert (status, json.loads(body)) == (200, {"data": {"publish": True}})
+    assert probe.counts["executed"] == 1
+    allowed_status, allowed = answers.pop(TRUSTED_ORIGIN)
+    assert allowed_status == 204
+    for answer in (allowed, post_headers):
+        assert answer["access-control-allow-origin"] == TRUSTED_ORIGIN  # echoed, never "*"
+        assert answer["access-control-allow-credentials"] == "true"
+    for origin, (status, answer) in answers.items():
+        assert status == 405, origin
+        assert not [name for name in answer if name.startswith("access-control-")], origin
 
 
 async def test_H21_preflight_from_an_allowlisted_origin_gets_204_with_allow_headers() -> None:
@@ -125,7 +153,7 @@ async def test_H21_preflight_from_an_allowlisted_origin_gets_204_with_allow_head
     assert "access-control-allow-origin" not in foreign_headers
 
 
-# --- WebSocket Origin (DESIGN section 5; cross-site WebSocket hijacking) ----------------------
+# --- WebSocket Origin (docs/limits.md; cross-site WebSocket hijacking) ---------------------
 
 
 @pytest.mark.parametrize(

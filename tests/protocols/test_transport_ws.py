@@ -1,4 +1,4 @@
-"""The graphql-transport-ws machine, driven with messages only (BAD_INPUTS rows P01-P33)."""
+"""The graphql-transport-ws machine, driven with messages only (docs/bad-inputs.md rows P01-P33)."""
 
 from __future__ import annotations
 
@@ -450,9 +450,17 @@ def test_P31_4500_reason_longer_than_123_bytes_is_generic(message: str, reason: 
 
 def test_P32_an_error_frees_the_id_reservation() -> None:
     machine = started("1")
-    machine.send(Error("1", ({"message": "Internal server error"},)))
+    assert frame(machine.send(Error("1", ({"message": "Internal server error"},)))) == {
+        "id": "1",
+        "type": "error",
+        "payload": [{"message": "Internal server error"}],
+    }
     assert not machine.is_live("1")
-    assert receive(machine, subscribe("1")) != []
+    # No phantom reservation: the id starts a new operation; no 4409 "Subscriber for 1
+    # already exists", nor any other close.
+    assert receive(machine, subscribe("1")) == [Subscribe("1", OperationRequest("{ hello }"))]
+    assert machine.is_live("1")
+    assert machine.state is ConnectionState.ACKNOWLEDGED
 
 
 def test_P33_nothing_is_sent_after_the_socket_went_away() -> None:
