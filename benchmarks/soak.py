@@ -13,10 +13,24 @@ publishers post mutations over HTTP. When the time is up the clients stop, the s
 for every connection to end, and the report compares the task count with the idle baseline
 (leaked tasks) and RSS at the end with RSS once all clients were first connected.
 
+With ``--long-lived`` the clients do not churn: ``--subscriptions`` connections (both
+subprotocols, alternately) each hold one subscription open for the whole run, half of them
+through the shared field ``sharedItems``, the others through ``items``, each selecting a
+nested object (``SELECTION``). A ticker task in the server publishes one event per round on
+each of ``LONG_ROOMS`` broadcast channels, at most ``--rate`` rounds a second and never more
+than ``WINDOW`` rounds ahead of the slowest source, until every subscription has had its
+share of ``--events``; then each subscription completes. Clients check every event (order,
+content, none missing). Besides the samples, the report gives RSS when the stream starts,
+halfway (in events) and when it ends, and the RSS growth over the second half per million
+events: what a subscription keeps per event it delivers shows there. ``--seconds`` then only
+bounds the run (default 3600).
+
 Only loopback traffic; every loop is bounded by ``--seconds`` and stops by itself.
 Imports the standard library, anyio, h11, wsproto and anyql.
 
-Run: ``python benchmarks/soak.py --seconds 600 --connections 2000 --backend trio``.
+Run: ``python benchmarks/soak.py --seconds 600 --connections 2000 --backend trio``, or
+``python benchmarks/soak.py --long-lived --backend trio`` (300 subscriptions, one million
+events).
 """
 
 from __future__ import annotations
@@ -29,7 +43,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -37,6 +51,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import h11
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
@@ -145,8 +160,20 @@ class Sample:
     websockets: int
 
 
-async def sample_forever(app: GraphQL, started: float, every: float, out: list[Sample]) -> None:
-    """Append a sample every ``every`` seconds and print it."""
+@dataclass
+class LongLivedSample(Sample):
+    #: Events delivered so far, as the server sees it (rounds every source passed on).
+    events: int
+
+
+async def sample_forever(
+    app: GraphQL,
+    started: float,
+    every: float,
+    out: list[Sample],
+    events: Callable[[], int] | None = None,
+) -> None:
+    """Append a sample every ``every`` seconds and print it (with ``events()`` if given)."""
     while True:
         server = app.server
         sample = Sample(
@@ -155,12 +182,15 @@ async def sample_forever(app: GraphQL, started: float, every: float, out: list[S
             tasks=len(anyio.get_running_tasks()),
             websockets=server.connections if server is not None else 0,
         )
-        out.append(sample)
-        print(
+        line = (
             f"[soak] t={sample.seconds:7.1f}s rss={sample.rss_mib:8.1f} MiB"
-            f" tasks={sample.tasks:6d} websockets={sample.websockets:6d}",
-            flush=True,
+            f" tasks={sample.tasks:6d} websockets={sample.websockets:6d}"
         )
+        if events is not None:
+            sample = LongLivedSample(**asdict(sample), events=events())
+            line += f" events={sample.events:9,d}"
+        out.append(sample)
+        print(line, flush=True)
         await anyio.sleep(every)
 
 
@@ -194,12 +224,27 @@ async def run_server(options: argparse.Namespace) -> dict[str, Any]:
         "backend": options.backend,
         "seconds": options.seconds,
         "connections": options.connections,
+        "rss_first_loaded_mib": loaded[0] if loaded else None,
+        "rss_last_loaded_mib": loaded[-1] if loaded else None,
+        **_server_report((idle_tasks, idle_rss), (end_tasks, end_rss), samples, logs, clients),
+    }
+
+
+def _server_report(
+    idle: tuple[int, float],
+    end: tuple[int, float],
+    samples: Sequence[Sample],
+    logs: LogCounter,
+    clients: dict[str, Any],
+) -> dict[str, Any]:
+    """What both modes report of the server: tasks, RSS, errors, the clients' summary."""
+    (idle_tasks, idle_rss), (end_tasks, end_rss) = idle, end
+    return {
         "idle": {"tasks": idle_tasks, "rss_mib": round(idle_rss, 1)},
         "end": {"tasks": end_tasks, "rss_mib": round(end_rss, 1), "websockets": 0},
         "leaked_tasks": end_tasks - idle_tasks,
-        "rss_first_loaded_mib": loaded[0] if loaded else None,
-        "rss_last_loaded_mib": loaded[-1] if loaded else None,
         "rss_peak_mib": max(s.rss_mib for s in samples),
+        "peak_tasks": max(s.tasks for s in samples),
         "peak_websockets": max(s.websockets for s in samples),
         "server_cpu_seconds": round(time.process_time(), 1),
         "server_errors_logged": logs.errors,
@@ -231,6 +276,14 @@ async def run_clients_process(port: int, options: argparse.Namespace) -> dict[st
         "--backend",
         options.backend,
     ]
+    if options.long_lived:
+        command += [
+            "--long-lived",
+            "--subscriptions",
+            str(options.subscriptions),
+            "--events",
+            str(options.events),
+        ]
     done = await anyio.run_process(command, stderr=subprocess.STDOUT, check=False)
     lines = done.stdout.decode().strip().splitlines()
     if done.returncode != 0 or not lines:
@@ -466,12 +519,299 @@ async def run_clients(options: argparse.Namespace) -> None:
     print(json.dumps(report), flush=True)
 
 
+# --- the long-lived mode -----------------------------------------------------------------------
+
+LONG_ROOMS = 10
+#: Rounds the ticker may publish ahead of the slowest source (a broadcast buffers 256).
+WINDOW = 16
+SELECTION = "{ i s nested { i s } }"
+#: The ticker starts once every subscription is attached, or after this many seconds.
+READY_TIMEOUT = 60.0
+#: Default ``--rate``: events a second per subscription (300 x 20 = 6,000 a second).
+RATE = 20.0
+
+
+def long_lived_plan(number: int) -> tuple[str, str, str]:
+    """Subprotocol, field and room of long-lived subscription ``number``."""
+    protocol = "graphql-ws" if number % 2 else "graphql-transport-ws"
+    field = "sharedItems" if number % 4 < 2 else "items"
+    return protocol, field, str(number % LONG_ROOMS)
+
+
+def item(room: str, i: int) -> dict[str, Any]:
+    """Event ``i`` on ``room`` as the client must receive it (``SELECTION``)."""
+    return {"i": i, "s": f"room {room}, event {i}", "nested": {"i": -i, "s": f"detail {i}"}}
+
+
+@dataclass
+class Mark:
+    """The server at one point of the stream."""
+
+    seconds: float
+    rss_mib: float
+    tasks: int
+    events: int
+
+
+class Feed:
+    """The long-lived app's sources, their progress, and the ticker that feeds them."""
+
+    def __init__(self, subscriptions: int, rounds: int, rate: float) -> None:
+        self.subscriptions = subscriptions
+        self.rounds = rounds
+        self.interval = 1 / rate if rate > 0 else 0.0
+        plans = [long_lived_plan(number) for number in range(subscriptions)]
+        self.shared = sum(field == "sharedItems" for _, field, _ in plans)
+        self.unshared = subscriptions - self.shared
+        self.hubs = len({room for _, field, room in plans if field == "sharedItems"})
+        self.broadcast = Broadcast()
+        #: The last round each running source (resolver call) has passed on.
+        self.progress: dict[object, int] = {}
+        self.sources: Counter[str] = Counter()
+        self.marks: dict[str, Mark] = {}
+        self.finished = False
+
+    def make_app(self) -> GraphQL:
+        """The long-lived app: ``items`` and ``sharedItems`` over the in-memory broadcast."""
+        schema = Schema(
+            """
+            type Query { hello: String! }
+            type Item { i: Int! s: String! nested: Item }
+            type Subscription {
+              items(room: String!): Item!
+              sharedItems(room: String!): Item!
+            }
+            """
+        )
+        schema.field("Query.hello")(lambda root, info: "world")
+        schema.field("Subscription.items")(partial(self.source, kind="items"))
+        schema.field("Subscription.sharedItems", shared=True)(
+            partial(self.source, kind="sharedItems")
+        )
+        limits = Limits(max_connections=self.subscriptions * 2, keep_alive_interval=15.0)
+        return GraphQL(schema, broadcast=self.broadcast, limits=limits)
+
+    async def source(
+        self, root: Any, info: Any, room: str, *, kind: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yield the room's events until the last one (one call per hub when shared)."""
+        token = object()
+        async with info.context.broadcast.subscribe(f"items:{room}") as stream:
+            self.progress[token] = -1
+            self.sources[kind] += 1
+            try:
+                async for message in stream:
+                    yield message
+                    self.progress[token] = message["i"]
+                    if message["last"]:
+                        return
+            finally:
+                del self.progress[token]
+                self.sources[kind] -= 1
+
+    def ready(self, server: Any) -> bool:
+        attached = sum(len(hub.subscribers) for hub in server.fanout.hubs.values())
+        return (
+            self.sources["items"] == self.unshared
+            and self.sources["sharedItems"] == self.hubs
+            and attached == self.shared
+        )
+
+    def passed(self) -> int:
+        """Rounds every running source has passed on (all of them once the feed finished)."""
+        if self.finished:
+            return self.rounds
+        if "start" not in self.marks or not self.progress:
+            return 0
+        return min(self.progress.values()) + 1
+
+    def events(self) -> int:
+        return self.passed() * self.subscriptions
+
+    def mark(self, name: str, started: float, rounds: int) -> None:
+        self.marks[name] = Mark(
+            seconds=round(time.monotonic() - started, 1),
+            rss_mib=round(rss_mib(), 1),
+            tasks=len(anyio.get_running_tasks()),
+            events=rounds * self.subscriptions,
+        )
+        print(f"[soak] {name}: {self.marks[name]}", flush=True)
+
+    async def wait_passed(self, rounds: int) -> None:
+        """Wait until every running source has passed on the first ``rounds`` rounds."""
+        while self.progress and min(self.progress.values()) + 1 < rounds:  # noqa: ASYNC110
+            await anyio.sleep(0.005)  # polled: sources do not signal each event
+
+    async def run(self, app: GraphQL, started: float) -> None:
+        """Wait for every subscription, publish every round, wait for every source to end."""
+        server = app.server
+        with anyio.move_on_after(READY_TIMEOUT):
+            while not self.ready(server):  # noqa: ASYNC110 - counters, nothing signals them
+                await anyio.sleep(0.05)
+        self.mark("start", started, 0)
+        rooms = [str(room) for room in range(LONG_ROOMS)]
+        next_round = time.monotonic()
+        for i in range(self.rounds):
+            if i == self.rounds // 2:
+                await self.wait_passed(i)
+                self.mark("half", started, i)
+            await self.wait_passed(i + 1 - WINDOW)
+            last = i == self.rounds - 1
+            for room in rooms:
+                await self.broadcast.publish(f"items:{room}", {**item(room, i), "last": last})
+            next_round += self.interval
+            delay = next_round - time.monotonic()
+            if delay > 0:
+                await anyio.sleep(delay)
+            else:
+                next_round = time.monotonic()
+                await anyio.lowlevel.checkpoint()
+        while self.progress:  # noqa: ASYNC110 - a dict, nothing signals it
+            await anyio.sleep(0.01)
+        self.finished = True
+        self.mark("end", started, self.rounds)
+
+
+async def run_long_lived_server(options: argparse.Namespace) -> dict[str, Any]:
+    """Serve the long-lived app, feed it, run the clients' process, measure what is left."""
+    logs = LogCounter()
+    logging.getLogger().addHandler(logs)
+    logging.getLogger("anyql").setLevel(logging.DEBUG)  # counted, never printed
+    rounds = -(-options.events // options.subscriptions)
+    feed = Feed(options.subscriptions, rounds, options.rate)
+    app = feed.make_app()
+    samples: list[Sample] = []
+    started = time.monotonic()
+    async with anyio.create_task_group() as tasks:
+        port = await tasks.start(partial(serve, app, port=0))
+        tasks.start_soon(sample_forever, app, started, options.sample_every, samples, feed.events)
+        await anyio.wait_all_tasks_blocked()
+        idle_tasks, idle_rss = len(anyio.get_running_tasks()), rss_mib()
+        async with anyio.create_task_group() as feeding:
+            feeding.start_soon(feed.run, app, started)
+            clients = await run_clients_process(port, options)
+            feeding.cancel_scope.cancel()  # only if the clients gave up before the end
+        server = app.server
+        assert server is not None
+        with anyio.move_on_after(30):
+            while server.connections:  # noqa: ASYNC110 - a counter, nothing signals it
+                await anyio.sleep(0.1)
+        await anyio.sleep(1)
+        await anyio.wait_all_tasks_blocked()
+        end_tasks, end_rss = len(anyio.get_running_tasks()), rss_mib()
+        tasks.cancel_scope.cancel()
+    marks = {name: asdict(mark) for name, mark in feed.marks.items()}
+    half, end = feed.marks.get("half"), feed.marks.get("end")
+    start = feed.marks.get("start")
+    growth = per_million = duration = rate = None
+    if half is not None and end is not None and end.events > half.events:
+        growth = round(end.rss_mib - half.rss_mib, 1)
+        per_million = round(growth / (end.events - half.events) * 1e6, 1)
+    if start is not None and end is not None and end.seconds > start.seconds:
+        duration = round(end.seconds - start.seconds, 1)
+        rate = round(end.events / duration)
+    return {
+        "mode": "long-lived",
+        "backend": options.backend,
+        "subscriptions": options.subscriptions,
+        "shared_subscriptions": feed.shared,
+        "rooms": LONG_ROOMS,
+        "selection": SELECTION,
+        "events_per_subscription": rounds,
+        "events_expected": rounds * options.subscriptions,
+        "events_delivered": clients.get("events"),
+        "rate_limit_per_subscription": options.rate or None,
+        "time_limit_seconds": options.seconds,
+        "feed_finished": feed.finished,
+        "stream_seconds": duration,
+        "events_per_second": rate,
+        "marks": marks,
+        "rss_growth_second_half_mib": growth,
+        "rss_growth_per_million_events_mib": per_million,
+        **_server_report((idle_tasks, idle_rss), (end_tasks, end_rss), samples, logs, clients),
+    }
+
+
+@dataclass
+class LongLivedStats:
+    connections: int = 0
+    completed: int = 0
+    events: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+
+
+async def long_lived_subscription(
+    port: int, number: int, rounds: int, stats: LongLivedStats
+) -> None:
+    """Subscribe once and check every event until the server completes the subscription."""
+    name, field, room = long_lived_plan(number)
+    protocol = Protocol(name)
+    await anyio.sleep(random.uniform(0, 2))  # ramp up
+    socket = await Socket.open(port, protocol.name)
+    try:
+        stats.connections += 1
+        await socket.send({"type": "connection_init"})
+        ack = await socket.receive()
+        if ack["type"] != "connection_ack":
+            raise RuntimeError(f"no ack: {ack}")
+        query = f'subscription {{ {field}(room: "{room}") {SELECTION} }}'
+        await socket.send(protocol.start("items", query))
+        received = 0
+        while True:
+            message = await socket.receive()
+            if message == {"id": "items", "type": "complete"}:
+                break
+            payload = {"data": {field: item(room, received)}}
+            if message != {"id": "items", "type": protocol.next, "payload": payload}:
+                raise RuntimeError(f"event {received}: unexpected {str(message)[:80]}")
+            received += 1
+            stats.events += 1
+        if received != rounds:
+            raise RuntimeError(f"completed after {received} events instead of {rounds}")
+        stats.completed += 1
+    except BaseException:
+        await anyio.aclose_forcefully(socket.stream)
+        raise
+    await socket.close()
+
+
+async def guarded(port: int, number: int, rounds: int, stats: LongLivedStats) -> None:
+    try:
+        await long_lived_subscription(port, number, rounds, stats)
+    except (OSError, RuntimeError, anyio.BrokenResourceError) as exc:
+        stats.failures[type(exc).__name__ + ": " + str(exc)[:80]] += 1
+
+
+async def run_long_lived_clients(options: argparse.Namespace) -> None:
+    """The long-lived clients' role: print one JSON line of statistics at the end."""
+    stats = LongLivedStats()
+    rounds = -(-options.events // options.subscriptions)
+    with anyio.move_on_after(options.seconds):
+        async with anyio.create_task_group() as tasks:
+            for number in range(options.subscriptions):
+                tasks.start_soon(guarded, options.port, number, rounds, stats)
+    missing = options.subscriptions - stats.completed - sum(stats.failures.values())
+    if missing:
+        stats.failures[f"not complete after {options.seconds:g} s"] += missing
+    report = asdict(stats)
+    report["cpu_seconds"] = round(time.process_time(), 1)
+    report["failures"] = dict(stats.failures.most_common(10))
+    report["failure_count"] = sum(stats.failures.values())
+    print(json.dumps(report), flush=True)
+
+
 # --- command line ------------------------------------------------------------------------------
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=600.0, help="how long the load runs")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="how long the load runs (default 600); with --long-lived, the most the run may"
+        " take (default 3600)",
+    )
     parser.add_argument("--connections", type=int, default=2000, help="client connections")
     parser.add_argument("--publishers", type=int, default=4, help="HTTP publishing clients")
     parser.add_argument(
@@ -482,7 +822,31 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="write the report here")
     parser.add_argument("--role", choices=["server", "clients"], default="server")
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    long_lived = parser.add_argument_group(
+        "long-lived mode", "a few hundred subscriptions, each open for the whole run"
+    )
+    long_lived.add_argument(
+        "--long-lived", action="store_true", help="run the long-lived mode instead of the churn"
+    )
+    long_lived.add_argument(
+        "--subscriptions", type=int, default=300, help="subscriptions (one per connection)"
+    )
+    long_lived.add_argument(
+        "--events",
+        type=int,
+        default=1_000_000,
+        help="events delivered in all (rounded up to a multiple of --subscriptions)",
+    )
+    long_lived.add_argument(
+        "--rate",
+        type=float,
+        default=RATE,
+        help=f"at most this many events a second per subscription; 0: no limit (default {RATE:g})",
+    )
+    options = parser.parse_args(argv)
+    if options.seconds is None:
+        options.seconds = 3600.0 if options.long_lived else 600.0
+    return options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -493,9 +857,11 @@ def main(argv: list[str] | None = None) -> int:
     """
     options = parse(argv)
     if options.role == "clients":
-        anyio.run(run_clients, options, backend=options.backend)
+        clients = run_long_lived_clients if options.long_lived else run_clients
+        anyio.run(clients, options, backend=options.backend)
         return 0
-    report = anyio.run(run_server, options, backend=options.backend)
+    server = run_long_lived_server if options.long_lived else run_server
+    report = anyio.run(server, options, backend=options.backend)
     summary = {key: value for key, value in report.items() if key != "samples"}
     print(json.dumps(summary, indent=2))
     if options.json is not None:
@@ -506,6 +872,7 @@ def main(argv: list[str] | None = None) -> int:
         and clients.get("failure_count", 1) == 0
         and report["leaked_tasks"] == 0
         and report["server_errors_logged"] == 0
+        and report.get("events_delivered", 0) == report.get("events_expected", 0)
     )
     return 0 if healthy else 1
 

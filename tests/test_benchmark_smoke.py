@@ -91,3 +91,29 @@ def test_soak_smoke_run_leaks_nothing(tmp_path: Path, backend: str) -> None:
     assert document["end"]["websockets"] == 0
     assert document["clients"]["failure_count"] == 0
     assert document["clients"]["connections"] > 0
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_long_lived_soak_smoke_run_delivers_every_event(tmp_path: Path, backend: str) -> None:
+    report = tmp_path / "soak.json"
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "soak.py"),
+        "--long-lived",
+        "--subscriptions", "20",
+        "--events", "400",
+        "--rate", "0",
+        "--sample-every", "1",
+        "--seconds", "60",
+        "--backend", backend,
+        "--json", str(report),
+    ]  # fmt: skip
+    finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+
+    document = json.loads(report.read_text())
+    assert document["events_delivered"] == document["events_expected"] >= 400
+    assert document["leaked_tasks"] == 0
+    assert document["server_errors_logged"] == 0
+    assert document["clients"]["failure_count"] == 0
