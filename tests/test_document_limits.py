@@ -1,4 +1,4 @@
-"""Document limits (DESIGN section 5, BAD_INPUTS G03-G14): all enforced in ``prepare``."""
+"""Document limits (docs/limits.md; docs/bad-inputs.md rows G03-G14), enforced in ``prepare``."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Limits over the native server, on both backends: connections per process (503), the
 operation timeout over HTTP and WebSocket (G11), hostile documents and variables (G10,
-DESIGN section 5), and idle sockets that never initialise (R02)."""
+docs/limits.md), and idle sockets that never initialise (R02)."""
 
 from __future__ import annotations
 
@@ -155,7 +155,7 @@ ATTACKS = 8
 
 
 def same_named_fields(count: int) -> str:
-    """The validation bomb of DESIGN section 5: one field, ``count`` different arguments."""
+    """The validation bomb docs/limits.md describes: one field, ``count`` different arguments."""
     return "{ " + " ".join(f"n(v:{value})" for value in range(count)) + " }"
 
 

@@ -1,4 +1,4 @@
-"""The legacy graphql-ws machine, driven with messages only (BAD_INPUTS rows L02-L11)."""
+"""The legacy graphql-ws machine, driven with messages only (docs/bad-inputs.md rows L02-L11)."""
 
 from __future__ import annotations
 

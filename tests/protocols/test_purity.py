@@ -1,4 +1,4 @@
-"""The sans-IO core imports neither anyio nor graphql (DESIGN section 1)."""
+"""The sans-IO core imports neither anyio nor graphql (docs/design.md, import rule 1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Subprotocol choice and the machine for a subprotocol (BAD_INPUTS rows P34-P36, L12)."""
+"""Subprotocol choice and the machine for a subprotocol (docs/bad-inputs.md rows P34-P36, L12)."""
 
 from __future__ import annotations
 
