@@ -112,7 +112,7 @@ async def test_graphiql_callable_is_served_under_asgi_too() -> None:
         ({"path": "graphql"}, "must start with '/'"),
         ({"fallback": PlainTextResponse("x")}, "needs path="),
         ({"path": "/graphql", "fallback": "not an app"}, "takes an ASGI app"),
-        ({"graphiql": "yes"}, "graphiql= takes"),
+        ({"graphiql": "yes"}, "Settings.graphiql takes"),
     ],
 )
 def test_settings_are_checked(settings: dict[str, Any], message: str) -> None:

@@ -12,8 +12,8 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 from urllib.parse import urlsplit
 
 import anyio
@@ -25,7 +25,7 @@ from .execution import Engine, RequestError
 from .fanout import Fanout
 from .limits import Limits
 from .protocol import SUBPROTOCOLS, select_subprotocol
-from .schema import Schema, as_schema
+from .schema import _POLICIES, Schema, SlowConsumerPolicy, as_schema
 from .transports._types import HTTPRequest, HTTPResponse, RequestInfo, WebSocketTransport
 
 if TYPE_CHECKING:
@@ -33,11 +33,10 @@ if TYPE_CHECKING:
 
     from .transports.asgi import ASGIApp, ASGIReceive, ASGIScope, ASGISend
 
-__all__ = ["GraphQL", "ServerHandle", "Settings", "SlowConsumerPolicy"]
+__all__ = ["GraphQL", "ServerHandle", "Settings", "SettingsOverrides", "SlowConsumerPolicy"]
 
 logger = logging.getLogger("anyql")
 
-SlowConsumerPolicy = Literal["block", "drop_oldest", "latest", "close"]
 ContextFactory = Callable[[Context], Any]
 OnConnect = Callable[[Any, Mapping[str, Any]], Awaitable[Mapping[str, Any] | None]]
 OnDisconnect = Callable[[Any], Awaitable[None]]
@@ -69,7 +68,14 @@ class Settings:
     header or a non-simple ``Content-Type``, so a cross-site page cannot run queries with a
     user's cookies. ``validation_rules``: graphql-core rule classes run after the built-in
     ones on every new document (cost or list-size rules); their outcome is cached with the
-    document.
+    document. ``permessage_deflate``: the native server accepts WebSocket compression
+    offers (off by default: CPU per message and zlib memory per connection; inflated
+    messages count against ``max_ws_message_bytes``).
+
+    Raises:
+        ValueError: a field of the wrong type or out of range (a ``limits`` that is not a
+            ``Limits``, an unknown slow-consumer policy or subprotocol, one string where a
+            tuple belongs, a bad CORS configuration); the message names the field.
     """
 
     path: str | None = None
@@ -92,14 +98,22 @@ class Settings:
     cors_allow_headers: tuple[str, ...] = http.CORS_ALLOW_HEADERS
     require_preflight_header: bool = False
     validation_rules: tuple[type[ASTValidationRule], ...] = ()
+    permessage_deflate: bool = False
 
     def __post_init__(self) -> None:
+        _check_settings(self)
         if self.path is not None and not self.path.startswith("/"):
-            raise ValueError(f"path must start with '/', not {self.path!r}")
+            raise ValueError(f"Settings.path must start with '/', not {self.path!r}")
         if self.fallback is not None and (self.path is None or not callable(self.fallback)):
-            raise ValueError("fallback= takes an ASGI app and needs path=")
+            raise ValueError("Settings.fallback takes an ASGI app and needs path=")
         if not isinstance(self.graphiql, bool) and not callable(self.graphiql):
-            raise ValueError("graphiql= takes True, False or a callable returning HTML")
+            raise ValueError("Settings.graphiql takes True, False or a callable returning HTML")
+        unknown = set(self.subscription_protocols) - set(SUBPROTOCOLS)
+        if unknown:
+            raise ValueError(
+                f"Settings.subscription_protocols: unknown {sorted(unknown)};"
+                f" known: {list(SUBPROTOCOLS)}"
+            )
         self.cors_policy()  # raises ValueError for a bad CORS configuration
 
     @property
@@ -120,6 +134,77 @@ class Settings:
             self.cors_max_age,
             self.cors_allow_headers,
         )
+
+
+_BOOLEANS = (
+    "batching",
+    "introspection",
+    "debug",
+    "check_origin",
+    "cors_allow_credentials",
+    "require_preflight_header",
+    "permessage_deflate",
+)
+_STRING_TUPLES = ("subscription_protocols", "allowed_origins", "cors_origins", "cors_allow_headers")
+
+
+def _check_settings(settings: Settings) -> None:
+    """The type and range checks of ``Settings`` that need no other field."""
+    for name in _BOOLEANS:
+        _expect(name, getattr(settings, name), bool, "True or False")
+    if settings.mask_errors is not None:
+        _expect("mask_errors", settings.mask_errors, bool, "True, False or None")
+    for name in (*_STRING_TUPLES, "validation_rules"):
+        value = getattr(settings, name)
+        if isinstance(value, list):  # a list is what people write; keep the frozen tuple
+            value = tuple(value)
+            object.__setattr__(settings, name, value)
+        if not isinstance(value, tuple):
+            raise ValueError(f"Settings.{name} must be a tuple, not {value!r}")
+        if name != "validation_rules" and not all(isinstance(item, str) for item in value):
+            raise ValueError(f"Settings.{name} must hold strings only, not {value!r}")
+    for name in ("slow_consumer", "shared_slow_consumer"):
+        policy = getattr(settings, name)
+        if policy not in _POLICIES:
+            raise ValueError(f"Settings.{name} must be one of {sorted(_POLICIES)}, not {policy!r}")
+    if not isinstance(settings.limits, Limits):
+        hint = ""
+        if isinstance(settings.limits, Mapping):
+            given = ", ".join(f"{key}={value!r}" for key, value in settings.limits.items())
+            hint = f"; write limits=Limits({given})"
+        raise ValueError(f"Settings.limits must be a Limits, not {settings.limits!r}{hint}")
+    if settings.graphiql_assets_url is not None:
+        _expect("graphiql_assets_url", settings.graphiql_assets_url, str, "a URL or None")
+
+
+def _expect(name: str, value: object, kind: type, wanted: str) -> None:
+    if not isinstance(value, kind):
+        raise ValueError(f"Settings.{name} must be {wanted}, not {value!r}")
+
+
+class SettingsOverrides(TypedDict, total=False):
+    """Keyword overrides of single ``Settings`` fields, as ``GraphQL(schema, **overrides)``."""
+
+    path: str | None
+    fallback: ASGIApp | None
+    subscription_protocols: tuple[str, ...]
+    graphiql: bool | Callable[[RequestInfo], str]
+    graphiql_assets_url: str | None
+    batching: bool
+    introspection: bool
+    mask_errors: bool | None
+    debug: bool
+    slow_consumer: SlowConsumerPolicy
+    shared_slow_consumer: SlowConsumerPolicy
+    allowed_origins: tuple[str, ...]
+    check_origin: bool
+    cors_origins: tuple[str, ...]
+    cors_allow_credentials: bool
+    cors_max_age: int
+    cors_allow_headers: tuple[str, ...]
+    require_preflight_header: bool
+    validation_rules: tuple[type[ASTValidationRule], ...]
+    permessage_deflate: bool
 
 
 class ServerHandle:
@@ -168,26 +253,36 @@ class GraphQL:
         on_connect: ``async (context, connection_params) -> ack payload | None``; raise
             ``ConnectionRejected`` to refuse the WebSocket connection.
         on_disconnect: ``async (context) -> None``, after every operation was cleaned up.
-        **settings: any field of ``Settings``.
+        settings: the base ``Settings``; the defaults when None.
+        limits: replaces ``settings.limits``.
+        **overrides: single ``Settings`` fields that replace those of ``settings``.
 
     Raises:
         ValueError: the schema binds resolvers wrongly (for example a subscription field
-            with no source).
+            with no source), or a setting or limit is wrong (the message names it).
+        TypeError: an unknown keyword.
     """
 
     def __init__(
         self,
         schema: Schema | Any,
         *,
+        settings: Settings | None = None,
+        limits: Limits | None = None,
         broadcast: Any = None,
         context: ContextFactory | None = None,
         on_connect: OnConnect | None = None,
         on_disconnect: OnDisconnect | None = None,
-        **settings: Any,
+        **overrides: Unpack[SettingsOverrides],
     ) -> None:
+        if settings is not None and not isinstance(settings, Settings):
+            raise TypeError(f"settings= takes a Settings, not {settings!r}")
+        changes: dict[str, Any] = dict(overrides)
+        if limits is not None:
+            changes["limits"] = limits
         self.schema = as_schema(schema)
         self.schema.check()
-        self.settings = Settings(**settings)
+        self.settings = replace(settings or Settings(), **changes)
         self.limits = self.settings.limits
         self.broadcast = broadcast
         self.context_factory = context
@@ -202,6 +297,21 @@ class GraphQL:
             validation_rules=self.settings.validation_rules,
         )
         self._handle: ServerHandle | None = None
+
+    def with_settings(self, settings: Settings) -> GraphQL:
+        """A new app with the same schema, broadcast and hooks, built from ``settings``.
+
+        Everything derived from the settings (the engine, the CORS policy) is built anew;
+        nothing is patched after construction.
+        """
+        return GraphQL(
+            self.schema,
+            settings=settings,
+            broadcast=self.broadcast,
+            context=self.context_factory,
+            on_connect=self.on_connect,
+            on_disconnect=self.on_disconnect,
+        )
 
     # --- lifetime ------------------------------------------------------------------
 

@@ -1,10 +1,12 @@
 """The ``anyql`` command: ``anyql serve module:app --host --port --backend trio|asyncio``.
 
 Owns argument parsing, loading the app from ``module:attribute`` (with the working
-directory on ``sys.path``) and what the command line sets up for the process it owns:
-logging (INFO to stderr) and the garbage collector's generation-0 threshold (the library
-itself never configures either). Imports ``transports.native``; must not import graphql
-or the session.
+directory on ``sys.path``), configuring it from outside the code (``--set``, ``--limit``,
+``--config FILE``, ``--print-config``: flags over file over code, the app rebuilt from its
+settings with the overrides applied) and what the command line sets up for the process it
+owns: logging (INFO to stderr) and the garbage collector's generation-0 threshold (the
+library itself never configures either). Imports ``transports.native`` and
+``configuration``; must not import graphql or the session.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn, cast
 
+from anyql.configuration import ConfigError, Overrides, apply, load_toml, render_toml
 from anyql.transports.native import ServedApp, run
 
 __all__ = ["main", "main_entry"]
@@ -63,7 +66,33 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--permessage-deflate",
         action="store_true",
-        help="accept WebSocket compression offers (off by default: CPU and memory per client)",
+        help="accept WebSocket compression offers (off by default: CPU and memory per client);"
+        " the same as --set permessage_deflate=true",
+    )
+    serve.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a setting, e.g. --set debug=true (repeatable; lists comma-separated)",
+    )
+    serve.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a limit, e.g. --limit max_connections=20000 (repeatable)",
+    )
+    serve.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a TOML file: settings at the top level, limits in a [limits] table;"
+        " flags override it, and it overrides the code",
+    )
+    serve.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the effective configuration as TOML and exit",
     )
     serve.add_argument(
         "--gc-threshold",
@@ -116,6 +145,28 @@ def load_app(target: str) -> ServedApp:
     return cast(ServedApp, app)
 
 
+def configure(app: ServedApp, args: argparse.Namespace) -> ServedApp:
+    """The app rebuilt with the ``--config`` file's and the flags' overrides, if any.
+
+    Raises:
+        UsageError: a bad override or file, or overrides for an app without settings.
+    """
+    try:
+        overrides = load_toml(args.config) if args.config else Overrides()
+        overrides.update(Overrides.from_assignments(args.set, args.limit))
+        if args.permessage_deflate:
+            overrides.settings["permessage_deflate"] = True
+        if not (overrides.settings or overrides.limits or args.print_config):
+            return app
+        settings = getattr(app, "settings", None)
+        rebuild = getattr(app, "with_settings", None)
+        if settings is None or rebuild is None:
+            raise UsageError(f"anyql: {args.target} has no settings to configure")
+        return cast(ServedApp, rebuild(apply(settings, overrides)))
+    except ConfigError as exc:
+        raise UsageError(f"anyql: {exc}") from exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line.
 
@@ -128,12 +179,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     try:
         args = _build_parser().parse_args(argv)
-        app = load_app(args.target)
+        app = configure(load_app(args.target), args)
     except UsageError as exc:
         print(exc, file=sys.stderr)
         return 2
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
+    if args.print_config:
+        print(render_toml(app.settings), end="")  # type: ignore[attr-defined]
+        return 0
     if args.gc_threshold:
         gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
     logging.basicConfig(
@@ -147,7 +201,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             backend=args.backend,
-            permessage_deflate=args.permessage_deflate,
         )
     except OSError as exc:
         print(f"anyql: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)

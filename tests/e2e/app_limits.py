@@ -68,5 +68,6 @@ app = GraphQL(
         max_ws_message_bytes=64 * KIB,
         max_operations=2,
         shutdown_grace=2.0,
+        cleanup_grace=1.0,  # never longer than the shutdown grace
     ),
 )

@@ -178,6 +178,7 @@ async def _start_lifespan(
     app: GraphQL, scope: ASGIScope, stack: AsyncExitStack
 ) -> ChildLifespan | None:
     """Enter ``app.running()``, then start the fallback's lifespan (if any) inside it."""
+    warn_inert_settings(app)
     await stack.enter_async_context(app.running())
     fallback = app.settings.fallback
     if fallback is None:
@@ -187,6 +188,22 @@ async def _start_lifespan(
     child = ChildLifespan(fallback, scope, tasks)
     await child.startup()
     return child
+
+
+def warn_inert_settings(app: GraphQL) -> None:
+    """Log a warning for each setting away from its default that ASGI cannot enforce."""
+    for name in app.limits.asgi_inert():
+        logger.warning(
+            "anyql: Limits.%s=%r is enforced by anyql's native server only; under an ASGI"
+            " server, configure that server's own equivalent",
+            name,
+            getattr(app.limits, name),
+        )
+    if app.settings.permessage_deflate:
+        logger.warning(
+            "anyql: permessage_deflate=True applies to anyql's native server only; under an"
+            " ASGI server, the server decides WebSocket compression"
+        )
 
 
 class LifespanStartupFailed(Exception):

@@ -146,7 +146,7 @@ async def serve(
     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
     listeners: Sequence[anyio.abc.SocketListener] | None = None,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
-    permessage_deflate: bool = False,
+    permessage_deflate: bool | None = None,
 ) -> None:
     """Serve ``app`` over TCP until cancelled, or gracefully once ``shutdown_trigger`` returns.
 
@@ -158,13 +158,16 @@ async def serve(
         listeners: already bound listeners to serve instead; ``serve`` closes them.
         shutdown_trigger: awaited while serving; when it returns, shut down gracefully and
             return. Without it, ``serve`` runs until cancelled.
-        permessage_deflate: accept WebSocket clients' permessage-deflate offers (off by
-            default: it costs CPU per message and zlib memory per connection). Inflated
-            messages count against ``max_ws_message_bytes``.
+        permessage_deflate: accept WebSocket clients' permessage-deflate offers; None
+            (the default) follows the app's ``permessage_deflate`` setting, which is off
+            unless set: compression costs CPU per message and zlib memory per connection.
+            Inflated messages count against ``max_ws_message_bytes``.
 
     Raises:
         OSError: the address cannot be bound.
     """
+    if permessage_deflate is None:
+        permessage_deflate = app_permessage_deflate(app)
     if listeners is None:
         listeners = await _bind(host, port)
     try:
@@ -187,6 +190,11 @@ async def serve(
     finally:
         for listener in listeners:
             await anyio.aclose_forcefully(listener)
+
+
+def app_permessage_deflate(app: ServedApp) -> bool:
+    """The app's ``permessage_deflate`` setting; False for an app without settings."""
+    return getattr(getattr(app, "settings", None), "permessage_deflate", False) is True
 
 
 async def _bind(host: str, port: int) -> list[anyio.abc.SocketListener]:
@@ -365,7 +373,7 @@ def run(
     host: str = "127.0.0.1",
     port: int = 8000,
     backend: str = "trio",
-    permessage_deflate: bool = False,
+    permessage_deflate: bool | None = None,
 ) -> None:
     """Serve ``app`` until SIGINT or SIGTERM, then stop gracefully (a second signal: at once).
 
@@ -386,7 +394,7 @@ def run(
 
 
 async def _serve_until_signalled(
-    app: ServedApp, *, host: str, port: int, permessage_deflate: bool
+    app: ServedApp, *, host: str, port: int, permessage_deflate: bool | None
 ) -> None:
     listeners = await _bind(host, port)  # before the task group, so OSError comes out bare
     stop = anyio.Event()
