@@ -20,8 +20,9 @@ import anyio
 
 from anyql.errors import ConnectionClosed
 from anyql.limits import Limits
-from anyql.transports._types import HTTPRequest, HTTPResponse, RequestInfo, WebSocketTransport
+from anyql.ports import WebSocketTransport
 from anyql.transports.native import NativeWebSocket, serve
+from anyql.types import HTTPRequest, HTTPResponse, RequestInfo
 
 SUBPROTOCOLS = ("graphql-transport-ws", "graphql-ws", "echo")
 

@@ -12,7 +12,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from anyql.errors import ConnectionClosed
 from anyql.session import serve_session
-from anyql.transports._types import RequestInfo
+from anyql.types import RequestInfo
 
 
 class MemorySocket:

@@ -26,10 +26,9 @@ from anyql.http import (
     check_preflight_header,
     preflight_response,
 )
-from anyql.protocol._common import OperationRequest
 from anyql.testing import TestClient
 from anyql.testing._wire import Response
-from anyql.transports._types import HTTPResponse
+from anyql.types import HTTPResponse, OperationRequest
 
 TRUSTED = "https://app.example"
 FOREIGN = "https://evil.example"

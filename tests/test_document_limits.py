@@ -14,8 +14,8 @@ from anyql._document_limits import (
 )
 from anyql.execution import Engine, RequestError
 from anyql.limits import Limits
-from anyql.protocol._common import OperationRequest
 from anyql.schema import Schema
+from anyql.types import OperationRequest
 
 SDL = """
 type Query { me: User  hello(name: String): String  n(x: Int): Int  list(of: [Int]): [Int] }

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
-from anyql.transports._types import HTTPRequest, RequestInfo
+from anyql.types import HTTPRequest, RequestInfo
 from examples import auth, counter, tail
 from tests.memory_socket import Peer, session
 

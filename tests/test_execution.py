@@ -20,8 +20,8 @@ from anyql.execution import (
     encode_json,
 )
 from anyql.limits import Limits
-from anyql.protocol._common import OperationRequest
 from anyql.schema import Schema
+from anyql.types import OperationRequest
 
 pytestmark = pytest.mark.anyio
 

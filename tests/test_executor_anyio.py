@@ -16,8 +16,8 @@ import anyio.lowlevel
 import pytest
 
 from anyql.execution import Engine
-from anyql.protocol._common import OperationRequest
 from anyql.schema import Schema
+from anyql.types import OperationRequest
 
 pytestmark = pytest.mark.anyio
 

@@ -23,8 +23,7 @@ from hypothesis import strategies as st
 from anyql import _graphiql, http
 from anyql.errors import HTTPError
 from anyql.http import GRAPHQL_RESPONSE_JSON, JSON, ParsedRequest, parse_request
-from anyql.protocol._common import OperationRequest
-from anyql.transports._types import HTTPResponse
+from anyql.types import HTTPResponse, OperationRequest
 from tests.requirements import unavailable
 
 JSON_TYPE = "application/json; charset=utf-8"

@@ -22,8 +22,8 @@ from starlette.websockets import WebSocket
 
 from anyql import GraphQL, Schema
 from anyql.testing import TestClient, WebSocketRejected
-from anyql.transports._types import RequestInfo
 from anyql.transports.asgi import app_path
+from anyql.types import RequestInfo
 from tests.in_process import hypercorn_serving
 
 pytestmark = pytest.mark.anyio

@@ -3,23 +3,59 @@
 from __future__ import annotations
 
 from .app import GraphQL as GraphQL
+from .app import ServerHandle as ServerHandle
 from .app import Settings as Settings
+from .app import SettingsOverrides as SettingsOverrides
 from .broadcast import Broadcast as Broadcast
 from .context import Context as Context
+from .errors import AnyQLError as AnyQLError
+from .errors import BroadcastError as BroadcastError
+from .errors import ConfigError as ConfigError
+from .errors import ConnectionClosed as ConnectionClosed
 from .errors import ConnectionRejected as ConnectionRejected
+from .errors import HTTPError as HTTPError
+from .errors import LocalProtocolError as LocalProtocolError
+from .errors import ProtocolError as ProtocolError
+from .errors import RequestError as RequestError
+from .errors import SlowConsumer as SlowConsumer
+from .errors import SourceError as SourceError
+from .errors import SubscriberOverflow as SubscriberOverflow
 from .limits import Limits as Limits
 from .schema import Schema as Schema
 from .transports.native import run as run
 from .transports.native import serve as serve
+from .types import HTTPRequest as HTTPRequest
+from .types import HTTPResponse as HTTPResponse
+from .types import OperationRequest as OperationRequest
+from .types import RequestInfo as RequestInfo
+from .types import SlowConsumerPolicy as SlowConsumerPolicy
 
 __all__ = [
+    "AnyQLError",
     "Broadcast",
+    "BroadcastError",
+    "ConfigError",
+    "ConnectionClosed",
     "ConnectionRejected",
     "Context",
     "GraphQL",
+    "HTTPError",
+    "HTTPRequest",
+    "HTTPResponse",
     "Limits",
+    "LocalProtocolError",
+    "OperationRequest",
+    "ProtocolError",
+    "RequestError",
+    "RequestInfo",
     "Schema",
+    "ServerHandle",
     "Settings",
+    "SettingsOverrides",
+    "SlowConsumer",
+    "SlowConsumerPolicy",
+    "SourceError",
+    "SubscriberOverflow",
     "run",
     "serve",
 ]

@@ -20,13 +20,20 @@ import anyio
 
 from . import http
 from .context import Context
-from .errors import HTTPError
-from .execution import Engine, RequestError
+from .errors import HTTPError, RequestError
+from .execution import Engine
 from .fanout import Fanout
 from .limits import Limits
+from .ports import WebSocketTransport
 from .protocol import SUBPROTOCOLS, select_subprotocol
-from .schema import _POLICIES, Schema, SlowConsumerPolicy, as_schema
-from .transports._types import HTTPRequest, HTTPResponse, RequestInfo, WebSocketTransport
+from .schema import Schema, as_schema
+from .types import (
+    SLOW_CONSUMER_POLICIES,
+    HTTPRequest,
+    HTTPResponse,
+    RequestInfo,
+    SlowConsumerPolicy,
+)
 
 if TYPE_CHECKING:
     from graphql import ASTValidationRule
@@ -165,8 +172,10 @@ def _check_settings(settings: Settings) -> None:
             raise ValueError(f"Settings.{name} must hold strings only, not {value!r}")
     for name in ("slow_consumer", "shared_slow_consumer"):
         policy = getattr(settings, name)
-        if policy not in _POLICIES:
-            raise ValueError(f"Settings.{name} must be one of {sorted(_POLICIES)}, not {policy!r}")
+        if policy not in SLOW_CONSUMER_POLICIES:
+            raise ValueError(
+                f"Settings.{name} must be one of {sorted(SLOW_CONSUMER_POLICIES)}, not {policy!r}"
+            )
     if not isinstance(settings.limits, Limits):
         hint = ""
         if isinstance(settings.limits, Mapping):

@@ -41,13 +41,13 @@ _APP_METHODS = (
 GC_THRESHOLD = 50_000
 
 
-class UsageError(Exception):
+class _UsageError(Exception):
     """A bad command line or target; ``main`` prints it and returns 2."""
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.format_usage()}{self.prog}: error: {message}")
+        raise _UsageError(f"{self.format_usage()}{self.prog}: error: {message}")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -121,27 +121,27 @@ def load_app(target: str) -> ServedApp:
         The object, once it looks like a servable app.
 
     Raises:
-        UsageError: the target is malformed, cannot be imported, or is not an app.
+        _UsageError: the target is malformed, cannot be imported, or is not an app.
     """
     module_name, sep, attribute = target.partition(":")
     if not sep or not module_name or not attribute:
-        raise UsageError(f"anyql: target must look like module:attribute, got {target!r}")
+        raise _UsageError(f"anyql: target must look like module:attribute, got {target!r}")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise UsageError(f"anyql: cannot import module {module_name!r}: {exc}") from exc
+        raise _UsageError(f"anyql: cannot import module {module_name!r}: {exc}") from exc
     try:
         app = getattr(module, attribute)
     except AttributeError as exc:
-        raise UsageError(f"anyql: module {module_name!r} has no attribute {attribute!r}") from exc
+        raise _UsageError(f"anyql: module {module_name!r} has no attribute {attribute!r}") from exc
     missing = [name for name in _APP_METHODS if not callable(getattr(app, name, None))]
     if not hasattr(app, "limits"):
         missing.append("limits")
     if missing:
         lacking = ", ".join(missing)
-        raise UsageError(f"anyql: {target} is not an anyql app (it lacks {lacking})")
+        raise _UsageError(f"anyql: {target} is not an anyql app (it lacks {lacking})")
     return cast(ServedApp, app)
 
 
@@ -149,7 +149,7 @@ def configure(app: ServedApp, args: argparse.Namespace) -> ServedApp:
     """The app rebuilt with the ``--config`` file's and the flags' overrides, if any.
 
     Raises:
-        UsageError: a bad override or file, or overrides for an app without settings.
+        _UsageError: a bad override or file, or overrides for an app without settings.
     """
     try:
         overrides = load_toml(args.config) if args.config else Overrides()
@@ -161,10 +161,10 @@ def configure(app: ServedApp, args: argparse.Namespace) -> ServedApp:
         settings = getattr(app, "settings", None)
         rebuild = getattr(app, "with_settings", None)
         if settings is None or rebuild is None:
-            raise UsageError(f"anyql: {args.target} has no settings to configure")
+            raise _UsageError(f"anyql: {args.target} has no settings to configure")
         return cast(ServedApp, rebuild(apply(settings, overrides)))
     except ConfigError as exc:
-        raise UsageError(f"anyql: {exc}") from exc
+        raise _UsageError(f"anyql: {exc}") from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _build_parser().parse_args(argv)
         app = configure(load_app(args.target), args)
-    except UsageError as exc:
+    except _UsageError as exc:
         print(exc, file=sys.stderr)
         return 2
     except SystemExit as exc:  # --help

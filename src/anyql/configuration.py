@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
+from .errors import ConfigError
 from .limits import Limits
 
 __all__ = ["ConfigError", "Overrides", "apply", "load_toml", "render_toml"]
@@ -46,10 +47,6 @@ SETTING_KINDS: Final[Mapping[str, str]] = {
 _TRUE: Final = frozenset({"true", "yes", "on", "1"})
 _FALSE: Final = frozenset({"false", "no", "off", "0"})
 _NONE: Final = frozenset({"none", "null", ""})
-
-
-class ConfigError(ValueError):
-    """A configuration value or file that cannot be applied; the message says which."""
 
 
 @dataclass

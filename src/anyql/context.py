@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .transports._types import RequestInfo
+from .types import RequestInfo
 
 __all__ = ["Context"]
 

@@ -2,9 +2,9 @@
 
 Owns ``Engine`` (limits before parse, the parse/validate cache, operation selection,
 execute, subscribe, result formatting and error masking), ``PreparedOperation``,
-``Subscription``, the ``RequestError``/``SourceError`` pair and ``encode_json``. Imports
-``graphql``, ``anyio``, ``orjson``, ``limits``, ``schema`` and the ``OperationRequest`` of
-``protocol._common``; never a transport, the session driver or the app.
+``SubscriptionContext``, the ``RequestError``/``SourceError`` pair and ``encode_json``. Imports
+``graphql``, ``anyio``, ``orjson``, ``limits``, ``schema`` and ``types``; never a
+transport, the session driver or the app.
 
 ``prepare`` turns a request into a ``PreparedOperation`` or raises ``RequestError``: the
 flat pre-scan and the document limits (``_document_limits``) run before graphql-core's
@@ -36,9 +36,10 @@ from graphql.language import FieldNode, FragmentDefinitionNode, SelectionSetNode
 
 from ._document_limits import DocumentCache
 from ._executor import AnyioExecutor, aclose_within, run_executor
+from .errors import FormattedError, RequestError, SourceError
 from .limits import Limits
-from .protocol._common import OperationRequest
 from .schema import Schema, as_schema
+from .types import OperationRequest
 
 __all__ = [
     "Engine",
@@ -46,36 +47,16 @@ __all__ = [
     "PreparedOperation",
     "RequestError",
     "SourceError",
-    "Subscription",
+    "SubscriptionContext",
     "encode_json",
 ]
 
 logger = logging.getLogger("anyql.execution")
 
-FormattedError = dict[str, Any]
 OperationKind = Literal["query", "mutation", "subscription"]
 
 TIMED_OUT: FormattedError = {"message": "Operation timed out"}
 MASKED_MESSAGE = "Internal server error"
-
-
-class RequestError(Exception):
-    """The document cannot be executed at all (syntax, limits, validation, variables).
-
-    ``errors`` are formatted GraphQL errors (message, locations, path, extensions).
-    """
-
-    def __init__(self, errors: tuple[FormattedError, ...]) -> None:
-        super().__init__(errors[0]["message"] if errors else "request error")
-        self.errors = errors
-
-
-class SourceError(Exception):
-    """A subscription's source raised mid-stream; ``errors`` holds one formatted error."""
-
-    def __init__(self, errors: tuple[FormattedError, ...]) -> None:
-        super().__init__(errors[0]["message"] if errors else "source error")
-        self.errors = errors
 
 
 def encode_json(value: Any) -> str:
@@ -266,7 +247,7 @@ class Engine:
 
     def subscribe(
         self, prepared: PreparedOperation, *, context: Any, root_value: Any = None
-    ) -> Subscription:
+    ) -> SubscriptionContext:
         """The subscription's stream: ``async with engine.subscribe(...) as results``.
 
         Args:
@@ -275,9 +256,9 @@ class Engine:
             root_value: passed to the source resolver as its root.
 
         Returns:
-            A ``Subscription`` (an async context manager).
+            A ``SubscriptionContext`` (an async context manager).
         """
-        return Subscription(self, prepared, context, root_value)
+        return SubscriptionContext(self, prepared, context, root_value)
 
     def share_key(self, prepared: PreparedOperation) -> Hashable | None:
         """The key identical shared subscriptions have in common, or None if unshared.
@@ -347,7 +328,7 @@ def _select_operation(
     )
 
 
-class Subscription:
+class SubscriptionContext:
     """One subscription's stream of results, as an async context manager.
 
     Entering creates the source (runs the field's subscribe resolver); the stream then

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .execution import RequestError, SourceError, encode_json
+from .errors import RequestError, SourceError
+from .execution import encode_json
 
 if TYPE_CHECKING:
     from .execution import Engine, FormattedError, PreparedOperation

@@ -27,8 +27,7 @@ import orjson
 
 from anyql._graphiql import render_graphiql
 from anyql.errors import HTTPError
-from anyql.protocol._common import OperationRequest
-from anyql.transports._types import HTTPResponse
+from anyql.types import HTTPResponse, OperationRequest
 
 __all__ = [
     "CORS_ALLOW_HEADERS",

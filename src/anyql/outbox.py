@@ -14,15 +14,15 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 import anyio
+
+from .errors import SlowConsumer
+from .types import SlowConsumerPolicy
 
 __all__ = ["Outbox", "OutboxItem", "Owner"]
 
 logger = logging.getLogger("anyql.session")
-
-Policy = Literal["block", "drop_oldest", "latest", "close"]
 
 
 @dataclass(eq=False, slots=True)
@@ -53,10 +53,6 @@ class OutboxItem:
     droppable: bool
 
 
-class SlowConsumer(Exception):
-    """The buffer is full and the policy is ``close``: the connection must close 1008."""
-
-
 class Outbox:
     """A bounded FIFO of frames with one consumer (the writer)."""
 
@@ -80,7 +76,7 @@ class Outbox:
         text: str,
         *,
         owner: Owner | None = None,
-        policy: Policy = "block",
+        policy: SlowConsumerPolicy = "block",
         droppable: bool = False,
     ) -> None:
         """Queue ``text``; apply ``policy`` when full (non-droppable frames always wait).
@@ -120,7 +116,7 @@ class Outbox:
         self._bytes += len(text)
         self._readable.set()
 
-    def offer(self, text: str, *, owner: Owner, policy: Policy) -> None:
+    def offer(self, text: str, *, owner: Owner, policy: SlowConsumerPolicy) -> None:
         """Queue a droppable frame without ever waiting (shared subscriptions).
 
         A full buffer gets ``policy``; ``block`` cannot apply to a frame shared with other

@@ -1,7 +1,7 @@
 """``Schema``: an SDL (or an existing ``GraphQLSchema``) plus the resolvers bound to it.
 
-Owns ``Schema``, ``FieldOptions``, ``as_schema`` and the ``SlowConsumerPolicy`` names.
-Imports ``graphql`` and the standard library only: no anyio, no execution.
+Owns ``Schema``, ``FieldOptions`` and ``as_schema``. Imports ``graphql``, the standard
+library and ``types`` only: no anyio, no execution.
 
 A resolver bound on the Subscription root type is the field's *source*: graphql-core's
 ``subscribe`` on the field (an async generator function, or a function returning or
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, TypeVar
 
 from graphql import (
     GraphQLField,
@@ -25,10 +25,10 @@ from graphql import (
 )
 from graphql.pyutils import camel_to_snake
 
+from .types import SLOW_CONSUMER_POLICIES, SlowConsumerPolicy
+
 __all__ = ["FieldOptions", "Schema", "SlowConsumerPolicy", "as_schema"]
 
-SlowConsumerPolicy = Literal["block", "drop_oldest", "latest", "close"]
-_POLICIES: frozenset[str] = frozenset(get_args(SlowConsumerPolicy))
 
 Resolver = TypeVar("Resolver", bound=Callable[..., Any])
 
@@ -120,9 +120,9 @@ class Schema:
         """
         object_type, field = self._lookup(coordinate)
         is_subscription = object_type is self._schema.subscription_type
-        if slow_consumer is not None and slow_consumer not in _POLICIES:
+        if slow_consumer is not None and slow_consumer not in SLOW_CONSUMER_POLICIES:
             raise ValueError(
-                f"slow_consumer for {coordinate} must be one of {sorted(_POLICIES)},"
+                f"slow_consumer for {coordinate} must be one of {sorted(SLOW_CONSUMER_POLICIES)},"
                 f" not {slow_consumer!r}"
             )
         if (shared or slow_consumer is not None) and not is_subscription:

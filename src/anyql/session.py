@@ -23,18 +23,19 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .errors import ConnectionClosed, ConnectionRejected
-from .execution import RequestError, SourceError, encode_json
+from .errors import ConnectionClosed, ConnectionRejected, RequestError, SlowConsumer, SourceError
+from .execution import encode_json
 from .fanout import Subscriber
-from .outbox import Outbox, Owner, Policy, SlowConsumer
-from .protocol import ConnectionState, server_connection_for
-from .protocol._common import (
+from .outbox import Outbox, Owner
+from .ports import WebSocketTransport
+from .protocol import (
     BadMessage,
     CloseCode,
     CloseConnection,
     Complete,
     ConnectionAck,
     ConnectionInit,
+    ConnectionState,
     Error,
     Event,
     KeepAlive,
@@ -43,8 +44,9 @@ from .protocol._common import (
     Ping,
     Pong,
     Subscribe,
+    server_connection_for,
 )
-from .transports._types import RequestInfo, WebSocketTransport
+from .types import RequestInfo, SlowConsumerPolicy
 
 if TYPE_CHECKING:
     from .app import GraphQL
@@ -372,7 +374,7 @@ class Session:
             CloseConnection(CloseCode.POLICY_VIOLATION, "Slow consumer"), flush=False
         )
 
-    def _policy_for(self, prepared: PreparedOperation) -> Policy:
+    def _policy_for(self, prepared: PreparedOperation) -> SlowConsumerPolicy:
         settings = self.app.settings
         options = (
             self.app.schema.field_options(prepared.root_field) if prepared.root_field else None
@@ -383,7 +385,7 @@ class Session:
             return settings.shared_slow_consumer
         return settings.slow_consumer
 
-    async def _emit(self, owner: Owner, event: Event, policy: Policy = "block") -> None:
+    async def _emit(self, owner: Owner, event: Event, policy: SlowConsumerPolicy = "block") -> None:
         """Render ``event`` for a live operation and queue it; nothing once it is cancelled."""
         if owner.cancelled:
             return

@@ -14,9 +14,10 @@ from contextlib import asynccontextmanager
 
 from anyql.errors import ConnectionClosed
 from anyql.limits import Limits
+from anyql.ports import WebSocketTransport
 from anyql.transports._native_http import error_response
 from anyql.transports._native_ws import NativeWebSocket
-from anyql.transports._types import HTTPRequest, HTTPResponse, RequestInfo, WebSocketTransport
+from anyql.types import HTTPRequest, HTTPResponse, RequestInfo
 
 MIB = 1024 * 1024
 

@@ -1,4 +1,6 @@
-"""The sans-IO core imports neither anyio nor graphql (docs/design.md, import rule 1)."""
+"""Import rules (docs/design.md): the sans-IO core imports neither anyio nor graphql; the
+core types are a leaf; only the public face reaches into ``transports``; only ``protocol``
+reaches into its private modules."""
 
 from __future__ import annotations
 
@@ -12,7 +14,11 @@ import anyql.protocol
 PROTOCOL_DIR = Path(anyql.protocol.__file__).parent
 FORBIDDEN = ("anyio", "graphql", "trio", "asyncio", "sniffio")
 #: What the protocol package may import from the rest of anyql.
-ALLOWED_RELATIVE = {"errors"}
+ALLOWED_RELATIVE = {"errors", "types"}
+SRC = PROTOCOL_DIR.parent
+#: Outside ``transports/``, the modules that may import it: the public face and the ASGI
+#: entry point of the app.
+TRANSPORT_IMPORTERS = {"__init__.py", "cli.py", "app.py"}
 
 
 def imports_of(path: Path) -> list[tuple[str, int]]:
@@ -70,3 +76,54 @@ for name in ("anyio", "graphql", "trio", "sniffio"):
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
+
+
+def absolute_imports(path: Path) -> set[str]:
+    """The anyql modules ``path`` imports, as absolute dotted names."""
+    package = ["anyql", *path.relative_to(SRC).parent.parts]
+    found: set[str] = set()
+    for module, level in imports_of(path):
+        if level == 0:
+            if module.split(".")[0] == "anyql":
+                found.add(module)
+            continue
+        base = package[: len(package) - (level - 1)]
+        found.add(".".join([*base, module] if module else base))
+    return found
+
+
+def source_files() -> list[Path]:
+    return sorted(SRC.rglob("*.py"))
+
+
+def test_the_core_types_import_only_the_standard_library() -> None:
+    path = SRC / "types.py"
+    for module, level in imports_of(path):
+        assert level == 0, f"types.py imports .{module}"
+        assert module.split(".")[0] in sys.stdlib_module_names, f"types.py imports {module}"
+
+
+def test_only_the_public_face_imports_the_transports() -> None:
+    for path in source_files():
+        relative = path.relative_to(SRC)
+        if relative.parts[0] in ("transports", "testing") or str(relative) in TRANSPORT_IMPORTERS:
+            continue
+        for module in absolute_imports(path):
+            assert not module.startswith("anyql.transports"), f"{relative} imports {module}"
+
+
+def test_only_the_protocol_package_imports_its_private_modules() -> None:
+    for path in source_files():
+        relative = path.relative_to(SRC)
+        if relative.parts[0] == "protocol":
+            continue
+        for module in absolute_imports(path):
+            parts = module.split(".")
+            private = len(parts) > 2 and parts[1] == "protocol" and parts[2].startswith("_")
+            assert not private, f"{relative} imports {module}"
+
+
+def test_the_rule_checkers_resolve_relative_imports() -> None:
+    sample = SRC / "transports" / "native.py"
+    assert "anyql.types" in absolute_imports(sample)
+    assert "anyql.transports._native_http" in absolute_imports(sample)

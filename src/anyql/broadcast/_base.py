@@ -27,6 +27,8 @@ import anyio
 import anyio.lowlevel
 import orjson
 
+from ..errors import BroadcastError, SubscriberOverflow
+
 __all__ = [
     "OVERFLOW_POLICIES",
     "BroadcastError",
@@ -44,22 +46,6 @@ logger = logging.getLogger("anyql.broadcast")
 #: What a full subscriber buffer does with one more message.
 OverflowPolicy = Literal["drop_oldest", "drop_newest", "close"]
 OVERFLOW_POLICIES: frozenset[str] = frozenset({"drop_oldest", "drop_newest", "close"})
-
-
-class BroadcastError(Exception):
-    """A broker operation failed.
-
-    Raised by ``publish`` (and ``group_send``) when Redis is unreachable or does not answer
-    within ``publish_timeout``. The message was not published.
-    """
-
-
-class SubscriberOverflow(BroadcastError):
-    """Raised by a subscription's iterator when its buffer overflowed under ``"close"``.
-
-    The subscription has been unregistered; the messages still buffered and the one that did
-    not fit are counted in ``Subscription.dropped`` and were not delivered.
-    """
 
 
 def encode(message: Any) -> bytes:

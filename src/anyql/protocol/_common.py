@@ -1,7 +1,8 @@
 """Shared vocabulary of the sans-IO GraphQL-over-WebSocket machines.
 
 Owns close codes, the frozen event dataclasses both subprotocol machines speak, the
-``OperationRequest`` that HTTP and WebSocket both produce, and close-reason truncation.
+``OperationRequest`` (from ``types``) that HTTP and WebSocket both produce, and close-reason
+truncation.
 Must not import anyio or graphql (a test checks it): this is the pure core.
 
 Events flow two ways, as in wsproto: ``ServerConnection.events()`` yields what the client
@@ -17,6 +18,8 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from ..types import OperationRequest
 
 __all__ = [
     "MAX_CLOSE_REASON_BYTES",
@@ -68,16 +71,6 @@ def truncate_reason(reason: str) -> str:
     if len(encoded) <= MAX_CLOSE_REASON_BYTES:
         return reason
     return encoded[:MAX_CLOSE_REASON_BYTES].decode("utf-8", errors="ignore")
-
-
-@dataclass(frozen=True, slots=True)
-class OperationRequest:
-    """One GraphQL operation as a client asked for it, before parsing."""
-
-    query: str
-    operation_name: str | None = None
-    variables: Mapping[str, Any] | None = None
-    extensions: Mapping[str, Any] | None = None
 
 
 class Event:

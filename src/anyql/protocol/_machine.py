@@ -54,7 +54,7 @@ __all__ = [
     "InvalidMessage",
     "ServerConnection",
     "decode_message",
-    "encode_json",
+    "encode_payload",
     "parse_operation_request",
     "valid_utf8",
 ]
@@ -115,7 +115,7 @@ def decode_message(text: str) -> Any:
         raise InvalidMessage("WebSocket message must be valid JSON") from None
 
 
-def encode_json(value: Any) -> str:
+def encode_payload(value: Any) -> str:
     """Encode ``value`` (given by the driver) as compact JSON text.
 
     Raises:

@@ -66,7 +66,7 @@ from ._machine import (
     InvalidMessage,
     ServerConnection,
     decode_message,
-    encode_json,
+    encode_payload,
     message_id,
     parse_operation_request,
     valid_utf8,
@@ -99,7 +99,7 @@ BINARY_FRAME: Final = CloseConnection(
 
 def connection_error(message: str) -> str:
     """The ``connection_error`` frame carrying ``{"message": message}``."""
-    return encode_json({"type": "connection_error", "payload": {"message": message}})
+    return encode_payload({"type": "connection_error", "payload": {"message": message}})
 
 
 def operation_error(id: Any, message: str) -> str:
@@ -108,7 +108,7 @@ def operation_error(id: Any, message: str) -> str:
     if isinstance(id, str):
         frame["id"] = id
     frame["payload"] = {"message": message}
-    return encode_json(frame)
+    return encode_payload(frame)
 
 
 SECOND_INIT: Final = BadMessage(connection_error("Too many initialisation requests"))
@@ -262,7 +262,7 @@ class LegacyWSConnection(ServerConnection):
         if isinstance(event, Error):
             if self._live.pop(event.id, None) is None:
                 return None
-            error = encode_json(event.errors[0])
+            error = encode_payload(event.errors[0])
             return f'{{"id":{self._id_json(event.id)},"type":"error","payload":{error}}}'
         if isinstance(event, Complete):
             if not self._settle_owed(event.id) and self._live.pop(event.id, None) is None:
@@ -271,7 +271,7 @@ class LegacyWSConnection(ServerConnection):
         if isinstance(event, KeepAlive) and self._state is ACKNOWLEDGED:
             return '{"type":"ka"}'
         if isinstance(event, ConnectionAck) and self._state is INITIALISING:
-            payload = "" if event.payload is None else f',"payload":{encode_json(event.payload)}'
+            payload = "" if event.payload is None else f',"payload":{encode_payload(event.payload)}'
             self._state = ACKNOWLEDGED
             self._release_held()
             return f'{{"type":"connection_ack"{payload}}}'
@@ -295,7 +295,7 @@ class LegacyWSConnection(ServerConnection):
         if self._check_refusal("reject"):
             return None, REFUSED
         body = DEFAULT_REJECTION if payload is None else payload
-        return encode_json({"type": "connection_error", "payload": body}), REFUSED
+        return encode_payload({"type": "connection_error", "payload": body}), REFUSED
 
     def fail(self, message: str) -> tuple[str | None, CloseConnection]:
         """``on_connect`` crashed: ``connection_error`` {message}, then 1011.

@@ -43,7 +43,7 @@ from ._machine import (
     InvalidMessage,
     ServerConnection,
     decode_message,
-    encode_json,
+    encode_payload,
     message_id,
     object_or_none,
     parse_operation_request,
@@ -149,14 +149,14 @@ def parse_client_message(text: str) -> tuple[str, Event]:
     if parser is None:
         if message_type in SERVER_ONLY_TYPES:
             raise InvalidMessage(f"A client may not send '{message_type}'")
-        raise InvalidMessage(f"Unknown message type {encode_json(message_type)}")
+        raise InvalidMessage(f"Unknown message type {encode_payload(message_type)}")
     return message_type, parser(message)
 
 
 def _with_payload(message_type: str, payload: Mapping[str, Any] | None) -> str:
     if payload is None:
         return f'{{"type":"{message_type}"}}'
-    return f'{{"type":"{message_type}","payload":{encode_json(payload)}}}'
+    return f'{{"type":"{message_type}","payload":{encode_payload(payload)}}}'
 
 
 class TransportWSConnection(ServerConnection):
@@ -222,7 +222,7 @@ class TransportWSConnection(ServerConnection):
         if isinstance(event, Error):
             if self._live.pop(event.id, None) is None:
                 return None
-            errors = encode_json(list(event.errors))
+            errors = encode_payload(list(event.errors))
             return f'{{"id":{self._id_json(event.id)},"type":"error","payload":{errors}}}'
         if isinstance(event, Complete):
             if self._settle_owed(event.id) or self._live.pop(event.id, None) is None:

@@ -25,14 +25,14 @@ errors). Must not import the app, the session or graphql.
 
 from __future__ import annotations
 
+from ..errors import ClientError as ClientError
+from ..errors import ResponseError as ResponseError
+from ..errors import WebSocketClosed as WebSocketClosed
+from ..errors import WebSocketRejected as WebSocketRejected
 from ._client import TestClient as TestClient
 from ._websocket import Subscription as Subscription
 from ._websocket import WebSocketConnection as WebSocketConnection
-from ._wire import ClientError as ClientError
 from ._wire import Response as Response
-from ._wire import ResponseError as ResponseError
-from ._wire import WebSocketClosed as WebSocketClosed
-from ._wire import WebSocketRejected as WebSocketRejected
 
 __all__ = [
     "ClientError",

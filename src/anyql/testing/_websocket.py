@@ -25,12 +25,11 @@ from wsproto import WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 
+from ..errors import ClientError, WebSocketClosed
 from ._wire import (
     CLOSE_TIMEOUT,
     READ_SIZE,
     STREAM_ERRORS,
-    ClientError,
-    WebSocketClosed,
     error_list,
     operation_params,
     send_or_false,

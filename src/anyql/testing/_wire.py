@@ -22,7 +22,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
 
-from ..errors import ConnectionClosed
+from ..errors import ClientError, ConnectionClosed, ResponseError, WebSocketRejected
 
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 #: What a broken, closed or reset connection raises, on either end.
@@ -36,50 +36,6 @@ STREAM_ERRORS = (
 #: How long leaving a block waits for the server to finish its side of a connection.
 CLOSE_TIMEOUT = 5.0
 READ_SIZE = 65536
-
-
-class ClientError(Exception):
-    """Base of what the test client raises."""
-
-
-class ResponseError(ClientError):
-    """An HTTP response that is not a GraphQL result (a 404, 405, 413...).
-
-    Attributes:
-        response: the whole response.
-    """
-
-    def __init__(self, response: Response) -> None:
-        super().__init__(f"HTTP {response.status}: {response.text[:200]}")
-        self.response = response
-
-
-class WebSocketRejected(ClientError):
-    """The server answered the WebSocket handshake with an HTTP response (403, 404, 503...).
-
-    Attributes:
-        response: the refusal.
-    """
-
-    def __init__(self, response: Response) -> None:
-        super().__init__(f"WebSocket handshake refused with HTTP {response.status}")
-        self.response = response
-
-
-class WebSocketClosed(ClientError):
-    """The socket closed while the client waited for a message.
-
-    Attributes:
-        code: the close code (1006 when the connection ended without a close frame).
-        reason: the close reason.
-        payload: the legacy ``connection_error`` payload that came before, if any.
-    """
-
-    def __init__(self, code: int, reason: str = "", payload: Any = None) -> None:
-        super().__init__(f"WebSocket closed with {code} {reason!r}")
-        self.code = code
-        self.reason = reason
-        self.payload = payload
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ limit and timer h11 leaves to its user: head and body timeouts, idle keep-alive,
 count and size, body size, requests per connection), the small JSON error responses the
 transport itself produces, the checks an Upgrade request must pass before wsproto sees it,
 and ``close_gracefully`` (half-close, then drain, so a last response is not destroyed by a
-TCP reset). Imports ``h11``, ``anyio``, ``limits`` and ``transports._types``; must not
+TCP reset). Imports ``h11``, ``anyio``, ``limits`` and ``types``; must not
 import wsproto, the session or the app.
 
 Theory of operation: h11 only parses and serialises. ``next_request`` waits for a head
@@ -32,14 +32,14 @@ import anyio.abc
 import h11
 
 from anyql.limits import Limits
-from anyql.transports._types import HTTPResponse, RequestInfo
+from anyql.types import HTTPResponse, RequestInfo
 
 __all__ = [
     "HTTPConnection",
     "close_gracefully",
-    "error_response",
     "is_websocket_upgrade",
     "offered_subprotocols",
+    "transport_error_response",
     "websocket_refusal",
 ]
 
@@ -58,7 +58,7 @@ _WEBSOCKET_VERSION = "13"
 HeaderPairs = tuple[tuple[str, str], ...]
 
 
-def error_response(
+def transport_error_response(
     status: int, message: str | None = None, headers: HeaderPairs = ()
 ) -> HTTPResponse:
     """Build the small JSON error body the transport sends for its own refusals.
@@ -309,7 +309,7 @@ class HTTPConnection:
         """
         if self._h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
-        await self.send_response(error_response(status, headers=headers), close=True)
+        await self.send_response(transport_error_response(status, headers=headers), close=True)
 
     async def write_raw(self, data: bytes) -> bool:
         """Write bytes h11 did not produce (the WebSocket handshake response).
@@ -377,13 +377,15 @@ def websocket_refusal(info: RequestInfo, http_version: bytes) -> HTTPResponse | 
     version_header = (("sec-websocket-version", _WEBSOCKET_VERSION),)
     connection = info.header_map.get("connection", "").lower()
     if http_version != b"1.1" or b"upgrade" not in _tokens(connection.encode("latin-1")):
-        return error_response(HTTPStatus.BAD_REQUEST, "Invalid WebSocket upgrade request")
+        return transport_error_response(HTTPStatus.BAD_REQUEST, "Invalid WebSocket upgrade request")
     version = info.header("sec-websocket-version")
     if version != _WEBSOCKET_VERSION:
         status = HTTPStatus.UPGRADE_REQUIRED if version else HTTPStatus.BAD_REQUEST
-        return error_response(status, "Unsupported WebSocket version", version_header)
+        return transport_error_response(status, "Unsupported WebSocket version", version_header)
     if not _valid_key(info.header("sec-websocket-key")):
-        return error_response(HTTPStatus.BAD_REQUEST, "Invalid Sec-WebSocket-Key", version_header)
+        return transport_error_response(
+            HTTPStatus.BAD_REQUEST, "Invalid Sec-WebSocket-Key", version_header
+        )
     return None
 
 

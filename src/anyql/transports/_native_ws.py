@@ -2,7 +2,7 @@
 
 Owns the server side of the handshake once HTTP has vetted it (``accept_websocket``),
 ``NativeWebSocket`` and ``native_websocket``, the context that owns its one background
-task. Imports ``wsproto``, ``anyio``, ``errors``, ``limits``, ``protocol._common`` (close
+task. Imports ``wsproto``, ``anyio``, ``errors``, ``limits``, ``protocol`` (close
 reason truncation) and ``_deflate``; must not import h11, the session or the app.
 permessage-deflate is negotiated only when the server enables it (``BoundedDeflate``,
 which counts inflated bytes against the message cap); otherwise offers are ignored.
@@ -51,7 +51,7 @@ from wsproto.utilities import RemoteProtocolError
 
 from anyql.errors import ConnectionClosed
 from anyql.limits import Limits
-from anyql.protocol._common import truncate_reason
+from anyql.protocol import truncate_reason
 from anyql.transports._deflate import BoundedDeflate
 
 __all__ = [

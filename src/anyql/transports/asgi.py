@@ -18,8 +18,8 @@ import anyio
 
 from ..errors import ConnectionClosed, HTTPError
 from ..http import error_response
-from ..protocol._common import CloseCode, truncate_reason
-from ._types import HTTPRequest, HTTPResponse, RequestInfo
+from ..protocol import CloseCode, truncate_reason
+from ..types import HTTPRequest, HTTPResponse, RequestInfo
 
 if TYPE_CHECKING:
     from ..app import GraphQL
@@ -206,7 +206,7 @@ def warn_inert_settings(app: GraphQL) -> None:
         )
 
 
-class LifespanStartupFailed(Exception):
+class _LifespanStartupFailed(Exception):
     """The fallback app answered ``lifespan.startup.failed``."""
 
 
@@ -227,14 +227,14 @@ class ChildLifespan:
         """Forward ``lifespan.startup`` and wait for the answer.
 
         Raises:
-            LifespanStartupFailed: the child answered ``lifespan.startup.failed``.
+            _LifespanStartupFailed: the child answered ``lifespan.startup.failed``.
         """
         await self._to_child.send({"type": "lifespan.startup"})
         reply = await self._reply()
         if reply is None:
             self.supported = False
         elif reply["type"] == "lifespan.startup.failed":
-            raise LifespanStartupFailed(reply.get("message", ""))
+            raise _LifespanStartupFailed(reply.get("message", ""))
 
     async def shutdown(self) -> str | None:
         """Forward ``lifespan.shutdown``; return the child's failure message, if any."""

@@ -32,18 +32,19 @@ from wsproto.utilities import RemoteProtocolError as WebSocketHandshakeError
 
 from anyql.errors import ConnectionClosed, HTTPError
 from anyql.limits import Limits
+from anyql.ports import WebSocketTransport
 from anyql.transports._native_http import (
     HTTPConnection,
     close_gracefully,
-    error_response,
     is_websocket_upgrade,
     offered_subprotocols,
+    transport_error_response,
     websocket_refusal,
 )
 from anyql.transports._native_ws import NativeWebSocket, accept_websocket, native_websocket
-from anyql.transports._types import HTTPRequest, HTTPResponse, RequestInfo, WebSocketTransport
+from anyql.types import HTTPRequest, HTTPResponse, RequestInfo
 
-__all__ = ["NativeWebSocket", "ServedApp", "ServerHandle", "run", "serve", "serve_connection"]
+__all__ = ["NativeWebSocket", "ServedApp", "ShutdownHandle", "run", "serve", "serve_connection"]
 
 logger = logging.getLogger("anyql.transports.native")
 
@@ -62,7 +63,7 @@ _Handler = Callable[[anyio.abc.SocketStream], Coroutine[Any, Any, None]]
 _ACCEPT_RETRY_SECONDS = 0.1
 
 
-class ServerHandle(Protocol):
+class ShutdownHandle(Protocol):
     """What ``ServedApp.running()`` yields while the server runs."""
 
     def shutdown(self) -> None:
@@ -94,7 +95,7 @@ class ServedApp(Protocol):
         """Run a whole session on an accepted socket; it closes the socket itself."""
         ...
 
-    def running(self) -> AbstractAsyncContextManager[ServerHandle]:
+    def running(self) -> AbstractAsyncContextManager[ShutdownHandle]:
         """Enter once around serving."""
         ...
 
@@ -204,7 +205,7 @@ async def _bind(host: str, port: int) -> list[anyio.abc.SocketListener]:
 
 async def _shut_down(
     limits: Limits,
-    handle: ServerHandle,
+    handle: ShutdownHandle,
     connections: _Connections,
     accepting: anyio.CancelScope,
 ) -> None:
@@ -325,11 +326,11 @@ async def _respond(app: ServedApp, request: HTTPRequest) -> HTTPResponse:
     try:
         return await app.handle_http(request)
     except HTTPError as exc:
-        return error_response(exc.status, exc.message, exc.headers)
+        return transport_error_response(exc.status, exc.message, exc.headers)
     except Exception:
         info = request.info
         logger.exception("anyql: handle_http failed for %s %s", info.method, info.path)
-        return error_response(500)
+        return transport_error_response(500)
 
 
 async def _serve_upgrade(
@@ -352,7 +353,7 @@ async def _serve_upgrade(
             deflate_max_bytes=app.limits.max_ws_message_bytes if permessage_deflate else None,
         )
     except WebSocketHandshakeError:
-        await http.send_response(error_response(400), close=True)
+        await http.send_response(transport_error_response(400), close=True)
         return
     if not await http.write_raw(handshake):
         return

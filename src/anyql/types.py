@@ -1,17 +1,31 @@
-"""The seams between transports and the app: request/response values and the WebSocket port.
+"""The core value types every layer shares: the request a resolver may see, a whole HTTP
+request and response, and a GraphQL operation as a client asked for it.
 
-Owns ``HTTPRequest``, ``HTTPResponse``, ``RequestInfo`` and the four-method
-``WebSocketTransport`` protocol that the native, ASGI and in-memory transports implement.
-Imports only the standard library and ``errors``.
+Owns ``RequestInfo``, ``HTTPRequest``, ``HTTPResponse``, ``OperationRequest`` and the
+slow-consumer policy names. A leaf:
+it imports only the standard library (a test checks it), so the sans-IO core, execution,
+the app and the transports can all use it without depending on one another.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Literal, get_args
 
-__all__ = ["HTTPRequest", "HTTPResponse", "RequestInfo", "WebSocketTransport"]
+__all__ = [
+    "SLOW_CONSUMER_POLICIES",
+    "HTTPRequest",
+    "HTTPResponse",
+    "OperationRequest",
+    "RequestInfo",
+    "SlowConsumerPolicy",
+]
+
+#: What happens to a subscription whose connection's send buffer is full
+#: (docs/limits.md, "Slow consumers").
+SlowConsumerPolicy = Literal["block", "drop_oldest", "latest", "close"]
+SLOW_CONSUMER_POLICIES: frozenset[str] = frozenset(get_args(SlowConsumerPolicy))
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,35 +77,11 @@ class HTTPResponse:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-class WebSocketTransport(Protocol):
-    """One accepted WebSocket, as the session driver sees it.
+@dataclass(frozen=True, slots=True)
+class OperationRequest:
+    """One GraphQL operation as a client asked for it, before parsing."""
 
-    Implementations: ``transports.native`` (wsproto), ``transports.asgi`` (ASGI 3) and the
-    in-memory transport of ``anyql.testing``. Only the session's writer task calls
-    ``send_text``; only its reader task calls ``receive``.
-    """
-
-    @property
-    def subprotocol(self) -> str | None:
-        """The subprotocol accepted at the handshake, or None."""
-        ...
-
-    async def receive(self) -> str | bytes:
-        """Return the next whole message (text or binary).
-
-        Raises:
-            ConnectionClosed: the socket closed, by either side, or failed.
-        """
-        ...
-
-    async def send_text(self, text: str) -> None:
-        """Send one text message.
-
-        Raises:
-            ConnectionClosed: the socket is closed.
-        """
-        ...
-
-    async def close(self, code: int, reason: str = "") -> None:
-        """Close the socket with ``code``; idempotent; never raises for a closed socket."""
-        ...
+    query: str
+    operation_name: str | None = None
+    variables: Mapping[str, Any] | None = None
+    extensions: Mapping[str, Any] | None = None
