@@ -14,6 +14,9 @@ from anyql.errors import ConnectionClosed
 from anyql.session import serve_session
 from anyql.types import RequestInfo
 
+#: The client address the session is told (log lines name it).
+PEER = ("127.0.0.1", 5555)
+
 
 class MemorySocket:
     """The server's end: a ``WebSocketTransport`` over two memory streams."""
@@ -121,7 +124,7 @@ async def session(
     to_server, server_in = anyio.create_memory_object_stream[str | bytes](100)
     server_out, from_server = anyio.create_memory_object_stream[str](client_buffer)
     socket = MemorySocket(subprotocol, server_in, server_out)
-    info = RequestInfo(method="GET", path="/graphql", headers=(("host", "test"),))
+    info = RequestInfo(method="GET", path="/graphql", headers=(("host", "test"),), client=PEER)
     peer = Peer(socket, to_server, from_server)
     try:
         async with anyio.create_task_group() as tg:

@@ -274,3 +274,26 @@ def test_a_file_with_a_wrong_value_exits_2(
 def test_an_app_without_settings_cannot_be_configured(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "tests.fake_app:app", "--set", "debug=true"]) == 2
     assert "has no settings to configure" in capsys.readouterr().err
+
+
+def test_debug_is_a_flag_of_its_own(capsys: pytest.CaptureFixture[str]) -> None:
+    assert effective(["--debug"], capsys)["debug"] is True
+
+
+def test_log_level_must_be_a_known_level(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "examples.chat:app", "--log-level", "loud"]) == 2
+    assert "invalid choice: 'loud'" in capsys.readouterr().err
+
+
+@pytest.mark.anyio
+async def test_the_native_server_warns_that_it_ignores_fallback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def fallback(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("never called by the native server")
+
+    app = GraphQL(make_schema(), path="/graphql", fallback=fallback)
+    with caplog.at_level(logging.WARNING, logger="anyql"):
+        async with serving(app):
+            pass
+    assert any("fallback= ASGI app is served under ASGI only" in r.message for r in caplog.records)

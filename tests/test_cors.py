@@ -1,6 +1,6 @@
 """CORS, the preflight-header CSRF guard and the validation-rule hook (rows H21, G10).
 
-The sans-IO rules in ``anyql.http`` (``CORSPolicy``, ``preflight_response``,
+The sans-IO rules in ``anyql.cors`` (``CORSPolicy``, ``preflight_response``,
 ``add_cors_headers``, ``check_preflight_header``) are tested synchronously with exact
 headers; the app is then driven through ``anyql.testing.TestClient`` (the native
 transport) and through its ASGI entry point, on both backends, with a resolver and a
@@ -18,14 +18,14 @@ import graphql
 import pytest
 
 from anyql import GraphQL, Schema, Settings
-from anyql.errors import HTTPError
-from anyql.execution import Engine, RequestError
-from anyql.http import (
+from anyql.cors import (
     CORSPolicy,
     add_cors_headers,
     check_preflight_header,
     preflight_response,
 )
+from anyql.errors import HTTPError
+from anyql.execution import Engine, RequestError
 from anyql.testing import TestClient
 from anyql.testing._wire import Response
 from anyql.types import HTTPResponse, OperationRequest

@@ -1,18 +1,16 @@
 """GraphQL over HTTP, sans-IO: every graphql-http audit decided in ``anyql.http``, the HTTP
-rows of docs/bad-inputs.md (H01, H03-H05, H07-H11, H20), negotiation, and the GraphiQL page.
+rows of docs/bad-inputs.md (H01, H03-H05, H07-H11, H20), negotiation, and the one-step
+``GraphQLHTTP`` (a request in, a response or operations out; results in, a response out).
 
 All synchronous: requests go in as parts, responses come out as exact status, headers and
 bytes. The audits that need execution (13EE and friends asserting no ``errors``) run
-against real servers through ``tests/node/audit.mjs``.
+against real servers through ``tests/node/audit.mjs``. GraphiQL has ``test_graphiql.py``,
+CORS ``test_cors.py``, the import rules ``tests/protocols/test_purity.py``.
 """
 
 from __future__ import annotations
 
-import ast
-import base64
 import enum
-import hashlib
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,16 +18,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anyql import _graphiql, http
-from anyql.errors import HTTPError
-from anyql.http import GRAPHQL_RESPONSE_JSON, JSON, ParsedRequest, parse_request
-from anyql.types import HTTPResponse, OperationRequest
-from tests.requirements import unavailable
+from anyql import http
+from anyql._graphiql import graphiql_response, wants_graphiql
+from anyql.cors import CORSPolicy
+from anyql.errors import HTTPError, RequestError
+from anyql.http import GRAPHQL_RESPONSE_JSON, JSON, GraphQLHTTP, ParsedRequest, parse_request
+from anyql.types import HTTPRequest, HTTPResponse, OperationRequest, RequestInfo
 
 JSON_TYPE = "application/json; charset=utf-8"
 GRJ_TYPE = "application/graphql-response+json; charset=utf-8"
 TYPENAME = orjson.dumps({"query": "{ __typename }"})
-SRC = Path(__file__).resolve().parent.parent / "src" / "anyql"
 
 
 def post(
@@ -169,7 +167,7 @@ def test_audit_requests(
         return
     response_type, operation = expected
     parsed = parse_request(method, query_string, headers, body)
-    assert parsed == ParsedRequest((operation,), False, response_type)
+    assert parsed == ParsedRequest((operation,), False, response_type, method)
 
 
 def test_audit_9C48_mutation_over_get_is_refused_with_405() -> None:
@@ -421,32 +419,6 @@ def test_negotiate_response_type(accept: str | None, expected: str | None) -> No
     assert http.negotiate_response_type(headers) == expected
 
 
-CHROME = (
-    "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,"
-    "image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7"
-)
-
-
-@pytest.mark.parametrize(
-    ("method", "accept", "expected"),
-    [
-        ("GET", CHROME, True),
-        ("GET", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", True),
-        ("GET", "text/html;q=0.9, application/json;q=0.8", True),
-        ("GET", "*/*", False),
-        ("GET", None, False),
-        ("GET", "application/json, text/html", False),
-        ("GET", "text/html;q=0.5, application/graphql-response+json", False),
-        ("GET", "text/html;q=0", False),
-        ("POST", CHROME, False),
-        ("HEAD", CHROME, False),
-    ],
-)
-def test_wants_graphiql(method: str, accept: str | None, expected: bool) -> None:
-    headers = {} if accept is None else {"accept": accept}
-    assert http.wants_graphiql(method, headers) is expected
-
-
 # --- request parsing details ----------------------------------------------------------
 
 
@@ -519,7 +491,10 @@ def test_bad_get_parameters_get_400(query_string: bytes, message: str) -> None:
 def test_batch_when_enabled() -> None:
     parsed = post([{"query": "{ a }"}, {"query": "{ b }", "variables": {"x": 1}}], batching=True)
     assert parsed == ParsedRequest(
-        (OperationRequest("{ a }"), OperationRequest("{ b }", variables={"x": 1})), True, JSON
+        (OperationRequest("{ a }"), OperationRequest("{ b }", variables={"x": 1})),
+        True,
+        JSON,
+        "POST",
     )
     assert post([{"query": "{ a }"}] * 3, batching=True, max_batch=3).batch is True
     assert post({"query": "{ a }"}, batching=True).batch is False
@@ -586,80 +561,148 @@ def test_error_response_lowercases_extra_headers() -> None:
     )
 
 
-# --- GraphiQL -------------------------------------------------------------------------
+# --- the one-step API: GraphQLHTTP ----------------------------------------------------
+
+ORIGIN = "https://app.example"
+CORS = CORSPolicy((ORIGIN,))
+CORS_VARY = ("vary", "accept, origin")
+ALLOWED = ("access-control-allow-origin", ORIGIN)
 
 
-def test_graphiql_page_from_the_pinned_cdn() -> None:
-    response = http.graphiql_response(title="<My> & API")
-    assert response.status == 200
-    assert response.headers == (("content-type", "text/html; charset=utf-8"), ("vary", "accept"))
-    page = response.body.decode("utf-8")
-    assert page.startswith("<!doctype html>")
-    assert "<title>&lt;My&gt; &amp; API</title>" in page
-    for asset in _graphiql.ASSET_SOURCES:
-        url = f"{_graphiql.DEFAULT_CDN}/{asset.package}/{asset.path}"
-        assert f'"{url}" integrity="{asset.integrity}" crossorigin="anonymous"' in page
-    assert "GraphiQL.createFetcher({url: endpoint.href, subscriptionUrl: socket.href})" in page
-    assert 'socket.protocol = endpoint.protocol === "https:" ? "wss:" : "ws:"' in page
+def request(
+    method: str = "POST",
+    headers: dict[str, str] = JSON_POST,
+    body: bytes = TYPENAME,
+    query_string: bytes = b"",
+) -> HTTPRequest:
+    info = RequestInfo(method, "/graphql", query_string, tuple(headers.items()))
+    return HTTPRequest(info, body)
 
 
-def test_graphiql_page_from_a_custom_asset_base() -> None:
-    page = http.graphiql_response(assets_url="/static/giql/").body.decode("utf-8")
-    assert '<link rel="stylesheet" href="/static/giql/graphiql.min.css">' in page
-    scripts = [
-        '<script src="/static/giql/react.production.min.js"></script>',
-        '<script src="/static/giql/react-dom.production.min.js"></script>',
-        '<script src="/static/giql/graphiql.min.js"></script>',
-    ]
-    positions = [page.index(tag) for tag in scripts]
-    assert positions == sorted(positions)  # React before ReactDOM before GraphiQL
-    assert "integrity" not in page
-    assert "cdn.jsdelivr" not in page
+def test_receive_hands_back_the_operations_and_what_their_answer_depends_on() -> None:
+    received = GraphQLHTTP().receive(request(headers={**GRJ_ACCEPT, "origin": ORIGIN}))
+    assert received == ParsedRequest((TYPENAME_OP,), False, GRAPHQL_RESPONSE_JSON, "POST", ORIGIN)
+    batch = GraphQLHTTP(batching=True, max_batch=2).receive(
+        request(body=b"[%s, %s]" % (TYPENAME, TYPENAME))
+    )
+    assert batch == ParsedRequest((TYPENAME_OP, TYPENAME_OP), True, JSON, "POST")
 
 
-def test_graphiql_page_loads_nothing_else() -> None:
-    page = http.graphiql_response().body.decode("utf-8")
-    assert page.count("https://") == len(_graphiql.ASSET_SOURCES)
-    assert "@import" not in page
-    assert "fonts.g" not in page
+def test_receive_answers_a_preflight_before_anything_else() -> None:
+    endpoint = GraphQLHTTP(cors=CORS, graphiql=True, require_preflight_header=True)
+    preflight = {"origin": ORIGIN, "access-control-request-method": "POST", "accept": "text/html"}
+    response = endpoint.receive(request("OPTIONS", preflight, b""))
+    assert response == HTTPResponse(
+        204,
+        (
+            ALLOWED,
+            ("access-control-allow-methods", "GET, POST"),
+            ("access-control-allow-headers", ", ".join(CORS.allow_headers)),
+            ("access-control-max-age", "600"),
+            ("vary", "origin"),
+        ),
+    )
 
 
-def test_graphiql_docstring_lists_every_asset() -> None:
-    doc = _graphiql.__doc__ or ""
-    for asset in _graphiql.ASSET_SOURCES:
-        assert f"{asset.name}" in doc
-        assert f"{asset.package}" in doc
+def test_receive_refusals_carry_cors_headers_and_the_negotiated_type() -> None:
+    endpoint = GraphQLHTTP(cors=CORS)
+    response = endpoint.receive(request("PUT", {"origin": ORIGIN, "accept": GRAPHQL_RESPONSE_JSON}))
+    assert response == HTTPResponse(
+        405,
+        (("content-type", GRJ_TYPE), CORS_VARY, ("allow", "GET, POST"), ALLOWED),
+        b'{"errors":[{"message":"Method not allowed: use GET or POST"}]}',
+    )
+    bad = endpoint.receive(request(headers={**GRJ_ACCEPT, "origin": ORIGIN}, body=b"{"))
+    assert bad == HTTPResponse(
+        400,
+        (("content-type", GRJ_TYPE), CORS_VARY, ALLOWED),
+        b'{"errors":[{"message":"The request body is not valid JSON"}]}',
+    )
 
 
-NODE_MODULES = Path(__file__).resolve().parent / "node" / "node_modules"
+BROWSER = {"accept": "text/html,*/*;q=0.8"}
 
 
-def test_graphiql_integrity_hashes_match_the_npm_files() -> None:
-    for asset in _graphiql.ASSET_SOURCES:
-        name, _, version = asset.package.rpartition("@")
-        folder = NODE_MODULES / name
-        if not (folder / asset.path).is_file():
-            unavailable(f"{asset.package} is not installed in tests/node: npm ci in tests/node")
-        installed = orjson.loads((folder / "package.json").read_bytes())["version"]
-        if installed != version:
-            unavailable(f"{name} in tests/node is {installed}, not {version}: npm ci in tests/node")
-        digest = hashlib.sha384((folder / asset.path).read_bytes()).digest()
-        assert asset.integrity == "sha384-" + base64.b64encode(digest).decode()
+def test_receive_serves_graphiql_to_browsers_only_when_enabled() -> None:
+    page = GraphQLHTTP(graphiql=True).receive(request("GET", BROWSER, b""))
+    assert page == graphiql_response()
+    hosted = GraphQLHTTP(graphiql=True, graphiql_assets_url="/static").receive(
+        request("GET", BROWSER, b"")
+    )
+    assert hosted == graphiql_response(assets_url="/static")
+    off = GraphQLHTTP().receive(request("GET", BROWSER, b""))
+    assert isinstance(off, HTTPResponse) and off.status == 400  # no query: not a page
 
 
-# --- module rules ---------------------------------------------------------------------
+def test_receive_calls_a_custom_page_with_the_request() -> None:
+    seen: list[RequestInfo] = []
+
+    def page(info: RequestInfo) -> str:
+        seen.append(info)
+        return "<p>é</p>"
+
+    sent = request("GET", {**BROWSER, "origin": ORIGIN}, b"")
+    response = GraphQLHTTP(graphiql=page, cors=CORS).receive(sent)
+    assert response == HTTPResponse(
+        200, (("content-type", "text/html; charset=utf-8"), CORS_VARY, ALLOWED), "<p>é</p>".encode()
+    )
+    assert seen == [sent.info]
 
 
-@pytest.mark.parametrize("module", ["http.py", "_graphiql.py"])
-def test_module_imports_neither_anyio_nor_graphql(module: str) -> None:
-    tree = ast.parse((SRC / module).read_text())
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
-    assert not imported & {"anyio", "graphql", "trio", "h11", "wsproto"}
+def test_receive_guards_get_with_the_preflight_header_before_parsing() -> None:
+    endpoint = GraphQLHTTP(require_preflight_header=True)
+    refused = endpoint.receive(request("GET", {"accept": GRAPHQL_RESPONSE_JSON}, b""))
+    assert isinstance(refused, HTTPResponse)
+    assert (refused.status, dict(refused.headers)["content-type"]) == (400, GRJ_TYPE)
+    assert "graphql-require-preflight" in json_body(refused)["errors"][0]["message"]
+    marked = {"graphql-require-preflight": "1"}
+    assert endpoint.receive(request("GET", marked, b"", b"query=%7Ba%7D")) == ParsedRequest(
+        (OperationRequest("{a}"),), False, JSON, "GET"
+    )
+
+
+def parsed(batch: bool = False, response_type: str = JSON, method: str = "POST") -> ParsedRequest:
+    operations = (TYPENAME_OP, TYPENAME_OP) if batch else (TYPENAME_OP,)
+    return ParsedRequest(operations, batch, response_type, method, ORIGIN)
+
+
+def test_respond_to_results() -> None:
+    endpoint = GraphQLHTTP(cors=CORS)
+    one = endpoint.respond(parsed(), [{"data": {"a": 1}}])
+    assert one == HTTPResponse(
+        200, (("content-type", JSON_TYPE), CORS_VARY, ALLOWED), b'{"data":{"a":1}}'
+    )
+    both = endpoint.respond(parsed(batch=True), [{"data": {"a": 1}}, {"errors": ERRORS}])
+    assert json_body(both) == [{"data": {"a": 1}}, {"errors": ERRORS}]
+    unexecuted = endpoint.respond(parsed(response_type=GRAPHQL_RESPONSE_JSON), [{"errors": ERRORS}])
+    assert unexecuted.status == 400
+
+
+@pytest.mark.parametrize(("response_type", "status"), [(JSON, 200), (GRAPHQL_RESPONSE_JSON, 400)])
+def test_respond_to_a_request_error(response_type: str, status: int) -> None:
+    error = RequestError(tuple(ERRORS))
+    response = GraphQLHTTP().respond(parsed(response_type=response_type), error)
+    assert response == http.request_error_response(ERRORS, response_type)
+    assert response.status == status
+
+
+def test_check_operation_and_respond_refuse_a_mutation_over_get() -> None:
+    endpoint = GraphQLHTTP(cors=CORS)
+    get = parsed(response_type=GRAPHQL_RESPONSE_JSON, method="GET")
+    endpoint.check_operation(get, "query")
+    endpoint.check_operation(parsed(), "mutation")
+    with pytest.raises(HTTPError) as caught:
+        endpoint.check_operation(get, "mutation")
+    assert endpoint.respond(get, caught.value) == HTTPResponse(
+        405,
+        (("content-type", GRJ_TYPE), CORS_VARY, ("allow", "POST"), ALLOWED),
+        b'{"errors":[{"message":"Mutations need POST: GET must not change state"}]}',
+    )
+
+
+def test_respond_wants_one_result_per_operation() -> None:
+    with pytest.raises(ValueError, match="1 results for 2 operations"):
+        GraphQLHTTP().respond(parsed(batch=True), [{"data": {}}])
 
 
 # --- properties -----------------------------------------------------------------------
@@ -753,4 +796,4 @@ def test_parse_request_returns_a_request_or_raises_http_error(
 @given(method=st.text(max_size=6), headers=headers_maps)
 def test_negotiation_never_raises(method: str, headers: dict[str, str]) -> None:
     assert http.negotiate_response_type(headers) in {None, JSON, GRAPHQL_RESPONSE_JSON}
-    assert http.wants_graphiql(method, headers) in {True, False}
+    assert wants_graphiql(method, headers) in {True, False}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import FrozenInstanceError
 from types import SimpleNamespace
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 from graphql import GraphQLSchema, build_schema, graphql_sync
 
+from anyql import GraphQL
 from anyql.schema import FieldOptions, Schema, as_schema
 
 SDL = """
@@ -192,3 +194,31 @@ def test_without_snake_case_arguments_keep_their_graphql_names() -> None:
 
 def test_graphql_schema_property_is_a_graphql_schema() -> None:
     assert isinstance(Schema(SDL).graphql_schema, GraphQLSchema)
+
+
+def test_a_typo_in_a_coordinate_gets_a_did_you_mean() -> None:
+    schema = Schema("type Query { hello: String userName: String }")
+    with pytest.raises(ValueError, match=r"unknown type 'Querry' .*did you mean 'Query'\?"):
+        schema.field("Querry.hello")
+    with pytest.raises(ValueError, match=r"unknown field 'helo' .*did you mean 'hello'\?"):
+        schema.field("Query.helo")
+    with pytest.raises(ValueError, match=r"did you mean 'userName'\?"):
+        schema.field("Query.username")
+    with pytest.raises(ValueError, match=r"unknown field 'zzz' on type 'Query'$"):
+        schema.field("Query.zzz")
+
+
+def test_a_synchronous_generator_is_refused_as_a_subscription_source() -> None:
+    schema = Schema("type Query { a: Int } type Subscription { count: Int }")
+
+    def count(root: object, info: object) -> Iterator[int]:
+        yield 1
+
+    with pytest.raises(ValueError, match=r"synchronous generator function .*'async def'"):
+        schema.field("Subscription.count")(count)
+    # bound behind anyql's back (as Ariadne does): refused when the app is built
+    subscription = schema.graphql_schema.subscription_type
+    assert subscription is not None
+    subscription.fields["count"].subscribe = count
+    with pytest.raises(ValueError, match=r"synchronous generator functions: Subscription\.count"):
+        GraphQL(schema)

@@ -358,10 +358,15 @@ async def firehose_until_closed(policy: str) -> tuple[Probe, tuple[int, str] | N
         return probe, close, probe.produced
 
 
-async def test_slow_consumer_close_policy_closes_1008() -> None:
-    _probe, close, produced = await firehose_until_closed("close")
+async def test_slow_consumer_close_policy_closes_1008_and_says_who(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="anyql"):
+        _probe, close, produced = await firehose_until_closed("close")
     assert close == (1008, "Slow consumer")
     assert produced < 200
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "closing a slow consumer: 127.0.0.1:5555, operation '1'" in warned
 
 
 @pytest.mark.parametrize("policy", ["drop_oldest", "latest"])

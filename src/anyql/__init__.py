@@ -7,6 +7,7 @@ from .app import ServerHandle as ServerHandle
 from .app import Settings as Settings
 from .app import SettingsOverrides as SettingsOverrides
 from .broadcast import Broadcast as Broadcast
+from .context import Connection as Connection
 from .context import Context as Context
 from .errors import AnyQLError as AnyQLError
 from .errors import BroadcastError as BroadcastError
@@ -35,6 +36,7 @@ __all__ = [
     "Broadcast",
     "BroadcastError",
     "ConfigError",
+    "Connection",
     "ConnectionClosed",
     "ConnectionRejected",
     "Context",

@@ -1,7 +1,11 @@
-"""The GraphiQL page: one HTML document that loads React and GraphiQL from an asset base.
+"""GraphiQL: the page (one HTML document that loads React and GraphiQL from an asset base)
+and serving it to browsers.
 
-Owns the page text and the names and versions of the browser assets it loads. Imports only
-the standard library; ``http.graphiql_response`` wraps the page in an ``HTTPResponse``.
+Owns the page text, the names and versions of the browser assets it loads, the browser
+negotiation (``wants_graphiql``: a GET that prefers HTML to JSON) and the page as an
+``HTTPResponse`` (``graphiql_response``, ``html_response``); ``http.GraphQLHTTP`` decides
+when to serve it. Imports the standard library, ``_media`` and ``types`` only; never anyio,
+graphql, h11 or wsproto (a test checks it).
 
 The page runs GraphiQL 4 as UMD bundles on React 18 (React 19 ships no UMD builds, and
 GraphiQL 5 is ESM only). ``GraphiQL.createFetcher`` sends queries and mutations to the page's
@@ -23,8 +27,12 @@ The stylesheet embeds its fonts as data URLs, so the page fetches nothing but th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from html import escape
 from typing import Final, NamedTuple
+
+from anyql._media import HTML, RESPONSE_TYPES, explicit_quality, parse_accept
+from anyql.types import HTTPResponse
 
 __all__ = [
     "ASSET_SOURCES",
@@ -32,7 +40,10 @@ __all__ = [
     "GRAPHIQL_VERSION",
     "REACT_VERSION",
     "Asset",
+    "graphiql_response",
+    "html_response",
     "render_graphiql",
+    "wants_graphiql",
 ]
 
 GRAPHIQL_VERSION: Final = "4.1.2"
@@ -144,3 +155,53 @@ def render_graphiql(*, assets_url: str | None = None, title: str = "anyql") -> s
         scripts="\n".join(scripts),
         boot=_BOOT_SCRIPT,
     )
+
+
+# --- serving -------------------------------------------------------------------------
+
+
+def wants_graphiql(method: str, headers: Mapping[str, str]) -> bool:
+    """True for a browser navigating to the endpoint: the GraphiQL page, not JSON.
+
+    That is a GET whose ``Accept`` names ``text/html`` with a higher quality than any
+    range naming a JSON type explicitly (``*/*`` counts for neither).
+
+    Args:
+        method: the request method.
+        headers: request headers, lower-case names.
+
+    Returns:
+        Whether to answer with ``graphiql_response`` (if the app enables GraphiQL).
+    """
+    if method != "GET":
+        return False
+    ranges = parse_accept(headers.get("accept", ""))
+    html = explicit_quality(ranges, HTML)
+    json = max(explicit_quality(ranges, media_type) for media_type in RESPONSE_TYPES)
+    return html > json
+
+
+def html_response(page: str) -> HTTPResponse:
+    """A 200 ``text/html; charset=utf-8`` response holding ``page`` (``vary: accept``).
+
+    Args:
+        page: the HTML text: ours from ``render_graphiql``, or the app's own page.
+
+    Returns:
+        The response, the body UTF-8.
+    """
+    headers = (("content-type", f"{HTML}; charset=utf-8"), ("vary", "accept"))
+    return HTTPResponse(200, headers, page.encode("utf-8"))
+
+
+def graphiql_response(*, assets_url: str | None = None, title: str = "anyql") -> HTTPResponse:
+    """The GraphiQL page as a response (``render_graphiql`` in ``html_response``).
+
+    Args:
+        assets_url: base URL of self-hosted assets, or None for the pinned CDN ones.
+        title: the page title.
+
+    Returns:
+        A 200 ``text/html; charset=utf-8`` response.
+    """
+    return html_response(render_graphiql(assets_url=assets_url, title=title))

@@ -2,8 +2,9 @@
 
 Owns ``GraphQL`` (an ASGI 3 app and what ``run()`` serves), its ``Settings`` and the server
 handle. Transports call ``handle_http``, ``websocket_handshake``, ``select_subprotocol``,
-``serve_websocket`` and ``running``; nothing here calls back into a transport. Imports
-execution, schema, http and the session driver; never a transport module at import time.
+``serve_websocket`` and ``running`` (the ``ServedApp``, ``ASGIHost`` and ``SessionHost``
+ports); nothing here calls back into a transport. Imports execution, schema, http, the
+session driver and, as the ASGI entry point, the ASGI adapter, all at module top.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from . import http
-from .context import Context
+from . import cors, http
+from .context import Connection, Context
 from .errors import HTTPError, RequestError
 from .execution import Engine
 from .fanout import Fanout
@@ -27,8 +28,14 @@ from .limits import Limits
 from .ports import WebSocketTransport
 from .protocol import SUBPROTOCOLS, select_subprotocol
 from .schema import Schema, as_schema
+from .session import serve_session
+from .transports.asgi import serve_asgi
 from .types import (
     SLOW_CONSUMER_POLICIES,
+    ASGIApp,
+    ASGIReceive,
+    ASGIScope,
+    ASGISend,
     HTTPRequest,
     HTTPResponse,
     RequestInfo,
@@ -37,8 +44,6 @@ from .types import (
 
 if TYPE_CHECKING:
     from graphql import ASTValidationRule
-
-    from .transports.asgi import ASGIApp, ASGIReceive, ASGIScope, ASGISend
 
 __all__ = ["GraphQL", "ServerHandle", "Settings", "SettingsOverrides", "SlowConsumerPolicy"]
 
@@ -102,7 +107,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     cors_allow_credentials: bool = False
     cors_max_age: int = 600
-    cors_allow_headers: tuple[str, ...] = http.CORS_ALLOW_HEADERS
+    cors_allow_headers: tuple[str, ...] = cors.CORS_ALLOW_HEADERS
     require_preflight_header: bool = False
     validation_rules: tuple[type[ASTValidationRule], ...] = ()
     permessage_deflate: bool = False
@@ -128,14 +133,14 @@ class Settings:
         """Whether unexpected resolver exceptions reach clients as "Internal server error"."""
         return not self.debug if self.mask_errors is None else self.mask_errors
 
-    def cors_policy(self) -> http.CORSPolicy:
+    def cors_policy(self) -> cors.CORSPolicy:
         """The ``cors_*`` settings as a ``CORSPolicy``.
 
         Raises:
             ValueError: ``"*"`` with credentials, a negative max age, one string where a
                 tuple belongs, or a malformed header name.
         """
-        return http.CORSPolicy(
+        return cors.CORSPolicy(
             self.cors_origins,
             self.cors_allow_credentials,
             self.cors_max_age,
@@ -298,6 +303,7 @@ class GraphQL:
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
         self.cors = self.settings.cors_policy()
+        self.http = self._graphql_http()
         self.engine = Engine(
             self.schema,
             limits=self.limits,
@@ -354,7 +360,7 @@ class GraphQL:
         self,
         request: RequestInfo,
         connection_params: Mapping[str, Any] | None = None,
-        connection: Any = None,
+        connection: Connection | None = None,
     ) -> Any:
         """Build what resolvers see as ``info.context`` for one request or connection."""
         default = Context(
@@ -382,58 +388,48 @@ class GraphQL:
 
         A CORS preflight from an origin in ``cors_origins`` gets 204 and executes
         nothing; every other answer on ``path`` gets the CORS headers for its ``Origin``.
+        The rules are ``http.GraphQLHTTP``'s: this method checks the path, builds the
+        context and executes what ``receive`` hands back.
         """
-        info = request.info
-        if not self.matches_path(info.path):
+        if not self.matches_path(request.info.path):
             return http.error_response(HTTPError(404, "Not Found"))
-        headers = info.header_map
-        preflight = http.preflight_response(info.method, headers, self.cors)
-        if preflight is not None:
-            return preflight
-        response = await self._answer_http(request, headers)
-        return http.add_cors_headers(response, headers, self.cors)
-
-    async def _answer_http(self, request: HTTPRequest, headers: Mapping[str, str]) -> HTTPResponse:
-        info = request.info
-        if self.settings.graphiql and http.wants_graphiql(info.method, headers):
-            return self._graphiql_page(info)
+        endpoint = self.http
+        received = endpoint.receive(request)
+        if isinstance(received, HTTPResponse):
+            return received
         try:
-            if self.settings.require_preflight_header:
-                http.check_preflight_header(info.method, headers)
-            parsed = http.parse_request(
-                info.method,
-                info.query_string,
-                headers,
-                request.body,
-                batching=self.settings.batching,
-                max_batch=self.limits.max_batch,
-            )
-        except HTTPError as error:
-            return http.error_response(error, http.negotiate_response_type(headers))
-        try:
-            context = await self.make_context(info)
+            context = await self.make_context(request.info)
             results = [
-                await self._execute_http(info.method, operation, context)
-                for operation in parsed.operations
+                await self._execute_http(endpoint, received, operation, context, request.info)
+                for operation in received.operations
             ]
-        except HTTPError as error:
-            return http.error_response(error, parsed.response_type)
-        except RequestError as error:
-            return http.request_error_response(list(error.errors), parsed.response_type)
-        return http.result_response(results if parsed.batch else results[0], parsed.response_type)
+        except (HTTPError, RequestError) as error:
+            return endpoint.respond(received, error)
+        return endpoint.respond(received, results)
 
-    async def _execute_http(self, method: str, operation: Any, context: Any) -> dict[str, Any]:
+    async def _execute_http(
+        self,
+        endpoint: http.GraphQLHTTP,
+        parsed: http.ParsedRequest,
+        operation: Any,
+        context: Any,
+        info: RequestInfo,
+    ) -> dict[str, Any]:
         prepared = self.engine.prepare(operation)
-        http.check_method_allows(method, prepared.operation_type)
-        return await self.engine.execute(prepared, context=context)
+        endpoint.check_operation(parsed, prepared.operation_type)
+        return await self.engine.execute(prepared, context=context, peer=info.peer)
 
-    def _graphiql_page(self, info: RequestInfo) -> HTTPResponse:
-        custom = self.settings.graphiql
-        if callable(custom):
-            body = custom(info).encode("utf-8")
-            headers = (("content-type", "text/html; charset=utf-8"), ("vary", "accept"))
-            return HTTPResponse(200, headers, body)
-        return http.graphiql_response(assets_url=self.settings.graphiql_assets_url)
+    def _graphql_http(self) -> http.GraphQLHTTP:
+        """The sans-IO endpoint for these settings, built once with the app."""
+        settings = self.settings
+        return http.GraphQLHTTP(
+            batching=settings.batching,
+            max_batch=self.limits.max_batch,
+            graphiql=settings.graphiql,
+            graphiql_assets_url=settings.graphiql_assets_url,
+            cors=self.cors,
+            require_preflight_header=settings.require_preflight_header,
+        )
 
     # --- WebSocket -----------------------------------------------------------------
 
@@ -449,6 +445,11 @@ class GraphQL:
             return http.error_response(HTTPError(403, "Origin not allowed"))
         handle = self._handle
         if handle is not None and handle.connections >= self.limits.max_connections:
+            logger.warning(
+                "refused a WebSocket from %s: max_connections (%d) reached",
+                info.peer,
+                self.limits.max_connections,
+            )
             return http.error_response(HTTPError(503, "Too many connections"))
         return None
 
@@ -461,8 +462,6 @@ class GraphQL:
 
     async def serve_websocket(self, transport: WebSocketTransport, info: RequestInfo) -> None:
         """Run one GraphQL-over-WebSocket session until the socket is closed."""
-        from .session import serve_session
-
         handle = self._handle
         if handle is not None:
             handle.connections += 1
@@ -476,6 +475,4 @@ class GraphQL:
 
     async def __call__(self, scope: ASGIScope, receive: ASGIReceive, send: ASGISend) -> None:
         """ASGI 3 entry point (``http``, ``websocket`` and ``lifespan``)."""
-        from .transports.asgi import serve_asgi
-
         await serve_asgi(self, scope, receive, send)

@@ -70,6 +70,17 @@ def _build_parser() -> argparse.ArgumentParser:
         " the same as --set permessage_deflate=true",
     )
     serve.add_argument(
+        "--debug",
+        action="store_true",
+        help="unexpected errors reach clients unmasked: the same as --set debug=true",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="the level of the log on standard error (default info)",
+    )
+    serve.add_argument(
         "--set",
         action="append",
         default=[],
@@ -156,6 +167,8 @@ def configure(app: ServedApp, args: argparse.Namespace) -> ServedApp:
         overrides.update(Overrides.from_assignments(args.set, args.limit))
         if args.permessage_deflate:
             overrides.settings["permessage_deflate"] = True
+        if args.debug:
+            overrides.settings["debug"] = True
         if not (overrides.settings or overrides.limits or args.print_config):
             return app
         settings = getattr(app, "settings", None)
@@ -191,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.gc_threshold:
         gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
     logging.basicConfig(
-        level=logging.INFO,
+        level=getattr(logging, args.log_level.upper()),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )

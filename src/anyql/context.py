@@ -1,17 +1,68 @@
-"""The default per-request context resolvers see as ``info.context``.
+"""What resolvers see of where an operation came from: the default ``info.context`` and
+the public face of a WebSocket connection.
 
-Owns ``Context`` only. Imports the standard library and the transport value types.
+Owns ``Context`` and ``Connection``. Imports the standard library and ``types``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from .types import RequestInfo
 
-__all__ = ["Context"]
+__all__ = ["Connection", "Context"]
+
+_ids = itertools.count(1)
+
+
+class Connection:
+    """One WebSocket connection, as resolvers and hooks see it (``info.context.connection``).
+
+    Attributes:
+        id: unique within the process, e.g. for logs or per-connection state elsewhere.
+        subprotocol: ``"graphql-transport-ws"`` or ``"graphql-ws"``.
+        connection_params: the ``connection_init`` payload (read-only).
+    """
+
+    __slots__ = ("_close", "_session", "connection_params", "id", "subprotocol")
+
+    def __init__(
+        self,
+        subprotocol: str,
+        connection_params: Mapping[str, Any],
+        close: Callable[[int, str], None],
+        session: object = None,
+    ) -> None:
+        self.id = f"ws-{next(_ids)}"
+        self.subprotocol = subprotocol
+        self.connection_params: Mapping[str, Any] = MappingProxyType(dict(connection_params))
+        self._close = close
+        self._session = session  # for anyql's own tests only
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close this connection; its operations are cancelled and their ``finally`` runs.
+
+        Synchronous and idempotent: safe to call from a resolver running on this very
+        connection (the close happens once that resolver's task yields). The reason is cut
+        to the 123 bytes a close frame can carry.
+
+        Args:
+            code: 1000, or an application code from 3000 to 4999.
+            reason: a short text for the client.
+
+        Raises:
+            ValueError: ``code`` is not 1000 nor in 3000-4999.
+        """
+        if code != 1000 and not 3000 <= code <= 4999:
+            raise ValueError(f"close code must be 1000 or 3000-4999, not {code!r}")
+        self._close(code, reason)
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.id} {self.subprotocol}>"
 
 
 @dataclass(slots=True)
@@ -22,12 +73,12 @@ class Context:
         request: the HTTP request, or the WebSocket handshake request.
         connection_params: the ``connection_init`` payload (WebSocket only), else empty.
         broadcast: the app's ``Broadcast``, or None when the app has none.
-        connection: the WebSocket session (WebSocket only), else None.
+        connection: the WebSocket ``Connection`` (WebSocket only), else None.
         state: a free-form dict for hooks such as ``on_connect`` (e.g. the logged-in user).
     """
 
     request: RequestInfo
     connection_params: Mapping[str, Any] = field(default_factory=dict)
     broadcast: Any = None
-    connection: Any = None
+    connection: Connection | None = None
     state: dict[str, Any] = field(default_factory=dict)

@@ -191,7 +191,12 @@ class Engine:
         return built
 
     async def execute(
-        self, prepared: PreparedOperation, *, context: Any, root_value: Any = None
+        self,
+        prepared: PreparedOperation,
+        *,
+        context: Any,
+        root_value: Any = None,
+        peer: str = "unknown peer",
     ) -> dict[str, Any]:
         """Run a query or mutation within ``limits.operation_timeout``.
 
@@ -199,6 +204,7 @@ class Engine:
             prepared: from ``prepare``; not a subscription.
             context: what resolvers see as ``info.context``.
             root_value: the root value.
+            peer: who asked, for the warning logged on timeout.
 
         Returns:
             The formatted result: ``data``, plus ``errors``/``extensions`` when present.
@@ -218,6 +224,14 @@ class Engine:
         with anyio.move_on_after(self.limits.operation_timeout):
             result = await run_executor(executor)
         if result is None:
+            operation = prepared.operation.name
+            logger.warning(
+                "cancelled %s %s from %s: operation_timeout (%s s) reached",
+                prepared.operation_type,
+                repr(operation.value) if operation else "(anonymous)",
+                peer,
+                self.limits.operation_timeout,
+            )
             return {"data": None, "errors": [dict(TIMED_OUT)]}
         return self.format_result(result)
 
@@ -287,8 +301,12 @@ class Engine:
             formatted["extensions"] = result.extensions
         return formatted
 
-    def format_error(self, error: GraphQLError) -> FormattedError:
-        """Format one execution error, logging an unexpected exception behind it."""
+    def format_error(self, error: GraphQLError, where: str | None = None) -> FormattedError:
+        """Format one execution error, logging an unexpected exception behind it.
+
+        ``where`` names the place in the log when the error has no path (a subscription's
+        source, say); it does not change what the client gets.
+        """
         formatted = _formatted(error)
         original = error.original_error
         if original is None or isinstance(original, GraphQLError):
@@ -296,7 +314,7 @@ class Engine:
         logger.error(
             "%s at %s: %s",
             type(original).__name__,
-            ".".join(map(str, error.path or ())) or "<root>",
+            ".".join(map(str, error.path or ())) or where or "<root>",
             original,
             exc_info=(type(original), original, original.__traceback__),
         )
@@ -365,7 +383,7 @@ class SubscriptionContext:
             errors = created.errors or [GraphQLError("Could not create the source stream.")]
             raise RequestError(tuple(engine.format_error(error) for error in errors))
         self._source = created.__aiter__()
-        return _ResultStream(engine, executor, self._source)
+        return _ResultStream(engine, executor, self._source, self._prepared.root_field)
 
     async def __aexit__(
         self,
@@ -381,10 +399,17 @@ class SubscriptionContext:
 class _ResultStream:
     """Iterates a source, executing the selection set once per event."""
 
-    def __init__(self, engine: Engine, executor: AnyioExecutor, source: AsyncIterator[Any]):
+    def __init__(
+        self,
+        engine: Engine,
+        executor: AnyioExecutor,
+        source: AsyncIterator[Any],
+        field: str | None,
+    ) -> None:
         self._engine = engine
         self._executor = executor
         self._source = source
+        self._where = f"the source of {field}" if field else None
 
     def __aiter__(self) -> _ResultStream:
         return self
@@ -395,7 +420,8 @@ class _ResultStream:
         except StopAsyncIteration:
             raise
         except Exception as error:
-            raise SourceError((self._engine.format_error(self._locate(error)),)) from error
+            formatted = self._engine.format_error(self._locate(error), self._where)
+            raise SourceError((formatted,)) from error
         return await self._engine._run_event(self._executor, event)
 
     def _locate(self, error: Exception) -> GraphQLError:

@@ -1,68 +1,87 @@
-"""GraphQL over HTTP, sans-IO: request parts in, operations or ``HTTPError`` out; results
-in, status, headers and body out; and the GraphiQL page.
+"""GraphQL over HTTP, sans-IO: a request in, a response or operations out; results in, a
+response out.
 
 Owns the rules of the GraphQL-over-HTTP draft as the npm ``graphql-http`` audits check
 them: methods, request and response media types, GET and POST parameters, and the status
 of each outcome under ``application/json`` and ``application/graphql-response+json``; and
-the CORS and CSRF header rules (``CORSPolicy``, ``preflight_response``,
-``add_cors_headers``, ``check_preflight_header``). Must not import anyio or graphql (a
-test checks it): transports own sizes (413, 431) and timeouts (408); the execution layer
-owns documents and their errors.
+``GraphQLHTTP``, which applies them together with CORS (``cors``) and GraphiQL
+(``_graphiql``) to one request. Must not import anyio, graphql, h11 or wsproto (a test
+checks it): transports own sizes (413, 431) and timeouts (408); the execution layer owns
+documents and their errors; the app owns the path (404) and the context.
 
-Theory of operation: ``parse_request`` checks the method (405), ``Accept`` (406), a POST's
-``Content-Type`` (415), then the parameters (400); each refusal is an ``HTTPError`` for
-``error_response``. The app prepares each operation, calls ``check_method_allows`` and
-answers with ``result_response`` (executed) or ``request_error_response`` (not executable).
+Theory of operation, one step in and one step out (h11's shape, without the state: a
+``GraphQLHTTP`` is a frozen value shared by every request)::
+
+    received = endpoint.receive(request)         # HTTPResponse | ParsedRequest
+    if isinstance(received, HTTPResponse):
+        send(received)                           # preflight, GraphiQL page, 405/406/415/400
+    else:
+        try:                                     # the caller's part: context, execution
+            results = []
+            for operation in received.operations:
+                prepared = prepare(operation)                   # may raise RequestError
+                endpoint.check_operation(received, prepared.operation_type)  # HTTPError
+                results.append(execute(prepared))
+        except (HTTPError, RequestError) as error:
+            send(endpoint.respond(received, error))
+        else:
+            send(endpoint.respond(received, results))
+
+``receive`` answers, in this order: a CORS preflight from an allowed origin (204); a
+browser's GET for the GraphiQL page; the preflight-header guard (400); then
+``parse_request``: the method (405), ``Accept`` (406), a POST's ``Content-Type`` (415), the
+parameters (400). What passes is a ``ParsedRequest``: the operations and what their answer
+depends on. ``respond`` turns the results, or the error that stopped them, into the
+response (``result_response``, ``request_error_response``, ``error_response``). Every
+answer but the preflight gets the CORS headers for the request's ``Origin``.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Final, NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
 from urllib.parse import unquote_to_bytes
 
 import orjson
 
-from anyql._graphiql import render_graphiql
-from anyql.errors import HTTPError
-from anyql.types import HTTPResponse, OperationRequest
+from anyql._graphiql import graphiql_response, html_response, wants_graphiql
+from anyql._media import (
+    GRAPHQL_RESPONSE_JSON,
+    JSON,
+    RESPONSE_TYPES,
+    match,
+    parse_accept,
+    split_media_type,
+)
+from anyql.cors import CORSPolicy, add_cors_headers, check_preflight_header, preflight_response
+from anyql.errors import HTTPError, RequestError
+from anyql.types import HTTPRequest, HTTPResponse, OperationRequest, RequestInfo
 
 __all__ = [
-    "CORS_ALLOW_HEADERS",
     "GRAPHQL_RESPONSE_JSON",
     "JSON",
-    "PREFLIGHT_HEADER",
-    "CORSPolicy",
+    "GraphQLHTTP",
+    "Outcome",
     "ParsedRequest",
-    "add_cors_headers",
     "check_method_allows",
-    "check_preflight_header",
     "error_response",
-    "graphiql_response",
     "negotiate_response_type",
     "parse_request",
-    "preflight_response",
     "request_error_response",
     "result_response",
-    "wants_graphiql",
 ]
 
-JSON: Final = "application/json"
-GRAPHQL_RESPONSE_JSON: Final = "application/graphql-response+json"
-HTML: Final = "text/html"
-
-#: Response media types we speak; on a tie in ``Accept``, the earlier one wins.
-_RESPONSE_TYPES: Final = (JSON, GRAPHQL_RESPONSE_JSON)
 #: Request body media types; anything else (text/plain, forms, multipart) is a CSRF risk.
 _BODY_TYPES: Final = frozenset({JSON, GRAPHQL_RESPONSE_JSON})
 _UTF8: Final = frozenset({"utf-8", "utf8"})
 _ALLOW_GET_POST: Final = (("allow", "GET, POST"),)
 _ALLOW_POST: Final = (("allow", "POST"),)
 _PARAMETERS: Final = frozenset({"query", "operationName", "variables", "extensions"})
-_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
-_QUALITY: Final = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)")
+
+#: What ``GraphQLHTTP.respond`` answers: one executed result per operation, or the error
+#: that stopped the request (not executable, or refused at the HTTP level).
+Outcome = Sequence[dict[str, Any]] | RequestError | HTTPError
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,69 +89,129 @@ class ParsedRequest:
     """A GraphQL-over-HTTP request that passed every HTTP-level check.
 
     ``batch`` is True when the body was a JSON list (only with batching on); the answer is
-    then a list too. ``response_type`` is ``JSON`` or ``GRAPHQL_RESPONSE_JSON``.
+    then a list too. ``response_type`` is ``JSON`` or ``GRAPHQL_RESPONSE_JSON``. ``method``
+    decides which operation types may run (``check_method_allows``); ``origin`` (the
+    ``Origin`` header, or None) which CORS headers the answer gets.
     """
 
     operations: tuple[OperationRequest, ...]
     batch: bool
     response_type: str
+    method: str
+    origin: str | None = None
 
 
-class _MediaRange(NamedTuple):
-    media_type: str  # "type/subtype"; either part may be "*"
-    quality: float
-    position: int
+# --- the one-step API ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GraphQLHTTP:
+    """One GraphQL-over-HTTP endpoint: ``receive`` a request, ``respond`` with its results.
+
+    A frozen value made from the app's settings; it keeps no per-request state, so one
+    can serve any number of requests at once.
+    ``batching`` accepts a JSON list of at most ``max_batch`` operations in a POST body.
+    ``graphiql``: True answers a browser's GET with the GraphiQL page (its assets from
+    ``graphiql_assets_url``, or the pinned CDN when None), False never, a callable
+    ``(RequestInfo) -> str`` returns the page's HTML itself. ``cors``: which origins get
+    preflights answered and CORS headers (off by default). ``require_preflight_header``
+    refuses (400) a GET a page could send cross-site without a preflight.
+    """
+
+    batching: bool = False
+    max_batch: int = 10
+    graphiql: bool | Callable[[RequestInfo], str] = False
+    graphiql_assets_url: str | None = None
+    cors: CORSPolicy = field(default_factory=CORSPolicy)
+    require_preflight_header: bool = False
+
+    def receive(self, request: HTTPRequest) -> HTTPResponse | ParsedRequest:
+        """Answer ``request`` at once, or hand back the operations it asks to execute.
+
+        Args:
+            request: the whole request; its path is the caller's to check (404).
+
+        Returns:
+            A response to send as is: a CORS preflight's 204, the GraphiQL page, or a
+            refusal (400, 405, 406, 415; see ``parse_request`` and
+            ``check_preflight_header``), with the CORS headers but for the preflight. Or
+            the ``ParsedRequest`` to execute and pass to ``respond``.
+        """
+        info = request.info
+        headers = info.header_map
+        preflight = preflight_response(info.method, headers, self.cors)
+        if preflight is not None:
+            return preflight
+        if self.graphiql and wants_graphiql(info.method, headers):
+            return self._with_cors(self._graphiql_page(info), headers.get("origin"))
+        try:
+            if self.require_preflight_header:
+                check_preflight_header(info.method, headers)
+            return parse_request(
+                info.method,
+                info.query_string,
+                headers,
+                request.body,
+                batching=self.batching,
+                max_batch=self.max_batch,
+            )
+        except HTTPError as error:
+            refusal = error_response(error, negotiate_response_type(headers))
+            return self._with_cors(refusal, headers.get("origin"))
+
+    def check_operation(self, parsed: ParsedRequest, operation_type: str) -> None:
+        """Refuse an operation the request's method may not run (``check_method_allows``).
+
+        Call it for each operation once its type is known (after parsing the document),
+        before executing it; pass the ``HTTPError`` to ``respond``.
+
+        Args:
+            parsed: what ``receive`` returned.
+            operation_type: ``"query"``, ``"mutation"`` or ``"subscription"`` (or an enum
+                whose ``value`` is one of those).
+
+        Raises:
+            HTTPError: 400 for a subscription; 405 for a mutation over GET.
+            ValueError: ``operation_type`` is not a GraphQL operation type.
+        """
+        check_method_allows(parsed.method, operation_type)
+
+    def respond(self, parsed: ParsedRequest, outcome: Outcome) -> HTTPResponse:
+        """The response to a request ``receive`` handed back for execution.
+
+        Args:
+            parsed: what ``receive`` returned.
+            outcome: one executed result per operation, in order; or the ``RequestError``
+                (not executable: 200 or 400 by response type) or ``HTTPError`` (its
+                status) that stopped the request.
+
+        Returns:
+            The response, with the CORS headers for the request's ``Origin``.
+
+        Raises:
+            ValueError: not one result per operation.
+        """
+        if isinstance(outcome, HTTPError):
+            response = error_response(outcome, parsed.response_type)
+        elif isinstance(outcome, RequestError):
+            response = request_error_response(list(outcome.errors), parsed.response_type)
+        else:
+            if len(outcome) != len(parsed.operations):
+                raise ValueError(f"{len(outcome)} results for {len(parsed.operations)} operations")
+            result = list(outcome) if parsed.batch else outcome[0]
+            response = result_response(result, parsed.response_type)
+        return self._with_cors(response, parsed.origin)
+
+    def _graphiql_page(self, info: RequestInfo) -> HTTPResponse:
+        if callable(self.graphiql):
+            return html_response(self.graphiql(info))
+        return graphiql_response(assets_url=self.graphiql_assets_url)
+
+    def _with_cors(self, response: HTTPResponse, origin: str | None) -> HTTPResponse:
+        return add_cors_headers(response, {} if origin is None else {"origin": origin}, self.cors)
 
 
 # --- media types ---------------------------------------------------------------------
-
-
-def _split_media_type(text: str) -> tuple[str, dict[str, str]] | None:
-    """``"Application/JSON; charset=UTF-8"`` -> ``("application/json", {"charset": "UTF-8"})``.
-
-    Returns None when the type is not ``token/token``.
-    """
-    head, *parameter_parts = text.split(";")
-    type_, slash, subtype = head.strip().lower().partition("/")
-    if not slash or not _TOKEN.fullmatch(type_) or not _TOKEN.fullmatch(subtype):
-        return None
-    parameters: dict[str, str] = {}
-    for part in parameter_parts:
-        name, equals, value = part.partition("=")
-        name = name.strip().lower()
-        if equals and name and name not in parameters:
-            parameters[name] = value.strip().strip('"')
-    return f"{type_}/{subtype}", parameters
-
-
-def _parse_accept(value: str) -> list[_MediaRange]:
-    """Media ranges of an ``Accept`` value; malformed ranges are skipped."""
-    ranges: list[_MediaRange] = []
-    for position, part in enumerate(value.split(",")):
-        split = _split_media_type(part)
-        if split is not None and _QUALITY.fullmatch(quality := split[1].get("q", "1")):
-            ranges.append(_MediaRange(split[0], float(quality), position))
-    return ranges
-
-
-def _specificity(media_range: str, media_type: str) -> int:
-    """2 for an exact match, 1 for ``type/*``, 0 for ``*/*``, -1 for no match."""
-    if media_range == media_type:
-        return 2
-    if media_range == "*/*":
-        return 0
-    type_, _, subtype = media_range.partition("/")
-    return 1 if subtype == "*" and media_type.startswith(f"{type_}/") else -1
-
-
-def _match(ranges: Sequence[_MediaRange], media_type: str) -> tuple[float, int, int] | None:
-    """(quality, specificity, -position) of the first most specific range for ``media_type``."""
-    matches = [(_specificity(r.media_type, media_type), -r.position, r.quality) for r in ranges]
-    matches = [match for match in matches if match[0] >= 0]
-    if not matches:
-        return None
-    specificity, negative_position, quality = max(matches, key=lambda match: match[:2])
-    return quality, specificity, negative_position
 
 
 def negotiate_response_type(headers: Mapping[str, str]) -> str | None:
@@ -152,42 +231,16 @@ def negotiate_response_type(headers: Mapping[str, str]) -> str | None:
     accept = headers.get("accept", "").strip()
     if not accept:
         return JSON
-    ranges = _parse_accept(accept)
+    ranges = parse_accept(accept)
     chosen: str | None = None
     chosen_key: tuple[float, int, int] | None = None
-    for media_type in _RESPONSE_TYPES:
-        key = _match(ranges, media_type)
+    for media_type in RESPONSE_TYPES:
+        key = match(ranges, media_type)
         if key is None or key[0] <= 0:
             continue
         if chosen_key is None or key > chosen_key:
             chosen, chosen_key = media_type, key
     return chosen
-
-
-def _explicit_quality(ranges: Sequence[_MediaRange], media_type: str) -> float:
-    """Quality of the first range naming exactly ``media_type`` (not a wildcard), else 0."""
-    return next((r.quality for r in ranges if r.media_type == media_type), 0.0)
-
-
-def wants_graphiql(method: str, headers: Mapping[str, str]) -> bool:
-    """True for a browser navigating to the endpoint: the GraphiQL page, not JSON.
-
-    That is a GET whose ``Accept`` names ``text/html`` with a higher quality than any
-    range naming a JSON type explicitly (``*/*`` counts for neither).
-
-    Args:
-        method: the request method.
-        headers: request headers, lower-case names.
-
-    Returns:
-        Whether to answer with ``graphiql_response`` (if the app enables GraphiQL).
-    """
-    if method != "GET":
-        return False
-    ranges = _parse_accept(headers.get("accept", ""))
-    html = _explicit_quality(ranges, HTML)
-    json = max(_explicit_quality(ranges, media_type) for media_type in _RESPONSE_TYPES)
-    return html > json
 
 
 # --- requests ------------------------------------------------------------------------
@@ -217,7 +270,8 @@ def parse_request(
         max_batch: the most operations one batch may hold.
 
     Returns:
-        The operations, whether they came as a batch, and the response media type.
+        The operations, whether they came as a batch, the response media type, the
+        method and the ``Origin``.
 
     Raises:
         HTTPError: 405 (``allow: GET, POST``) for other methods, HEAD included; 406 when
@@ -231,17 +285,19 @@ def parse_request(
     response_type = negotiate_response_type(headers)
     if response_type is None:
         raise HTTPError(406, f"Not acceptable: accept {GRAPHQL_RESPONSE_JSON} or {JSON}")
+    operations: tuple[OperationRequest, ...]
     if method == "GET":
-        return ParsedRequest((_operation_from_query_string(query_string),), False, response_type)
-    _check_content_type(headers.get("content-type", ""))
-    operations, batch = _operations_from_body(body, batching=batching, max_batch=max_batch)
-    return ParsedRequest(operations, batch, response_type)
+        operations, batch = (_operation_from_query_string(query_string),), False
+    else:
+        _check_content_type(headers.get("content-type", ""))
+        operations, batch = _operations_from_body(body, batching=batching, max_batch=max_batch)
+    return ParsedRequest(operations, batch, response_type, method, headers.get("origin"))
 
 
 def _check_content_type(value: str) -> None:
     if not value.strip():
         raise HTTPError(415, f"Missing Content-Type: send the request as {JSON}")
-    split = _split_media_type(value)
+    split = split_media_type(value)
     if split is None or split[0] not in _BODY_TYPES:
         raise HTTPError(415, f"Unsupported Content-Type: send the request as {JSON}")
     if split[1].get("charset", "utf-8").lower() not in _UTF8:
@@ -389,7 +445,7 @@ def _json_response(
     extra_headers: Sequence[tuple[str, str]] = (),
 ) -> HTTPResponse:
     media_type = JSON if response_type is None else response_type
-    if media_type not in _RESPONSE_TYPES:
+    if media_type not in RESPONSE_TYPES:
         raise ValueError(f"not a GraphQL response media type: {media_type!r}")
     headers = (
         ("content-type", f"{media_type}; charset=utf-8"),
@@ -464,209 +520,3 @@ def error_response(error: HTTPError, response_type: str | None = None) -> HTTPRe
     """
     body = {"errors": [{"message": error.message}]}
     return _json_response(error.status, body, response_type, error.headers)
-
-
-def graphiql_response(*, assets_url: str | None = None, title: str = "anyql") -> HTTPResponse:
-    """The GraphiQL page (see ``anyql._graphiql`` for the assets it loads).
-
-    Args:
-        assets_url: base URL of self-hosted assets, or None for the pinned CDN ones.
-        title: the page title.
-
-    Returns:
-        A 200 ``text/html; charset=utf-8`` response.
-    """
-    page = render_graphiql(assets_url=assets_url, title=title)
-    headers = (("content-type", f"{HTML}; charset=utf-8"), ("vary", "accept"))
-    return HTTPResponse(200, headers, page.encode("utf-8"))
-
-
-# --- CORS and CSRF -------------------------------------------------------------------
-
-#: The request header that proves a browser sent a CORS preflight first (any value).
-PREFLIGHT_HEADER: Final = "graphql-require-preflight"
-#: Request headers a preflight allows: what GraphQL clients send, and bearer credentials.
-CORS_ALLOW_HEADERS: Final = ("accept", "authorization", "content-type", PREFLIGHT_HEADER)
-#: Content types a browser sends cross-site without a preflight (Fetch's safelist).
-_SIMPLE_TYPES: Final = frozenset(
-    {"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"}
-)
-
-
-@dataclass(frozen=True, slots=True)
-class CORSPolicy:
-    """Which browser origins may call the endpoint cross-origin, and with what.
-
-    ``origins`` are exact origins such as ``"https://app.example.com"`` (compared
-    case-insensitively); ``"*"`` admits every origin, and is refused together with
-    ``allow_credentials``. No origins means CORS is off: no CORS header is ever sent.
-    ``allow_credentials`` lets pages send cookies and read the answers; ``max_age`` is how
-    many seconds a browser may cache a preflight's answer; ``allow_headers`` are the request
-    headers a preflight allows (lower-cased; ``CORS_ALLOW_HEADERS`` by default).
-
-    Raises:
-        ValueError: ``origins`` or ``allow_headers`` is a string, ``origins`` holds ``"*"``
-            with ``allow_credentials``, ``max_age`` is negative, or a header name is not an
-            HTTP token.
-    """
-
-    origins: tuple[str, ...] = ()
-    allow_credentials: bool = False
-    max_age: int = 600
-    allow_headers: tuple[str, ...] = CORS_ALLOW_HEADERS
-
-    def __post_init__(self) -> None:
-        if isinstance(self.origins, str):
-            raise ValueError("cors_origins takes a tuple of origins, not one string")
-        if isinstance(self.allow_headers, str):
-            raise ValueError("cors_allow_headers takes a tuple of header names, not one string")
-        for name in self.allow_headers:
-            if not isinstance(name, str) or not _TOKEN.fullmatch(name.lower()):
-                raise ValueError(f"cors_allow_headers: {name!r} is not a header name")
-        lowered = tuple(dict.fromkeys(name.lower() for name in self.allow_headers))
-        object.__setattr__(self, "allow_headers", lowered)
-        if "*" in self.origins and self.allow_credentials:
-            raise ValueError(
-                "cors_origins='*' with cors_allow_credentials=True would let any site act "
-                "as the logged-in user: list the trusted origins instead"
-            )
-        if self.max_age < 0:
-            raise ValueError(f"cors_max_age must be >= 0, not {self.max_age}")
-
-    @property
-    def enabled(self) -> bool:
-        """True when at least one origin is allowed."""
-        return bool(self.origins)
-
-    def allowed_origin(self, origin: str | None) -> str | None:
-        """The ``access-control-allow-origin`` value for a request's ``Origin``.
-
-        Args:
-            origin: the ``Origin`` header, or None when the request has none.
-
-        Returns:
-            ``origin`` itself when it is listed, ``"*"`` when every origin is allowed
-            (never with credentials), None when the origin may not read the answer.
-        """
-        if origin is None:
-            return None
-        if "*" in self.origins:
-            return "*"
-        wanted = origin.lower()
-        return origin if any(listed.lower() == wanted for listed in self.origins) else None
-
-    def origin_headers(self, allowed: str) -> tuple[tuple[str, str], ...]:
-        """``access-control-allow-origin`` (and ``-allow-credentials``) for ``allowed``."""
-        if self.allow_credentials:
-            return (
-                ("access-control-allow-origin", allowed),
-                ("access-control-allow-credentials", "true"),
-            )
-        return (("access-control-allow-origin", allowed),)
-
-
-def preflight_response(
-    method: str, headers: Mapping[str, str], policy: CORSPolicy
-) -> HTTPResponse | None:
-    """The answer to a CORS preflight from an allowed origin, or None.
-
-    A preflight is an ``OPTIONS`` request with ``Origin`` and
-    ``Access-Control-Request-Method``. From an origin ``policy`` allows, it gets 204 with
-    the allowed origin, methods (``GET, POST``), request headers (``policy.allow_headers``),
-    ``access-control-max-age`` and ``vary: origin``; the browser itself refuses a method or
-    header not listed. Nothing is executed either way.
-
-    Args:
-        method: the request method.
-        headers: request headers, lower-case names.
-        policy: the CORS policy.
-
-    Returns:
-        The 204 response, or None for any other request (CORS off, a foreign origin, an
-        ``OPTIONS`` that is no preflight): answer it as usual (``OPTIONS`` gets 405).
-    """
-    if method != "OPTIONS" or "access-control-request-method" not in headers:
-        return None
-    allowed = policy.allowed_origin(headers.get("origin"))
-    if allowed is None:
-        return None
-    return HTTPResponse(
-        204,
-        (
-            *policy.origin_headers(allowed),
-            ("access-control-allow-methods", "GET, POST"),
-            *_allow_headers(policy.allow_headers),
-            ("access-control-max-age", str(policy.max_age)),
-            ("vary", "origin"),
-        ),
-    )
-
-
-def _allow_headers(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    return (("access-control-allow-headers", ", ".join(names)),) if names else ()
-
-
-def add_cors_headers(
-    response: HTTPResponse, headers: Mapping[str, str], policy: CORSPolicy
-) -> HTTPResponse:
-    """``response`` with the CORS headers for the request's ``Origin``.
-
-    With CORS on, every response varies by ``Origin`` (``vary`` gains ``origin``, so a
-    cache never serves one origin's answer to another); an allowed origin also gets
-    ``access-control-allow-origin`` (and ``-allow-credentials``). With CORS off the
-    response is returned unchanged.
-
-    Args:
-        response: the answer to the request.
-        headers: request headers, lower-case names.
-        policy: the CORS policy.
-
-    Returns:
-        The response with the headers added.
-    """
-    if not policy.enabled:
-        return response
-    allowed = policy.allowed_origin(headers.get("origin"))
-    added = () if allowed is None else policy.origin_headers(allowed)
-    return replace(response, headers=_vary_on_origin((*response.headers, *added)))
-
-
-def _vary_on_origin(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    """``headers`` with ``origin`` added to the first ``vary`` (or a ``vary`` added)."""
-    for index, (name, value) in enumerate(headers):
-        if name == "vary":
-            if "origin" in (part.strip().lower() for part in value.split(",")):
-                return headers
-            merged = (name, f"{value}, origin")
-            return (*headers[:index], merged, *headers[index + 1 :])
-    return (*headers, ("vary", "origin"))
-
-
-def check_preflight_header(method: str, headers: Mapping[str, str]) -> None:
-    """Refuse a GET a browser could have sent cross-site without a CORS preflight.
-
-    With the app's ``require_preflight_header`` on, a GET must carry
-    ``graphql-require-preflight`` (any value) or a ``Content-Type`` outside Fetch's
-    safelist (``text/plain``, ``application/x-www-form-urlencoded``,
-    ``multipart/form-data``): a page can set neither without a preflight, so a cross-site
-    GET cannot run even a query with the user's cookies. POST needs no such check: it
-    already needs a JSON content type (415), which is never safelisted.
-
-    Args:
-        method: the request method.
-        headers: request headers, lower-case names.
-
-    Raises:
-        HTTPError: 400, saying which header to send.
-    """
-    if method != "GET" or PREFLIGHT_HEADER in headers:
-        return
-    content_type = headers.get("content-type", "")
-    split = _split_media_type(content_type) if content_type.strip() else None
-    if content_type.strip() and (split is None or split[0] not in _SIMPLE_TYPES):
-        return  # a browser preflights any content type outside the safelist
-    raise HTTPError(
-        400,
-        f"This server requires a '{PREFLIGHT_HEADER}' header (any value) on GET requests, "
-        "so that browsers send a CORS preflight first",
-    )

@@ -1,14 +1,130 @@
-"""The ports: small protocols between the session driver and what it runs on.
+"""The ports: the small protocols the drivers are written against, so that none of them
+names the concrete app.
 
-Owns ``WebSocketTransport`` (what an accepted WebSocket offers the session driver); the
-native, ASGI and in-memory transports implement it. Imports only the standard library.
+Owns ``WebSocketTransport`` (what an accepted WebSocket offers the session driver; the
+native, ASGI and in-memory transports implement it), ``SessionHost`` (what the session
+driver needs from the app that runs it) with ``RunningServer`` and ``SessionSettings``,
+``ServedApp`` (what a server needs from the app: the native server and the test client)
+with ``ShutdownHandle``, and ``ASGIHost`` (what the ASGI adapter needs) with
+``ASGISettings``. ``GraphQL`` implements ``SessionHost`` (a test checks it). Imports
+only the standard library at run time; the types it names come from their modules for
+type checking only.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, Protocol
 
-__all__ = ["WebSocketTransport"]
+if TYPE_CHECKING:
+    from .context import Connection
+    from .execution import Engine
+    from .fanout import Fanout
+    from .limits import Limits
+    from .schema import Schema
+    from .types import ASGIApp, HTTPRequest, HTTPResponse, RequestInfo, SlowConsumerPolicy
+
+__all__ = [
+    "ASGIHost",
+    "RunningServer",
+    "ServedApp",
+    "SessionHost",
+    "SessionSettings",
+    "ShutdownHandle",
+    "WebSocketTransport",
+]
+
+
+class SessionSettings(Protocol):
+    """The settings a WebSocket session reads."""
+
+    @property
+    def debug(self) -> bool:
+        """Whether an ``on_connect`` failure's message reaches the client."""
+        ...
+
+    @property
+    def subscription_protocols(self) -> tuple[str, ...]:
+        """The subprotocols the app speaks."""
+        ...
+
+    @property
+    def slow_consumer(self) -> SlowConsumerPolicy:
+        """The policy of unshared subscriptions whose field sets none."""
+        ...
+
+    @property
+    def shared_slow_consumer(self) -> SlowConsumerPolicy:
+        """The policy of shared subscriptions whose field sets none."""
+        ...
+
+
+class RunningServer(Protocol):
+    """What a session needs of the running server: the hubs and the shutdown callbacks."""
+
+    @property
+    def fanout(self) -> Fanout:
+        """The shared-subscription hubs of this server."""
+        ...
+
+    def watch(self, key: Hashable, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once on shutdown (at once if it has begun)."""
+        ...
+
+    def unwatch(self, key: Hashable) -> None:
+        """Forget the callback registered under ``key``."""
+        ...
+
+
+class SessionHost(Protocol):
+    """What the session driver needs from the app that runs it."""
+
+    @property
+    def engine(self) -> Engine:
+        """Prepares, executes and subscribes operations."""
+        ...
+
+    @property
+    def schema(self) -> Schema:
+        """For the per-field options (sharing, slow-consumer policy)."""
+        ...
+
+    @property
+    def limits(self) -> Limits:
+        """The limits the session enforces."""
+        ...
+
+    @property
+    def settings(self) -> SessionSettings:
+        """The settings the session reads."""
+        ...
+
+    @property
+    def server(self) -> RunningServer | None:
+        """The running server, or None outside ``running()``."""
+        ...
+
+    @property
+    def on_connect(
+        self,
+    ) -> Callable[[Any, Mapping[str, Any]], Awaitable[Mapping[str, Any] | None]] | None:
+        """``async (context, connection_params) -> ack payload | None``, or None."""
+        ...
+
+    @property
+    def on_disconnect(self) -> Callable[[Any], Awaitable[None]] | None:
+        """``async (context) -> None``, or None."""
+        ...
+
+    async def make_context(
+        self,
+        request: RequestInfo,
+        connection_params: Mapping[str, Any] | None = None,
+        connection: Connection | None = None,
+    ) -> Any:
+        """What resolvers of this connection see as ``info.context``."""
+        ...
 
 
 class WebSocketTransport(Protocol):
@@ -42,4 +158,69 @@ class WebSocketTransport(Protocol):
 
     async def close(self, code: int, reason: str = "") -> None:
         """Close the socket with ``code``; idempotent; never raises for a closed socket."""
+        ...
+
+
+class ShutdownHandle(Protocol):
+    """What ``ServedApp.running()`` yields while the server runs."""
+
+    def shutdown(self) -> None:
+        """Make every live session cancel its operations and close with 1001; idempotent."""
+        ...
+
+
+class ServedApp(Protocol):
+    """The application as a server sees it: the native server, the test client, and (with
+    ``ASGIHost``'s additions) the ASGI adapter."""
+
+    @property
+    def limits(self) -> Limits:
+        """Sizes, counts and timers the transport enforces."""
+        ...
+
+    async def handle_http(self, request: HTTPRequest) -> HTTPResponse:
+        """Answer one HTTP request (body already read within the limits)."""
+        ...
+
+    def websocket_handshake(self, info: RequestInfo) -> HTTPResponse | None:
+        """Return a refusal (403, 404, 503...) or None to accept the WebSocket."""
+        ...
+
+    def select_subprotocol(self, offered: Sequence[str]) -> str | None:
+        """Pick one of the offered subprotocols, or None to accept without one."""
+        ...
+
+    async def serve_websocket(self, transport: WebSocketTransport, info: RequestInfo) -> None:
+        """Run a whole session on an accepted socket; it closes the socket itself."""
+        ...
+
+    def running(self) -> AbstractAsyncContextManager[ShutdownHandle]:
+        """Enter once around serving."""
+        ...
+
+
+class ASGISettings(Protocol):
+    """The settings the ASGI adapter reads."""
+
+    @property
+    def fallback(self) -> ASGIApp | None:
+        """The ASGI app for every scope outside ``path``, or None."""
+        ...
+
+    @property
+    def permessage_deflate(self) -> bool:
+        """Whether the app asked for WebSocket compression (only warned about under ASGI)."""
+        ...
+
+
+class ASGIHost(ServedApp, Protocol):
+    """The application as the ASGI adapter sees it."""
+
+    @property
+    def settings(self) -> ASGISettings:
+        """The settings the adapter reads."""
+        ...
+
+    def matches_path(self, path: str) -> bool:
+        """Whether the app answers ``path`` (else the fallback does)."""
         ...

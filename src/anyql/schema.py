@@ -11,6 +11,8 @@ yielded value is the field's value.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -131,6 +133,12 @@ class Schema:
             )
 
         def bind(resolver: Resolver) -> Resolver:
+            if is_subscription and inspect.isgeneratorfunction(resolver):
+                raise ValueError(
+                    f"the source of {coordinate} is a synchronous generator function"
+                    f" ({resolver.__qualname__}); write it as 'async def' so that it is an"
+                    " async generator (its finally then runs when the subscription ends)"
+                )
             if is_subscription:
                 field.subscribe = resolver
                 field.resolve = _the_event
@@ -149,7 +157,9 @@ class Schema:
         """Check the bindings before serving.
 
         Raises:
-            ValueError: naming every Subscription field that has no source.
+            ValueError: naming every Subscription field that has no source, or whose source
+                is a synchronous generator function (bound outside ``field``, e.g. by
+                Ariadne).
         """
         subscription = self._schema.subscription_type
         if subscription is None:
@@ -164,6 +174,17 @@ class Schema:
                 "Subscription fields without a source: " + ", ".join(missing) + "."
                 " Bind one with @schema.field(...) (an async generator function)."
             )
+        synchronous = [
+            f"{subscription.name}.{name}"
+            for name, field in subscription.fields.items()
+            if inspect.isgeneratorfunction(field.subscribe)
+        ]
+        if synchronous:
+            raise ValueError(
+                "Subscription sources that are synchronous generator functions: "
+                + ", ".join(synchronous)
+                + ". Write them as 'async def' so that they are async generators."
+            )
 
     def _lookup(self, coordinate: str) -> tuple[GraphQLObjectType, GraphQLField]:
         type_name, dot, field_name = coordinate.partition(".")
@@ -171,13 +192,29 @@ class Schema:
             raise ValueError(f"expected a 'Type.field' coordinate, not {coordinate!r}")
         named_type = self._schema.get_type(type_name)
         if named_type is None:
-            raise ValueError(f"unknown type {type_name!r} in {coordinate!r}")
+            object_types = [
+                name
+                for name, candidate in self._schema.type_map.items()
+                if isinstance(candidate, GraphQLObjectType) and not name.startswith("__")
+            ]
+            hint = _did_you_mean(type_name, object_types)
+            raise ValueError(f"unknown type {type_name!r} in {coordinate!r}{hint}")
         if not isinstance(named_type, GraphQLObjectType):
             raise ValueError(f"{type_name!r} is not an object type (in {coordinate!r})")
         field = named_type.fields.get(field_name)
         if field is None:
-            raise ValueError(f"unknown field {field_name!r} on type {type_name!r}")
+            hint = _did_you_mean(field_name, list(named_type.fields))
+            raise ValueError(f"unknown field {field_name!r} on type {type_name!r}{hint}")
         return named_type, field
+
+
+def _did_you_mean(name: str, candidates: list[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest candidates, or nothing."""
+    by_lower = {candidate.lower(): candidate for candidate in candidates}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return "; did you mean " + " or ".join(repr(by_lower[match]) for match in close) + "?"
 
 
 def as_schema(obj: Any) -> Schema:

@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .context import Connection
 from .errors import ConnectionClosed, ConnectionRejected, RequestError, SlowConsumer, SourceError
 from .execution import encode_json
 from .fanout import Subscriber
 from .outbox import Outbox, Owner
-from .ports import WebSocketTransport
+from .ports import SessionHost, WebSocketTransport
 from .protocol import (
     BadMessage,
     CloseCode,
@@ -45,11 +46,11 @@ from .protocol import (
     Pong,
     Subscribe,
     server_connection_for,
+    truncate_reason,
 )
 from .types import RequestInfo, SlowConsumerPolicy
 
 if TYPE_CHECKING:
-    from .app import GraphQL
     from .execution import FormattedError, PreparedOperation
 
 __all__ = ["serve_session"]
@@ -62,7 +63,7 @@ INTERNAL_ERROR = ({"message": "Internal server error"},)
 CLOSE_FLUSH_TIMEOUT = 1.0
 
 
-async def serve_session(app: GraphQL, transport: WebSocketTransport, info: RequestInfo) -> None:
+async def serve_session(app: SessionHost, transport: WebSocketTransport, info: RequestInfo) -> None:
     """Run one session on ``transport`` until it closes; returns after every cleanup.
 
     Args:
@@ -79,7 +80,7 @@ async def serve_session(app: GraphQL, transport: WebSocketTransport, info: Reque
 
 class Session:
     def __init__(
-        self, app: GraphQL, transport: WebSocketTransport, info: RequestInfo, subprotocol: str
+        self, app: SessionHost, transport: WebSocketTransport, info: RequestInfo, subprotocol: str
     ) -> None:
         self.app = app
         self.limits = app.limits
@@ -151,6 +152,10 @@ class Session:
             if self.machine.state is not ConnectionState.CLOSED:
                 self.machine.close(close.code, close.reason)
         self._close_requested.set()
+
+    def _close_on_request(self, code: int, reason: str) -> None:
+        """``Connection.close``: server code ends this connection on purpose."""
+        self._request_close(CloseConnection(code, truncate_reason(reason)))
 
     async def _disconnected(self) -> None:
         hook = self.app.on_disconnect
@@ -224,8 +229,9 @@ class Session:
 
     async def _connect(self, payload: Mapping[str, Any] | None) -> None:
         params = dict(payload or {})
+        connection = Connection(self.machine.subprotocol, params, self._close_on_request, self)
         try:
-            self.context = await self.app.make_context(self.info, params, connection=self)
+            self.context = await self.app.make_context(self.info, params, connection=connection)
             ack = None
             if self.app.on_connect is not None:
                 ack = await self.app.on_connect(self.context, params)
@@ -311,7 +317,7 @@ class Session:
             if prepared.operation_type == "subscription":
                 await self._stream(owner, prepared)
                 return
-            result = await engine.execute(prepared, context=self.context)
+            result = await engine.execute(prepared, context=self.context, peer=self.info.peer)
         except (RequestError, SourceError) as error:
             await self._emit(owner, Error(owner.id, error.errors))
             return
@@ -369,7 +375,7 @@ class Session:
         return True
 
     def _close_slow_consumer(self, owner: Owner) -> None:
-        logger.warning("closing a slow consumer (operation %r)", owner.id)
+        logger.warning("closing a slow consumer: %s, operation %r", self.info.peer, owner.id)
         self._request_close(
             CloseConnection(CloseCode.POLICY_VIOLATION, "Slow consumer"), flush=False
         )

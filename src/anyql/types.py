@@ -2,19 +2,24 @@
 request and response, and a GraphQL operation as a client asked for it.
 
 Owns ``RequestInfo``, ``HTTPRequest``, ``HTTPResponse``, ``OperationRequest`` and the
-slow-consumer policy names. A leaf:
+slow-consumer policy names and the ASGI 3 callable types. A leaf:
 it imports only the standard library (a test checks it), so the sans-IO core, execution,
 the app and the transports can all use it without depending on one another.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 __all__ = [
     "SLOW_CONSUMER_POLICIES",
+    "ASGIApp",
+    "ASGIMessage",
+    "ASGIReceive",
+    "ASGIScope",
+    "ASGISend",
     "HTTPRequest",
     "HTTPResponse",
     "OperationRequest",
@@ -26,6 +31,13 @@ __all__ = [
 #: (docs/limits.md, "Slow consumers").
 SlowConsumerPolicy = Literal["block", "drop_oldest", "latest", "close"]
 SLOW_CONSUMER_POLICIES: frozenset[str] = frozenset(get_args(SlowConsumerPolicy))
+
+#: The ASGI 3 callable and its arguments (``fallback=`` takes an ``ASGIApp``).
+ASGIScope = MutableMapping[str, Any]
+ASGIMessage = MutableMapping[str, Any]
+ASGIReceive = Callable[[], Awaitable[ASGIMessage]]
+ASGISend = Callable[[ASGIMessage], Awaitable[None]]
+ASGIApp = Callable[[ASGIScope, ASGIReceive, ASGISend], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +61,11 @@ class RequestInfo:
             if key == wanted:
                 return value
         return None
+
+    @property
+    def peer(self) -> str:
+        """The client's address as ``host:port`` for log lines, or ``"unknown peer"``."""
+        return "unknown peer" if self.client is None else f"{self.client[0]}:{self.client[1]}"
 
     @property
     def header_map(self) -> Mapping[str, str]:

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from anyql.errors import ConnectionClosed
 from anyql.limits import Limits
 from anyql.ports import WebSocketTransport
-from anyql.transports._native_http import error_response
+from anyql.transports._native_http import transport_error_response
 from anyql.transports._native_ws import NativeWebSocket
 from anyql.types import HTTPRequest, HTTPResponse, RequestInfo
 
@@ -42,7 +42,7 @@ class EchoApp:
         yield EchoHandle()
 
     async def handle_http(self, request: HTTPRequest) -> HTTPResponse:
-        return error_response(404)
+        return transport_error_response(404)
 
     def websocket_handshake(self, info: RequestInfo) -> HTTPResponse | None:
         return None

@@ -33,7 +33,7 @@ def session_recorder(sessions: list[Any]) -> Any:
 
     def context(default: Any) -> Any:
         if default.connection is not None:
-            sessions.append(default.connection)
+            sessions.append(default.connection._session)
         return default
 
     return context

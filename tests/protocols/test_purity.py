@@ -1,13 +1,17 @@
-"""Import rules (docs/design.md): the sans-IO core imports neither anyio nor graphql; the
-core types are a leaf; only the public face reaches into ``transports``; only ``protocol``
-reaches into its private modules."""
+"""Import rules (docs/design.md): the sans-IO core (the protocol machines; GraphQL over HTTP,
+CORS and GraphiQL) imports neither anyio nor graphql; the core types are a leaf; only the
+public face reaches into ``transports``; only ``protocol`` reaches into its private
+modules."""
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import anyql.protocol
 
@@ -57,25 +61,52 @@ def test_the_checker_sees_forbidden_imports(tmp_path: Path) -> None:
     assert [m for m, _ in imports_of(sample)] == ["anyio", "graphql"]
 
 
-def test_loading_the_protocol_modules_alone_pulls_in_neither() -> None:
-    """Load each protocol module from its file, under a stub ``anyql`` package.
+def assert_loads_alone(modules: str, forbidden: tuple[str, ...]) -> None:
+    """Import ``modules`` in a fresh interpreter, under a stub ``anyql`` package, and check
+    that none of ``forbidden`` got imported.
 
     This does not run ``anyql/__init__.py``, which may import the whole server.
     """
-    src = PROTOCOL_DIR.parent
     script = f"""
 import importlib, sys, types
 package = types.ModuleType("anyql")
-package.__path__ = [{str(src)!r}]
+package.__path__ = [{str(SRC)!r}]
 sys.modules["anyql"] = package
-import anyql.protocol, anyql.protocol.transport_ws, anyql.protocol.legacy_ws
-for name in ("anyio", "graphql", "trio", "sniffio"):
+import {modules}
+for name in {forbidden!r}:
     assert name not in sys.modules, name
 """
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_loading_the_protocol_modules_alone_pulls_in_neither() -> None:
+    """Load each protocol module from its file, under a stub ``anyql`` package."""
+    assert_loads_alone(
+        "anyql.protocol, anyql.protocol.transport_ws, anyql.protocol.legacy_ws",
+        ("anyio", "graphql", "trio", "sniffio"),
+    )
+
+
+#: The sans-IO HTTP side (rule 2): GraphQL over HTTP, CORS, GraphiQL, the media types.
+HTTP_CORE = ("http.py", "cors.py", "_graphiql.py", "_media.py")
+HTTP_FORBIDDEN = ("anyio", "graphql", "trio", "h11", "wsproto")
+
+
+@pytest.mark.parametrize("module", HTTP_CORE)
+def test_module_imports_neither_anyio_nor_graphql(module: str) -> None:
+    imported = {name.split(".")[0] for name, _ in imports_of(SRC / module)}
+    assert not imported & set(HTTP_FORBIDDEN)
+
+
+def test_loading_the_http_modules_alone_pulls_in_neither() -> None:
+    """GraphQL over HTTP, CORS and GraphiQL load without anyio, graphql, h11 or wsproto."""
+    assert_loads_alone(
+        ", ".join(f"anyql.{name.removesuffix('.py')}" for name in HTTP_CORE),
+        (*HTTP_FORBIDDEN, "sniffio"),
+    )
 
 
 def absolute_imports(path: Path) -> set[str]:
@@ -127,3 +158,13 @@ def test_the_rule_checkers_resolve_relative_imports() -> None:
     sample = SRC / "transports" / "native.py"
     assert "anyql.types" in absolute_imports(sample)
     assert "anyql.transports._native_http" in absolute_imports(sample)
+
+
+def test_the_drivers_depend_on_ports_not_on_the_app() -> None:
+    """The session driver and the transports name ``ports``, never ``anyql.app``."""
+    drivers = [SRC / "session.py", *sorted((SRC / "transports").glob("*.py"))]
+    for path in drivers:
+        imported = absolute_imports(path)
+        assert "anyql.app" not in imported, f"{path.relative_to(SRC)} imports the app"
+        annotated = re.search(r"[:\[|]\s*GraphQL\b", path.read_text(encoding="utf-8"))
+        assert annotated is None, f"{path.relative_to(SRC)} names the GraphQL class"

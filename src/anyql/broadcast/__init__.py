@@ -126,6 +126,10 @@ class Broadcast:
         self._group_prefix = group_prefix
         self._router: Router | None = None
         self._backend: _Backend | None = None
+        #: Subscriptions whose channels are subscribed (on Redis: confirmed), per channel,
+        #: and one event for every ``wait_for_subscribers`` call to recheck on a change.
+        self._listening: dict[str, dict[Subscription, None]] = {}
+        self._listening_changed = anyio.Event()
 
     def __repr__(self) -> str:
         where = "memory" if self._url is None else urlsplit(self._url).scheme
@@ -165,6 +169,8 @@ class Broadcast:
     ) -> None:
         backend, router = self._backend, self._router
         self._backend = self._router = None
+        self._listening.clear()
+        self._listening_change()  # waiters see that the broadcast stopped
         try:
             if backend is not None:
                 await backend.__aexit__(exc_type, exc, tb)
@@ -272,6 +278,30 @@ class Broadcast:
         """How many subscriptions in this process listen to ``channel`` (for metrics)."""
         return 0 if self._router is None else self._router.count(channel)
 
+    async def wait_for_subscribers(self, channel: str, count: int = 1) -> None:
+        """Wait until at least ``count`` subscriptions in this process listen to ``channel``.
+
+        A subscription counts once it is listening: on Redis, once the server confirmed the
+        SUBSCRIBE, so a message published after this returns reaches it. For tests and
+        start-up ordering (publish only once a subscription is known to listen), without a
+        retry loop; bound it with ``anyio.fail_after`` if it might never happen.
+
+        Args:
+            channel: the channel.
+            count: how many local subscriptions to wait for.
+
+        Raises:
+            RuntimeError: the broadcast is not running.
+        """
+        self._running_backend()
+        while len(self._listening.get(channel, ())) < count:
+            await self._listening_changed.wait()
+            self._running_backend()
+
+    def _listening_change(self) -> None:
+        self._listening_changed.set()
+        self._listening_changed = anyio.Event()
+
     async def _attach(self, subscription: Subscription) -> None:
         backend = self._running_backend()
         router = self._running_router()
@@ -281,10 +311,20 @@ class Broadcast:
         except BaseException:
             router.detach(subscription)
             raise
+        for channel in subscription.channels:
+            self._listening.setdefault(channel, {})[subscription] = None
+        self._listening_change()
 
     def _detach(self, subscription: Subscription) -> None:
         if self._router is not None:
             self._router.detach(subscription)
+        for channel in subscription.channels:
+            listening = self._listening.get(channel)
+            if listening is not None and subscription in listening:
+                del listening[subscription]
+                if not listening:
+                    del self._listening[channel]
+        self._listening_change()
 
     def _running_backend(self) -> _Backend:
         if self._backend is None:

@@ -23,6 +23,7 @@ import anyio.abc
 import h11
 from wsproto.events import Request
 
+from ..errors import ClientError
 from ..transports.native import ServedApp, serve_connection
 from ._websocket import WebSocketConnection
 from ._wire import (
@@ -147,6 +148,20 @@ class TestClient:
             if exc is not None and leaves(group) == [exc]:
                 return False  # the body's own exception, wrapped by the task group: re-raise it
             raise
+
+    async def wait_for_subscribers(self, channel: str, count: int = 1) -> None:
+        """Wait until ``count`` subscriptions of the app listen to broadcast ``channel``.
+
+        Publish after this returns and a broadcast-fed subscription gets the message: no
+        retry loop (``Broadcast.wait_for_subscribers`` on the app's broadcast).
+
+        Raises:
+            ClientError: the client serves no app in process, or the app has no broadcast.
+        """
+        wait = getattr(getattr(self._app, "broadcast", None), "wait_for_subscribers", None)
+        if wait is None:
+            raise ClientError("wait_for_subscribers needs an in-process app with a broadcast")
+        await wait(channel, count)
 
     # --- HTTP ----------------------------------------------------------------------
 

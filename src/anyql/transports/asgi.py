@@ -10,32 +10,34 @@ protocol rules stay in the session.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 
 from ..errors import ConnectionClosed, HTTPError
 from ..http import error_response
 from ..protocol import CloseCode, truncate_reason
-from ..types import HTTPRequest, HTTPResponse, RequestInfo
+from ..types import (
+    ASGIApp,
+    ASGIMessage,
+    ASGIReceive,
+    ASGIScope,
+    ASGISend,
+    HTTPRequest,
+    HTTPResponse,
+    RequestInfo,
+)
 
 if TYPE_CHECKING:
-    from ..app import GraphQL
+    from ..ports import ASGIHost
 
 __all__ = ["ASGIApp", "ASGIReceive", "ASGIScope", "ASGISend", "ASGIWebSocket", "serve_asgi"]
 
 logger = logging.getLogger("anyql.asgi")
 
-ASGIScope = MutableMapping[str, Any]
-ASGIMessage = MutableMapping[str, Any]
-ASGIReceive = Callable[[], Awaitable[ASGIMessage]]
-ASGISend = Callable[[ASGIMessage], Awaitable[None]]
-ASGIApp = Callable[[ASGIScope, ASGIReceive, ASGISend], Awaitable[None]]
 
-
-async def serve_asgi(app: GraphQL, scope: ASGIScope, receive: ASGIReceive, send: ASGISend) -> None:
+async def serve_asgi(app: ASGIHost, scope: ASGIScope, receive: ASGIReceive, send: ASGISend) -> None:
     """Serve one ASGI scope with ``app``, or hand it to ``app.settings.fallback``.
 
     Args:
@@ -61,7 +63,7 @@ async def serve_asgi(app: GraphQL, scope: ASGIScope, receive: ASGIReceive, send:
         raise ValueError(f"anyql cannot serve ASGI scope type {kind!r}")
 
 
-def _belongs_to_fallback(app: GraphQL, kind: str, scope: ASGIScope) -> bool:
+def _belongs_to_fallback(app: ASGIHost, kind: str, scope: ASGIScope) -> bool:
     if kind in ("http", "websocket"):
         return not app.matches_path(app_path(scope))
     return kind != "lifespan"  # ours, and it runs the fallback's inside it
@@ -100,7 +102,9 @@ def request_info(scope: ASGIScope, method: str) -> RequestInfo:
 # --- HTTP ------------------------------------------------------------------------
 
 
-async def _serve_http(app: GraphQL, scope: ASGIScope, receive: ASGIReceive, send: ASGISend) -> None:
+async def _serve_http(
+    app: ASGIHost, scope: ASGIScope, receive: ASGIReceive, send: ASGISend
+) -> None:
     info = request_info(scope, scope.get("method", "GET"))
     try:
         body = await _read_body(receive, info, app.limits.max_body_bytes)
@@ -143,7 +147,7 @@ async def _send_response(send: ASGISend, response: HTTPResponse) -> None:
 
 
 async def _serve_lifespan(
-    app: GraphQL, scope: ASGIScope, receive: ASGIReceive, send: ASGISend
+    app: ASGIHost, scope: ASGIScope, receive: ASGIReceive, send: ASGISend
 ) -> None:
     message = await receive()
     if message["type"] != "lifespan.startup":
@@ -175,7 +179,7 @@ async def _serve_lifespan(
 
 
 async def _start_lifespan(
-    app: GraphQL, scope: ASGIScope, stack: AsyncExitStack
+    app: ASGIHost, scope: ASGIScope, stack: AsyncExitStack
 ) -> ChildLifespan | None:
     """Enter ``app.running()``, then start the fallback's lifespan (if any) inside it."""
     warn_inert_settings(app)
@@ -190,7 +194,7 @@ async def _start_lifespan(
     return child
 
 
-def warn_inert_settings(app: GraphQL) -> None:
+def warn_inert_settings(app: ASGIHost) -> None:
     """Log a warning for each setting away from its default that ASGI cannot enforce."""
     for name in app.limits.asgi_inert():
         logger.warning(
@@ -271,7 +275,7 @@ class ChildLifespan:
 
 
 async def _serve_websocket(
-    app: GraphQL, scope: ASGIScope, receive: ASGIReceive, send: ASGISend
+    app: ASGIHost, scope: ASGIScope, receive: ASGIReceive, send: ASGISend
 ) -> None:
     message = await receive()
     if message["type"] != "websocket.connect":

@@ -2,8 +2,8 @@
 
 Owns ``serve()`` (the listener, one task per connection in one task group, graceful
 shutdown), ``run()`` (``anyio.run`` plus SIGINT/SIGTERM handling), ``serve_connection()``
-(the keep-alive loop and the Upgrade hand-off for one byte stream) and the ``ServedApp``
-protocol the app implements for it. HTTP details live in ``_native_http``, WebSocket
+(the keep-alive loop and the Upgrade hand-off for one byte stream); the app comes in as
+the ``ServedApp`` port (``ports``). HTTP details live in ``_native_http``, WebSocket
 details in ``_native_ws``. Imports ``h11``, ``wsproto``, ``anyio``, ``errors``, ``limits``
 and ``transports``; must not import ``app``, ``session`` or graphql (the app comes in as a
 ``ServedApp``).
@@ -21,9 +21,8 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from contextlib import AbstractAsyncContextManager
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -32,7 +31,7 @@ from wsproto.utilities import RemoteProtocolError as WebSocketHandshakeError
 
 from anyql.errors import ConnectionClosed, HTTPError
 from anyql.limits import Limits
-from anyql.ports import WebSocketTransport
+from anyql.ports import ServedApp, ShutdownHandle
 from anyql.transports._native_http import (
     HTTPConnection,
     close_gracefully,
@@ -42,7 +41,7 @@ from anyql.transports._native_http import (
     websocket_refusal,
 )
 from anyql.transports._native_ws import NativeWebSocket, accept_websocket, native_websocket
-from anyql.types import HTTPRequest, HTTPResponse, RequestInfo
+from anyql.types import HTTPRequest, HTTPResponse
 
 __all__ = ["NativeWebSocket", "ServedApp", "ShutdownHandle", "run", "serve", "serve_connection"]
 
@@ -61,43 +60,6 @@ _CLIENT_ERRORS: tuple[type[BaseException], ...] = (
 _Handler = Callable[[anyio.abc.SocketStream], Coroutine[Any, Any, None]]
 #: Back-off after a failed accept() (EMFILE and friends), so the loop does not spin.
 _ACCEPT_RETRY_SECONDS = 0.1
-
-
-class ShutdownHandle(Protocol):
-    """What ``ServedApp.running()`` yields while the server runs."""
-
-    def shutdown(self) -> None:
-        """Make every live session cancel its operations and close with 1001; idempotent."""
-        ...
-
-
-class ServedApp(Protocol):
-    """The application as the native server sees it."""
-
-    @property
-    def limits(self) -> Limits:
-        """Sizes, counts and timers the transport enforces."""
-        ...
-
-    async def handle_http(self, request: HTTPRequest) -> HTTPResponse:
-        """Answer one HTTP request (body already read within the limits)."""
-        ...
-
-    def websocket_handshake(self, info: RequestInfo) -> HTTPResponse | None:
-        """Return a refusal (403, 404, 503...) or None to accept the WebSocket."""
-        ...
-
-    def select_subprotocol(self, offered: Sequence[str]) -> str | None:
-        """Pick one of the offered subprotocols, or None to accept without one."""
-        ...
-
-    async def serve_websocket(self, transport: WebSocketTransport, info: RequestInfo) -> None:
-        """Run a whole session on an accepted socket; it closes the socket itself."""
-        ...
-
-    def running(self) -> AbstractAsyncContextManager[ShutdownHandle]:
-        """Enter once around serving."""
-        ...
 
 
 class _Connections:
@@ -169,6 +131,11 @@ async def serve(
     """
     if permessage_deflate is None:
         permessage_deflate = app_permessage_deflate(app)
+    if getattr(getattr(app, "settings", None), "fallback", None) is not None:
+        logger.warning(
+            "anyql: the fallback= ASGI app is served under ASGI only; the native server"
+            " answers 404 outside path="
+        )
     if listeners is None:
         listeners = await _bind(host, port)
     try:

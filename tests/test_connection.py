@@ -1,0 +1,113 @@
+"""The public connection object resolvers get (``info.context.connection``): who it is,
+its parameters, and a synchronous, idempotent ``close`` that server code may call from a
+resolver running on that very connection; on both subprotocols and both backends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+
+from anyql import Connection, GraphQL, Schema
+from anyql.testing import TestClient, WebSocketClosed
+
+pytestmark = pytest.mark.anyio
+
+BOTH = pytest.mark.parametrize("subprotocol", ["graphql-transport-ws", "graphql-ws"])
+SDL = """
+type Query { whoami: String!  kick(code: Int!, reason: String!): Boolean! }
+type Subscription { watch: Int! }
+"""
+
+
+class Probe:
+    def __init__(self) -> None:
+        self.connections: list[Any] = []
+        self.finally_ran = anyio.Event()
+
+
+def make_app(probe: Probe) -> GraphQL:
+    schema = Schema(SDL)
+
+    @schema.field("Query.whoami")
+    def whoami(root: Any, info: Any) -> str:
+        connection = info.context.connection
+        probe.connections.append(connection)
+        if connection is None:
+            return "http"
+        return f"{connection.subprotocol} {dict(connection.connection_params)}"
+
+    @schema.field("Query.kick")
+    def kick(root: Any, info: Any, code: int, reason: str) -> bool:
+        info.context.connection.close(code, reason)
+        info.context.connection.close(4999, "ignored: the first close wins")
+        return True
+
+    @schema.field("Subscription.watch")
+    async def watch(root: Any, info: Any) -> AsyncIterator[int]:
+        try:
+            yield 0
+            await anyio.sleep_forever()
+        finally:
+            probe.finally_ran.set()
+
+    return GraphQL(schema)
+
+
+@BOTH
+async def test_resolvers_see_the_connection_and_its_parameters(subprotocol: str) -> None:
+    probe = Probe()
+    async with TestClient(make_app(probe)) as client:
+        assert await client.query("{ whoami }") == {"data": {"whoami": "http"}}
+        async with client.websocket(
+            subprotocol=subprotocol, connection_params={"token": "t"}
+        ) as socket:
+            answer = await socket.query("{ whoami }")
+            assert await socket.query("{ whoami }") == answer
+    assert answer == {"data": {"whoami": f"{subprotocol} {{'token': 't'}}"}}
+    http, first, second = probe.connections
+    assert http is None
+    assert isinstance(first, Connection) and first is second  # one object per connection
+    assert first.id.startswith("ws-")
+    with pytest.raises(TypeError):
+        first.connection_params["token"] = "changed"  # type: ignore[index]
+
+
+@BOTH
+async def test_a_resolver_closes_its_own_connection_and_operations_are_cleaned_up(
+    subprotocol: str,
+) -> None:
+    probe = Probe()
+    async with (
+        TestClient(make_app(probe)) as client,
+        client.websocket(subprotocol=subprotocol) as socket,
+        socket.subscribe("subscription { watch }") as watching,
+    ):
+        assert await anext(watching) == {"data": {"watch": 0}}
+        await socket.send_json(
+            {
+                "id": "kick",
+                "type": "start" if subprotocol == "graphql-ws" else "subscribe",
+                "payload": {"query": '{ kick(code: 4000, reason: "token expired") }'},
+            }
+        )
+        assert await socket.wait_closed() == (4000, "token expired")
+        with pytest.raises(WebSocketClosed):
+            await anext(watching)
+        await probe.finally_ran.wait()
+
+
+async def test_close_refuses_codes_a_server_may_not_send() -> None:
+    closed: list[tuple[int, str]] = []
+    connection = Connection(
+        "graphql-transport-ws", {}, lambda code, reason: closed.append((code, reason))
+    )
+    for code in (999, 1001, 1006, 2999, 5000):
+        with pytest.raises(ValueError, match="close code must be 1000 or 3000-4999"):
+            connection.close(code)
+    connection.close()
+    connection.close(3000, "x")
+    assert closed == [(1000, ""), (3000, "x")]
