@@ -422,3 +422,13 @@ async def test_connect_subscribes_and_completes_on_a_real_server(subprotocol: st
                 assert await anext(results) == {"data": {"forever": 0}}
             assert released.released == 1  # the server closed TCP after the cleanup
         tg.cancel_scope.cancel()
+
+
+def test_the_old_names_of_the_result_and_stream_classes_still_work_with_a_warning() -> None:
+    import anyql.broadcast
+    import anyql.testing
+
+    with pytest.warns(DeprecationWarning, match="now anyql.testing.OperationResults"):
+        assert anyql.testing.Subscription is anyql.testing.OperationResults
+    with pytest.warns(DeprecationWarning, match="now anyql.broadcast.ChannelSubscription"):
+        assert anyql.broadcast.Subscription is anyql.broadcast.ChannelSubscription

@@ -9,7 +9,7 @@ import anyio
 import anyio.abc
 import pytest
 
-from anyql.broadcast import Broadcast, BroadcastError, SubscriberOverflow, Subscription
+from anyql.broadcast import Broadcast, BroadcastError, ChannelSubscription, SubscriberOverflow
 
 pytestmark = pytest.mark.anyio
 
@@ -27,7 +27,7 @@ def overflow_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecor
     ]
 
 
-async def drain(stream: Subscription, count: int) -> list[Any]:
+async def drain(stream: ChannelSubscription, count: int) -> list[Any]:
     return [await anext(stream) for _ in range(count)]
 
 

@@ -22,6 +22,7 @@ treat it as read-only.
 
 from __future__ import annotations
 
+import warnings
 from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -31,16 +32,16 @@ import anyio.lowlevel
 from ._base import (
     OVERFLOW_POLICIES,
     BroadcastError,
+    ChannelSubscription,
     OverflowPolicy,
     Router,
     SubscriberOverflow,
-    Subscription,
     check_channels,
     encode,
 )
 from .memory import MemoryBackend
 
-__all__ = ["Broadcast", "BroadcastError", "SubscriberOverflow", "Subscription"]
+__all__ = ["Broadcast", "BroadcastError", "ChannelSubscription", "SubscriberOverflow"]
 
 _REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
 
@@ -101,7 +102,7 @@ class Broadcast:
             buffer: messages buffered per subscriber before ``overflow`` applies.
             overflow: ``"drop_oldest"``, ``"drop_newest"``, or ``"close"`` (the stream
                 raises ``SubscriberOverflow``). Every drop is counted in
-                ``Subscription.dropped`` and logged at WARNING once per burst.
+                ``ChannelSubscription.dropped`` and logged at WARNING once per burst.
             publish_timeout: seconds a Redis publish (and a Redis connection attempt) may
                 take before it fails with ``BroadcastError``.
             group_prefix: the channel prefix that turns a group name into a channel.
@@ -128,7 +129,7 @@ class Broadcast:
         self._backend: _Backend | None = None
         #: Subscriptions whose channels are subscribed (on Redis: confirmed), per channel,
         #: and one event for every ``wait_for_subscribers`` call to recheck on a change.
-        self._listening: dict[str, dict[Subscription, None]] = {}
+        self._listening: dict[str, dict[ChannelSubscription, None]] = {}
         self._listening_changed = anyio.Event()
 
     def __repr__(self) -> str:
@@ -195,7 +196,7 @@ class Broadcast:
         data = encode(message)
         await self._running_backend().publish(channel, data)
 
-    def subscribe(self, *channels: str, timeout: float | None = None) -> Subscription:
+    def subscribe(self, *channels: str, timeout: float | None = None) -> ChannelSubscription:
         """Listen to ``channels``: ``async with broadcast.subscribe("a") as s: async for m in s``.
 
         Entering registers the subscription (for Redis it also waits, at most
@@ -209,14 +210,14 @@ class Broadcast:
                 within that many seconds (the stream stays usable).
 
         Returns:
-            A ``Subscription``: an async context manager whose value is the stream.
+            A ``ChannelSubscription``: an async context manager whose value is the stream.
 
         Raises:
             ValueError: no channels, or an empty channel name.
         """
         unique = tuple(dict.fromkeys(channels))
         check_channels(unique)
-        return Subscription(
+        return ChannelSubscription(
             unique,
             capacity=self._buffer,
             overflow=self._overflow,
@@ -302,7 +303,7 @@ class Broadcast:
         self._listening_changed.set()
         self._listening_changed = anyio.Event()
 
-    async def _attach(self, subscription: Subscription) -> None:
+    async def _attach(self, subscription: ChannelSubscription) -> None:
         backend = self._running_backend()
         router = self._running_router()
         router.attach(subscription)
@@ -315,7 +316,7 @@ class Broadcast:
             self._listening.setdefault(channel, {})[subscription] = None
         self._listening_change()
 
-    def _detach(self, subscription: Subscription) -> None:
+    def _detach(self, subscription: ChannelSubscription) -> None:
         if self._router is not None:
             self._router.detach(subscription)
         for channel in subscription.channels:
@@ -335,3 +336,15 @@ class Broadcast:
         if self._router is None:
             raise RuntimeError("Broadcast is not running; enter it with `async with broadcast:`")
         return self._router
+
+
+def __getattr__(name: str) -> Any:
+    """Old names that still work, with a ``DeprecationWarning``."""
+    if name == "Subscription":
+        warnings.warn(
+            "anyql.broadcast.Subscription is now anyql.broadcast.ChannelSubscription",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ChannelSubscription
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

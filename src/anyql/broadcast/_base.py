@@ -1,14 +1,14 @@
 """What both Broadcast backends share: errors, the subscriber stream and the local router.
 
-Owns ``BroadcastError``, ``SubscriberOverflow``, ``Subscription`` (one subscriber's bounded
+Owns ``BroadcastError``, ``SubscriberOverflow``, ``ChannelSubscription`` (one subscriber's bounded
 buffer and its overflow policy) and ``Router`` (which local subscriptions and group
 memberships want which channel, with reference counts). Imports anyio, orjson and the
 standard library only; it knows nothing about Redis.
 
 Theory of operation: a subscription is a *registration*, not a task. Whoever receives a
 message (the in-memory ``publish`` or the Redis listener task) calls ``Router.deliver``,
-which decodes it once and offers it to every interested ``Subscription`` without awaiting;
-``Subscription.offer`` appends to a bounded deque or applies the overflow policy, so a
+which decodes it once and offers it to every interested ``ChannelSubscription`` without awaiting;
+``ChannelSubscription.offer`` appends to a bounded deque or applies the overflow policy, so a
 publisher never blocks on a slow subscriber. The consumer's ``__anext__`` awaits an event
 that ``offer`` sets. No task group or cancel scope stays open across the consumer's
 ``yield``, which is what makes ``async with broadcast.subscribe(...)`` safe inside a
@@ -32,10 +32,10 @@ from ..errors import BroadcastError, SubscriberOverflow
 __all__ = [
     "OVERFLOW_POLICIES",
     "BroadcastError",
+    "ChannelSubscription",
     "OverflowPolicy",
     "Router",
     "SubscriberOverflow",
-    "Subscription",
     "check_channels",
     "encode",
     "logger",
@@ -63,7 +63,7 @@ def encode(message: Any) -> bytes:
     return orjson.dumps(message)
 
 
-class Subscription:
+class ChannelSubscription:
     """One subscriber: an async context manager that is also the message iterator.
 
     ``async with broadcast.subscribe("a", "b") as stream: async for message in stream: ...``
@@ -83,8 +83,8 @@ class Subscription:
         capacity: int,
         overflow: OverflowPolicy,
         timeout: float | None,
-        attach: Callable[[Subscription], Awaitable[None]],
-        detach: Callable[[Subscription], None],
+        attach: Callable[[ChannelSubscription], Awaitable[None]],
+        detach: Callable[[ChannelSubscription], None],
     ) -> None:
         #: The channels this subscription listens to.
         self.channels = channels
@@ -102,9 +102,9 @@ class Subscription:
         self._error: BaseException | None = None
         self._burst_logged = False
 
-    async def __aenter__(self) -> Subscription:
+    async def __aenter__(self) -> ChannelSubscription:
         if self._entered:
-            raise RuntimeError("a Subscription can be entered only once")
+            raise RuntimeError("a ChannelSubscription can be entered only once")
         self._entered = True
         await self._attach(self)
         return self
@@ -120,7 +120,7 @@ class Subscription:
         self.end()
         self._detach(self)
 
-    def __aiter__(self) -> Subscription:
+    def __aiter__(self) -> ChannelSubscription:
         return self
 
     async def __anext__(self) -> Any:
@@ -202,7 +202,7 @@ class Router:
 
     def __init__(self, on_change: Callable[[], None]) -> None:
         self._on_change = on_change
-        self._subscribers: dict[str, dict[Subscription, None]] = {}
+        self._subscribers: dict[str, dict[ChannelSubscription, None]] = {}
         self._members: dict[str, Counter[str]] = {}
         self._refs: Counter[str] = Counter()
 
@@ -214,13 +214,13 @@ class Router:
         """How many subscriptions are attached to ``channel``."""
         return len(self._subscribers.get(channel, ()))
 
-    def attach(self, subscription: Subscription) -> None:
+    def attach(self, subscription: ChannelSubscription) -> None:
         """Register ``subscription`` on each of its channels."""
         for channel in subscription.channels:
             self._subscribers.setdefault(channel, {})[subscription] = None
             self._ref(channel)
 
-    def detach(self, subscription: Subscription) -> None:
+    def detach(self, subscription: ChannelSubscription) -> None:
         """Unregister ``subscription``; a no-op when it is not attached."""
         for channel in subscription.channels:
             subscribers = self._subscribers.get(channel)

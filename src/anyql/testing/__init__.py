@@ -19,28 +19,43 @@ Works under Trio and asyncio: anyio's pytest plugin, pytest-trio, ``trio.run`` a
         # resolver's cleanup has run
 
 Modules: ``_client`` (``TestClient``), ``_websocket`` (``WebSocketConnection``,
-``Subscription``), ``_wire`` (in-memory streams, h11/wsproto client steps, ``Response``,
+``OperationResults``), ``_wire`` (in-memory streams, h11/wsproto client steps, ``Response``,
 errors). Must not import the app, the session or graphql.
 """
 
 from __future__ import annotations
+
+import warnings
+from typing import Any
 
 from ..errors import ClientError as ClientError
 from ..errors import ResponseError as ResponseError
 from ..errors import WebSocketClosed as WebSocketClosed
 from ..errors import WebSocketRejected as WebSocketRejected
 from ._client import TestClient as TestClient
-from ._websocket import Subscription as Subscription
+from ._websocket import OperationResults as OperationResults
 from ._websocket import WebSocketConnection as WebSocketConnection
 from ._wire import Response as Response
 
 __all__ = [
     "ClientError",
+    "OperationResults",
     "Response",
     "ResponseError",
-    "Subscription",
     "TestClient",
     "WebSocketClosed",
     "WebSocketConnection",
     "WebSocketRejected",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Old names that still work, with a ``DeprecationWarning``."""
+    if name == "Subscription":
+        warnings.warn(
+            "anyql.testing.Subscription is now anyql.testing.OperationResults",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return OperationResults
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """The test client's GraphQL WebSocket: one reader task, per-operation queues.
 
-Owns ``WebSocketConnection`` and ``Subscription``. Theory of operation: the reader task
+Owns ``WebSocketConnection`` and ``OperationResults``. Theory of operation: the reader task
 (started by ``TestClient.websocket`` in the client's task group) answers pings, routes each
 frame with the id of a running operation to that operation's queue and everything else
 (acks, pongs, protocol errors) to a control queue, drops legacy ``ka`` and records the
@@ -117,7 +117,7 @@ class WebSocketConnection:
         operation_name: str | None = None,
         *,
         extensions: Mapping[str, Any] | None = None,
-    ) -> AsyncIterator[Subscription]:
+    ) -> AsyncIterator[OperationResults]:
         """Start an operation (``subscribe``, or legacy ``start``) with a fresh id.
 
         Leaving the block while the operation runs sends ``complete`` (legacy: ``stop``);
@@ -143,7 +143,7 @@ class WebSocketConnection:
             kind = "start" if self.legacy else "subscribe"
             payload = operation_params(query, variables, operation_name, extensions)
             await self.send_json({"id": id, "type": kind, "payload": payload})
-            yield Subscription(id, results, self)
+            yield OperationResults(id, results, self)
         finally:
             live = self._operations.pop(id, None)
             if live is not None:
@@ -326,7 +326,7 @@ class WebSocketConnection:
             return await send_or_false(self._stream, self._ws.send(event))
 
 
-class Subscription:
+class OperationResults:
     """The results of one WebSocket operation, as an async iterator of GraphQL results.
 
     Iteration ends at the server's ``complete``. An ``error`` message is yielded as
