@@ -8,6 +8,7 @@ process, on both backends, and spoken to with ``TestClient.connect``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,7 +21,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from anyql import GraphQL, Schema
+from anyql import Broadcast, GraphQL, Schema
 from anyql.testing import TestClient, WebSocketRejected
 from anyql.transports.asgi import app_path
 from anyql.types import RequestInfo
@@ -410,6 +411,44 @@ async def test_mounted_inside_starlette(subprotocol: str, anyio_backend: Backend
             async with client.websocket("/api/elsewhere", subprotocol=subprotocol):
                 pass
         assert caught.value.response.status == 404
+
+
+async def test_mounted_without_the_lifespan_says_why_and_how_to_fix_it(
+    anyio_backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Starlette's ``Mount`` does not forward lifespan: the broadcast never starts. The log
+    says so once, naming the fix, and a resolver that publishes fails with the same advice."""
+    schema = Schema("type Query { ok: Boolean } type Mutation { say: Boolean }")
+
+    @schema.field("Mutation.say")
+    async def say(root: Any, info: Any) -> bool:
+        await info.context.broadcast.publish("room", "hi")
+        return True
+
+    graphql = GraphQL(schema, path="/graphql", broadcast=Broadcast())
+    site = Starlette(routes=[Mount("/api", app=graphql)])  # no lifespan forwarded
+    with caplog.at_level(logging.WARNING, logger="anyql"):
+        async with (
+            hypercorn_serving(site, anyio_backend[0]) as port,
+            TestClient.connect(f"http://127.0.0.1:{port}/api/graphql") as client,
+        ):
+            assert await client.query("mutation { say }") == {
+                "data": {"say": None},
+                "errors": [
+                    {
+                        "message": "Internal server error",
+                        "locations": [{"line": 1, "column": 12}],
+                        "path": ["say"],
+                    }
+                ],
+            }
+            await client.query("mutation { say }")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "without the app's lifespan" in warnings[0]
+    assert "must enter `app.running()`" in warnings[0]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors and all("app.running()` in the parent's lifespan" in e for e in errors)
 
 
 async def test_starlette_as_the_fallback(anyio_backend: Backend) -> None:

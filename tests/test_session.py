@@ -244,6 +244,16 @@ async def test_P05_rejected_connection_closes_4403() -> None:
         assert await peer.expect_close() == (4403, "Forbidden")
 
 
+async def test_P05_the_rejection_message_reaches_a_graphql_transport_ws_client() -> None:
+    async def on_connect(context: Any, params: Any) -> None:
+        raise ConnectionRejected({"message": "Token expired"})
+
+    app = make_app(Probe(), on_connect=on_connect)
+    async with session(app) as peer:
+        await peer.send({"type": "connection_init"})
+        assert await peer.expect_close() == (4403, "Token expired")
+
+
 async def test_on_connect_crash_closes_4500_without_details() -> None:
     async def on_connect(context: Any, params: Any) -> None:
         raise RuntimeError("database password is hunter2")

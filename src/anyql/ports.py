@@ -224,3 +224,8 @@ class ASGIHost(ServedApp, Protocol):
     def matches_path(self, path: str) -> bool:
         """Whether the app answers ``path`` (else the fallback does)."""
         ...
+
+    @property
+    def server(self) -> object | None:
+        """The running server, or None when the lifespan never started the app."""
+        ...

@@ -82,7 +82,7 @@ async def boom(root: Any, info: Any, after: int) -> AsyncIterator[int]:
 
 async def on_connect(context: Any, params: Any) -> dict[str, Any] | None:
     if params.get("reject"):
-        raise ConnectionRejected({"reason": "rejected on purpose"})
+        raise ConnectionRejected({"message": "rejected on purpose"})
     return None
 
 

@@ -54,6 +54,8 @@ def check_graphql_ws_client(seen: dict[str, Any]) -> None:
     assert "nope" in seen["validationError"]["error"]
     assert seen["sourceError"]["values"] == [{"data": {"boom": 0}}, {"data": {"boom": 1}}]
     assert "source failed on purpose" in seen["sourceError"]["error"]
+    # on_connect's ConnectionRejected({"message": ...}) reaches the client as the reason
+    assert seen["rejected"] == {"code": 4403, "reason": "rejected on purpose"}
 
 
 def test_subscriptions_transport_ws_client(server: RunningServer, node: str) -> None:

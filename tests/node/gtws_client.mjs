@@ -47,4 +47,19 @@ try {
 } finally {
   await client.dispose();
 }
+// A connection that on_connect refuses: the close code and the reason the client sees.
+const refused = createClient({
+  url,
+  webSocketImpl: WebSocket,
+  connectionParams: { reject: true },
+  retryAttempts: 0,
+});
+out.rejected = await new Promise((resolve) => {
+  refused.subscribe({ query: "{ hello }" }, {
+    next: () => resolve({ unexpected: "a result" }),
+    error: (event) => resolve({ code: event?.code, reason: event?.reason }),
+    complete: () => resolve({ unexpected: "complete" }),
+  });
+});
+await refused.dispose();
 process.stdout.write(JSON.stringify(out));

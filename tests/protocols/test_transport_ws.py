@@ -102,6 +102,24 @@ def test_P05_rejection_closes_4403_forbidden() -> None:
     assert machine.send(ConnectionAck()) is None
 
 
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ({"message": "Token expired"}, "Token expired"),
+        ({"message": "é" * 100}, "é" * 61),  # 122 bytes: no character split at 123
+        ({"message": ""}, "Forbidden"),
+        ({"message": 42}, "Forbidden"),
+        (None, "Forbidden"),
+    ],
+)
+def test_P05_a_rejection_message_becomes_the_close_reason(
+    payload: dict[str, Any] | None, reason: str
+) -> None:
+    machine = TransportWSConnection()
+    receive(machine, {"type": "connection_init"})
+    assert machine.reject(payload) == (None, CloseConnection(4403, reason))
+
+
 def test_P06_ack_payload_present_when_given() -> None:
     machine = TransportWSConnection()
     receive(machine, {"type": "connection_init"})

@@ -41,6 +41,12 @@ from ._base import (
 )
 from .memory import MemoryBackend
 
+_NOT_RUNNING = (
+    "Broadcast is not running: enter it with `async with broadcast:`, or let the app's"
+    " lifespan start it (an app mounted in Starlette or FastAPI must enter"
+    " `app.running()` in the parent's lifespan)"
+)
+
 __all__ = ["Broadcast", "BroadcastError", "ChannelSubscription", "SubscriberOverflow"]
 
 _REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
@@ -329,12 +335,12 @@ class Broadcast:
 
     def _running_backend(self) -> _Backend:
         if self._backend is None:
-            raise RuntimeError("Broadcast is not running; enter it with `async with broadcast:`")
+            raise RuntimeError(_NOT_RUNNING)
         return self._backend
 
     def _running_router(self) -> Router:
         if self._router is None:
-            raise RuntimeError("Broadcast is not running; enter it with `async with broadcast:`")
+            raise RuntimeError(_NOT_RUNNING)
         return self._router
 
 

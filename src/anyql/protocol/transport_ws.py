@@ -37,6 +37,7 @@ from ._common import (
     Ping,
     Pong,
     Subscribe,
+    truncate_reason,
 )
 from ._machine import (
     ConnectionState,
@@ -242,10 +243,14 @@ class TransportWSConnection(ServerConnection):
         self._misuse(event)
 
     def reject(self, payload: Mapping[str, Any] | None) -> tuple[str | None, CloseConnection]:
-        """``on_connect`` raised ``ConnectionRejected``: close 4403 "Forbidden" (P05).
+        """``on_connect`` raised ``ConnectionRejected``: close 4403 (P05).
+
+        This protocol has no frame to carry the payload, so its ``message``, when it is a
+        string, becomes the close reason (cut to the 123 bytes a close frame can carry);
+        otherwise the reason is "Forbidden".
 
         Args:
-            payload: the rejection payload; this protocol has no frame to carry it.
+            payload: the rejection payload.
 
         Returns:
             (None, the close). If the machine is already CLOSED the close is informational.
@@ -254,6 +259,9 @@ class TransportWSConnection(ServerConnection):
             LocalProtocolError: the machine is CONNECTING or ACKNOWLEDGED.
         """
         self._check_refusal("reject")
+        message = payload.get("message") if payload else None
+        if isinstance(message, str) and message:
+            return None, CloseConnection(CloseCode.FORBIDDEN, truncate_reason(message))
         return None, FORBIDDEN
 
     def fail(self, message: str) -> tuple[str | None, CloseConnection]:

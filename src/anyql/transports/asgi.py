@@ -10,6 +10,7 @@ protocol rules stay in the session.
 from __future__ import annotations
 
 import logging
+import weakref
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
@@ -53,7 +54,10 @@ async def serve_asgi(app: ASGIHost, scope: ASGIScope, receive: ASGIReceive, send
     fallback = app.settings.fallback
     if fallback is not None and _belongs_to_fallback(app, kind, scope):
         await fallback(scope, receive, send)
-    elif kind == "http":
+        return
+    if kind in ("http", "websocket") and app.server is None:
+        _warn_no_lifespan(app)
+    if kind == "http":
         await _serve_http(app, scope, receive, send)
     elif kind == "websocket":
         await _serve_websocket(app, scope, receive, send)
@@ -61,6 +65,22 @@ async def serve_asgi(app: ASGIHost, scope: ASGIScope, receive: ASGIReceive, send
         await _serve_lifespan(app, scope, receive, send)
     else:
         raise ValueError(f"anyql cannot serve ASGI scope type {kind!r}")
+
+
+#: Apps already warned that they serve without their lifespan.
+_WARNED_NO_LIFESPAN: weakref.WeakSet[ASGIHost] = weakref.WeakSet()
+
+
+def _warn_no_lifespan(app: ASGIHost) -> None:
+    if app in _WARNED_NO_LIFESPAN:
+        return
+    _WARNED_NO_LIFESPAN.add(app)
+    logger.warning(
+        "anyql: serving requests without the app's lifespan, so its broadcast and shared"
+        " subscriptions are not running. A parent app that does not forward lifespan events"
+        " to mounted apps (Starlette's Mount, FastAPI's mount) must enter `app.running()`"
+        " in its own lifespan; see docs/deployment.md, 'Mounting next to other apps'"
+    )
 
 
 def _belongs_to_fallback(app: ASGIHost, kind: str, scope: ASGIScope) -> bool:
