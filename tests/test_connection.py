@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from anyql import Connection, GraphQL, Schema
+from anyql import Connection, ConnectionRejected, GraphQL, Schema
 from anyql.testing import TestClient, WebSocketClosed
 
 pytestmark = pytest.mark.anyio
@@ -111,3 +111,25 @@ async def test_close_refuses_codes_a_server_may_not_send() -> None:
     connection.close()
     connection.close(3000, "x")
     assert closed == [(1000, ""), (3000, "x")]
+
+
+@BOTH
+async def test_on_disconnect_runs_for_a_refused_connection_too(subprotocol: str) -> None:
+    """A deliberate choice (docs/authentication.md): what on_connect took before refusing
+    can be given back in one place."""
+    seen: list[str] = []
+
+    async def on_connect(context: Any, params: Any) -> None:
+        context.state["slot"] = "taken"
+        raise ConnectionRejected({"message": "no"})
+
+    async def on_disconnect(context: Any) -> None:
+        seen.append(context.state["slot"])
+
+    schema = Schema("type Query { ok: Boolean }")
+    app = GraphQL(schema, on_connect=on_connect, on_disconnect=on_disconnect)
+    async with TestClient(app) as client:
+        with pytest.raises(WebSocketClosed):
+            async with client.websocket(subprotocol=subprotocol):
+                pass
+    assert seen == ["taken"]
