@@ -220,3 +220,22 @@ def test_limits_page_gives_every_limit_with_its_default() -> None:
             f"docs/limits.md: Limits.{field.name} defaults to {field.default!r}"
         )
     assert set(rows) <= {field.name for field in dataclasses.fields(Limits)}
+
+
+def test_inlined_example_files_match_the_examples_exactly() -> None:
+    """A block titled with a file's path shows that file as it is (so GitHub shows the
+    code too, and the file stays the tested source of truth)."""
+    shown = 0
+    for page in sorted(DOCS.glob("*.md")):
+        text = page.read_text(encoding="utf-8")
+        for match in re.finditer(
+            r'^```python title="(?P<path>[^"]+)"\n(?P<code>.*?)^```$', text, re.M | re.S
+        ):
+            source = ROOT / match["path"]
+            assert source.is_file(), f"{page.name} shows {match['path']}, which does not exist"
+            assert match["code"] == source.read_text(encoding="utf-8"), (
+                f"{page.name} shows an outdated copy of {match['path']}"
+            )
+            shown += 1
+    assert shown >= 1
+    assert not any("--8<--" in page.read_text(encoding="utf-8") for page in DOCS.glob("*.md"))
