@@ -16,6 +16,7 @@ import gc
 import importlib
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import NoReturn, cast
@@ -79,6 +80,17 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=("debug", "info", "warning", "error"),
         default="info",
         help="the level of the log on standard error (default info)",
+    )
+    serve.add_argument(
+        "--no-access-log",
+        action="store_true",
+        help="do not log a line per request (the anyql.access logger)",
+    )
+    serve.add_argument(
+        "--reload",
+        action="store_true",
+        help="development: restart the server when a .py file under the working directory"
+        " changes (needs the watchfiles package: pip install 'anyql[reload]')",
     )
     serve.add_argument(
         "--set",
@@ -193,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _build_parser().parse_args(argv)
         app = configure(load_app(args.target), args)
+        if args.reload and not args.print_config:
+            return _serve_reloading(list(sys.argv[1:] if argv is None else argv))
     except _UsageError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -208,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.no_access_log:
+        logging.getLogger("anyql.access").disabled = True
     try:
         run(
             app,
@@ -220,6 +236,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    return 0
+
+
+def _serve_reloading(argv: list[str]) -> int:
+    """Run ``anyql`` with the same arguments minus ``--reload`` in a child process, and
+    restart it whenever a ``.py`` file under the working directory changes.
+
+    Raises:
+        _UsageError: watchfiles is not installed.
+    """
+    try:
+        from watchfiles import PythonFilter, run_process
+    except ImportError:
+        raise _UsageError(
+            "anyql: --reload needs the watchfiles package: pip install 'anyql[reload]'"
+        ) from None
+    child = [sys.executable, "-m", "anyql", *(arg for arg in argv if arg != "--reload")]
+    print(f"anyql: reloading on changes under {os.getcwd()}", file=sys.stderr)
+    run_process(
+        os.getcwd(),
+        target=shlex.join(child),
+        target_type="command",
+        watch_filter=PythonFilter(),
+        callback=lambda changes: print(
+            f"anyql: {len(changes)} file(s) changed; restarting", file=sys.stderr
+        ),
+    )
     return 0
 
 

@@ -202,6 +202,7 @@ async def _start_lifespan(
     app: ASGIHost, scope: ASGIScope, stack: AsyncExitStack
 ) -> ChildLifespan | None:
     """Enter ``app.running()``, then start the fallback's lifespan (if any) inside it."""
+    default_logging()
     warn_inert_settings(app)
     await stack.enter_async_context(app.running())
     fallback = app.settings.fallback
@@ -212,6 +213,20 @@ async def _start_lifespan(
     child = ChildLifespan(fallback, scope, tasks)
     await child.startup()
     return child
+
+
+def default_logging() -> None:
+    """Give the ``anyql`` loggers a timestamped stderr handler at INFO when nothing in the
+    process configured logging (hypercorn configures only its own loggers); otherwise, or
+    when called again, leave logging alone."""
+    anyql_logger = logging.getLogger("anyql")
+    if anyql_logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    anyql_logger.addHandler(handler)
+    if anyql_logger.level == logging.NOTSET:
+        anyql_logger.setLevel(logging.INFO)
 
 
 def warn_inert_settings(app: ASGIHost) -> None:

@@ -41,11 +41,13 @@ from anyql.transports._native_http import (
     websocket_refusal,
 )
 from anyql.transports._native_ws import NativeWebSocket, accept_websocket, native_websocket
-from anyql.types import HTTPRequest, HTTPResponse
+from anyql.types import HTTPRequest, HTTPResponse, RequestInfo
 
 __all__ = ["NativeWebSocket", "ServedApp", "ShutdownHandle", "run", "serve", "serve_connection"]
 
 logger = logging.getLogger("anyql.transports.native")
+#: The access log: one INFO line per request (``anyql serve --no-access-log`` turns it off).
+access_logger = logging.getLogger("anyql.access")
 
 #: Failures a client can cause; logged without a traceback at the connection boundary.
 _CLIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -281,12 +283,36 @@ async def _serve_requests(
         if is_websocket_upgrade(request):
             await _serve_upgrade(app, http, request, permessage_deflate)
             return
+        started = anyio.current_time()
         body = await http.read_body(request)
         if body is None:
             return
-        response = await _respond(app, HTTPRequest(info=http.request_info(request), body=body))
-        if not await http.send_response(response, close=connections.draining):
+        info = http.request_info(request)
+        response = await _respond(app, HTTPRequest(info=info, body=body))
+        sent = await http.send_response(response, close=connections.draining)
+        _log_access(info, request, response.status, len(response.body), started)
+        if not sent:
             return
+
+
+def _log_access(
+    info: RequestInfo, request: h11.Request, status: int, size: int, started: float
+) -> None:
+    """One line per request on ``anyql.access`` (INFO): peer, request line, status, size,
+    time; WebSocket upgrades are logged when the handshake is answered (101 or a refusal)."""
+    if not access_logger.isEnabledFor(logging.INFO):
+        return
+    target = request.target.decode("ascii", errors="replace")
+    access_logger.info(
+        '%s "%s %s HTTP/%s" %d %d %.1fms',
+        info.peer,
+        info.method,
+        target,
+        request.http_version.decode("ascii", errors="replace"),
+        status,
+        size,
+        (anyio.current_time() - started) * 1000,
+    )
 
 
 async def _respond(app: ServedApp, request: HTTPRequest) -> HTTPResponse:
@@ -303,10 +329,12 @@ async def _respond(app: ServedApp, request: HTTPRequest) -> HTTPResponse:
 async def _serve_upgrade(
     app: ServedApp, http: HTTPConnection, request: h11.Request, permessage_deflate: bool
 ) -> None:
+    started = anyio.current_time()
     info = http.request_info(request)
     refusal = websocket_refusal(info, request.http_version) or app.websocket_handshake(info)
     if refusal is not None:
         await http.send_response(refusal, close=True)
+        _log_access(info, request, refusal.status, len(refusal.body), started)
         return
     if await http.read_body(request) is None:
         return
@@ -324,6 +352,7 @@ async def _serve_upgrade(
         return
     if not await http.write_raw(handshake):
         return
+    _log_access(info, request, 101, 0, started)
     async with native_websocket(http.stream, connection, subprotocol, app.limits) as socket:
         try:
             await app.serve_websocket(socket, info)
