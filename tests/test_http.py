@@ -288,6 +288,32 @@ def test_H04_simple_request_content_types_get_415_and_nothing_runs(content_type:
     assert error.status == 415
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "message/http",
+        "application/graphql-response+json",
+        "nonsense",
+    ],
+)
+def test_H41_a_get_with_a_content_type_other_than_json_gets_415(content_type: str) -> None:
+    error = refused("GET", b"query=%7B__typename%7D", {"content-type": content_type}, b"")
+    assert error.status == 415
+    assert "must not carry a Content-Type other than application/json" in error.message
+
+
+@pytest.mark.parametrize("headers", [{}, {"content-type": "application/json"}])
+def test_H41_a_get_without_a_content_type_or_with_json_still_works(
+    headers: dict[str, str],
+) -> None:
+    parsed = parse_request("GET", b"query=%7B__typename%7D", headers, b"")
+    assert parsed.operations == (OperationRequest("{__typename}"),)
+
+
 def test_H05_multipart_uploads_get_415() -> None:
     body = b'--x\r\nContent-Disposition: form-data; name="operations"\r\n\r\n{}\r\n--x--\r\n'
     error = refused("POST", b"", {"content-type": "multipart/form-data; boundary=x"}, body)

@@ -276,9 +276,11 @@ def parse_request(
     Raises:
         HTTPError: 405 (``allow: GET, POST``) for other methods, HEAD included; 406 when
             ``Accept`` excludes both JSON types; 415 for a POST ``Content-Type`` that is
-            missing, not JSON or not UTF-8; 400 for bad parameters (invalid JSON, a
-            missing or non-string ``query``, wrong types, a repeated query-string
-            parameter, a batch when batching is off, empty or longer than ``max_batch``).
+            missing, not JSON or not UTF-8, and for a GET ``Content-Type`` other than
+            ``application/json`` (a GET without one is fine); 400 for bad parameters
+            (invalid JSON, a missing or non-string ``query``, wrong types, a repeated
+            query-string parameter, a batch when batching is off, empty or longer than
+            ``max_batch``).
     """
     if method not in ("GET", "POST"):
         raise HTTPError(405, "Method not allowed: use GET or POST", _ALLOW_GET_POST)
@@ -287,11 +289,25 @@ def parse_request(
         raise HTTPError(406, f"Not acceptable: accept {GRAPHQL_RESPONSE_JSON} or {JSON}")
     operations: tuple[OperationRequest, ...]
     if method == "GET":
+        _check_get_content_type(headers.get("content-type", ""))
         operations, batch = (_operation_from_query_string(query_string),), False
     else:
         _check_content_type(headers.get("content-type", ""))
         operations, batch = _operations_from_body(body, batching=batching, max_batch=max_batch)
     return ParsedRequest(operations, batch, response_type, method, headers.get("origin"))
+
+
+def _check_get_content_type(value: str) -> None:
+    """A GET may carry no ``Content-Type`` or ``application/json``; anything else is refused
+    (CSRF: a cross-site page can send a GET with a "simple" type such as ``text/plain``
+    without a preflight, as Apollo Server refuses since GHSA-9q82-xgwf-vj6h)."""
+    if not value.strip():
+        return
+    split = split_media_type(value)
+    if split is None or split[0] != JSON:
+        raise HTTPError(
+            415, f"A GET request must not carry a Content-Type other than {JSON}: send none"
+        )
 
 
 def _check_content_type(value: str) -> None:
