@@ -5,13 +5,14 @@ resolver running on that very connection; on both subprotocols and both backends
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import pytest
 
-from anyql import Connection, ConnectionRejected, GraphQL, Schema
+from anyql import Accepted, Connection, ConnectionRejected, GraphQL, Schema
 from anyql.testing import TestClient, WebSocketClosed
 
 pytestmark = pytest.mark.anyio
@@ -133,3 +134,41 @@ async def test_on_disconnect_runs_for_a_refused_connection_too(subprotocol: str)
             async with client.websocket(subprotocol=subprotocol):
                 pass
     assert seen == ["taken"]
+
+
+@BOTH
+@pytest.mark.autojump
+async def test_P40_a_connection_whose_credentials_expire_is_closed_4403_and_cleaned_up(
+    subprotocol: str, anyio_backend_name: str
+) -> None:
+    lifetime = 60.0 if anyio_backend_name == "trio" else 0.2  # Trio: the mock clock jumps
+    probe = Probe()
+    app = make_app(probe)
+
+    async def on_connect(context: Any, params: Any) -> Accepted:
+        return Accepted({"user": "ann"}, expires_at=time.time() + lifetime)
+
+    app.on_connect = on_connect
+    async with (
+        TestClient(app) as client,
+        client.websocket(subprotocol=subprotocol) as socket,
+    ):
+        assert socket.ack_payload == {"user": "ann"}
+        started = anyio.current_time()
+        async with socket.subscribe("subscription { watch }") as watching:
+            assert await anext(watching) == {"data": {"watch": 0}}
+            assert await socket.wait_closed() == (4403, "Connection expired")
+        assert anyio.current_time() - started >= lifetime * 0.9
+        await probe.finally_ran.wait()
+
+
+async def test_without_an_expiry_accepted_only_carries_the_payload() -> None:
+    app = make_app(Probe())
+
+    async def on_connect(context: Any, params: Any) -> Accepted:
+        return Accepted({"user": "bob"})
+
+    app.on_connect = on_connect
+    async with TestClient(app) as client, client.websocket() as socket:
+        assert socket.ack_payload == {"user": "bob"}
+        assert await socket.query("{ whoami }") == {"data": {"whoami": "graphql-transport-ws {}"}}

@@ -7,6 +7,7 @@ from .app import ServerHandle as ServerHandle
 from .app import Settings as Settings
 from .app import SettingsOverrides as SettingsOverrides
 from .broadcast import Broadcast as Broadcast
+from .context import Accepted as Accepted
 from .context import Connection as Connection
 from .context import Context as Context
 from .errors import AnyQLError as AnyQLError
@@ -32,6 +33,7 @@ from .types import RequestInfo as RequestInfo
 from .types import SlowConsumerPolicy as SlowConsumerPolicy
 
 __all__ = [
+    "Accepted",
     "AnyQLError",
     "Broadcast",
     "BroadcastError",

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import anyio
 
 from . import cors, http
-from .context import Connection, Context
+from .context import Accepted, Connection, Context
 from .errors import HTTPError, RequestError
 from .execution import Engine
 from .fanout import Fanout
@@ -50,7 +50,7 @@ __all__ = ["GraphQL", "ServerHandle", "Settings", "SettingsOverrides", "SlowCons
 logger = logging.getLogger("anyql")
 
 ContextFactory = Callable[[Context], Any]
-OnConnect = Callable[[Any, Mapping[str, Any]], Awaitable[Mapping[str, Any] | None]]
+OnConnect = Callable[[Any, Mapping[str, Any]], Awaitable[Mapping[str, Any] | Accepted | None]]
 OnDisconnect = Callable[[Any], Awaitable[None]]
 
 
@@ -264,7 +264,8 @@ class GraphQL:
         broadcast: the ``Broadcast`` resolvers reach as ``info.context.broadcast``.
         context: a sync or async factory taking the default ``Context`` and returning the
             object resolvers see as ``info.context``.
-        on_connect: ``async (context, connection_params) -> ack payload | None``; raise
+        on_connect: ``async (context, connection_params) -> ack payload | None``, or an
+            ``Accepted(payload, expires_at)`` to give the connection a lifetime; raise
             ``ConnectionRejected`` to refuse the WebSocket connection.
         on_disconnect: ``async (context) -> None``, after every operation was cleaned up.
         settings: the base ``Settings``; the defaults when None.

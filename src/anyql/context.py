@@ -14,9 +14,27 @@ from typing import Any
 
 from .types import RequestInfo
 
-__all__ = ["Connection", "Context"]
+__all__ = ["Accepted", "Connection", "Context"]
 
 _ids = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What ``on_connect`` may return instead of the bare ack payload: the payload and
+    when the connection's credentials expire.
+
+    Attributes:
+        payload: the ``connection_ack`` payload, or None for none.
+        expires_at: wall-clock time (``time.time()`` seconds) after which the connection
+            must not live; None for never. At that moment the server closes it with 4403
+            "Connection expired", cancels its operations and runs their cleanup, as on any
+            close. Converted to a deadline of the event loop's clock when the connection is
+            accepted, so a later change of the system clock does not move it.
+    """
+
+    payload: Mapping[str, Any] | None = None
+    expires_at: float | None = None
 
 
 class Connection:

@@ -18,7 +18,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .context import Connection
+    from .context import Accepted, Connection
     from .execution import Engine
     from .fanout import Fanout
     from .limits import Limits
@@ -108,8 +108,8 @@ class SessionHost(Protocol):
     @property
     def on_connect(
         self,
-    ) -> Callable[[Any, Mapping[str, Any]], Awaitable[Mapping[str, Any] | None]] | None:
-        """``async (context, connection_params) -> ack payload | None``, or None."""
+    ) -> Callable[[Any, Mapping[str, Any]], Awaitable[Mapping[str, Any] | Accepted | None]] | None:
+        """``async (context, connection_params) -> ack payload | Accepted | None``."""
         ...
 
     @property

@@ -17,13 +17,14 @@ Protocol rules live in ``anyql.protocol``; this module only carries out their ac
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .context import Connection
+from .context import Accepted, Connection
 from .errors import ConnectionClosed, ConnectionRejected, RequestError, SlowConsumer, SourceError
 from .execution import encode_json
 from .fanout import Subscriber
@@ -59,6 +60,8 @@ logger = logging.getLogger("anyql.session")
 
 TOO_MANY_OPERATIONS = ({"message": "Too many operations"},)
 INTERNAL_ERROR = ({"message": "Internal server error"},)
+#: The close when ``on_connect``'s ``Accepted.expires_at`` passes.
+EXPIRED = CloseConnection(CloseCode.FORBIDDEN, "Connection expired")
 #: How long a closing session waits for queued frames and the close frame to go out.
 CLOSE_FLUSH_TIMEOUT = 1.0
 
@@ -97,6 +100,8 @@ class Session:
         self._flushed = anyio.Event()
         #: Cancelled once the connection is acknowledged: the init timer has nothing to do.
         self._init_timer = anyio.CancelScope()
+        #: Around the wait for a close: ``on_connect``'s expiry becomes its deadline.
+        self._lifetime = anyio.CancelScope()
 
     # --- lifetime ------------------------------------------------------------------
 
@@ -110,7 +115,10 @@ class Session:
                 tg.start_soon(self._expire_init)
                 if handle is not None:
                     handle.watch(self, self._going_away)
-                await self._close_requested.wait()
+                with self._lifetime:  # its deadline is set if on_connect gave an expiry
+                    await self._close_requested.wait()
+                if self._lifetime.cancelled_caught:
+                    self._request_close(EXPIRED)
                 await self._shut(tg)
         finally:
             if handle is not None:
@@ -248,6 +256,11 @@ class Session:
         if self.machine.state is not ConnectionState.INITIALISING:
             return  # closed meanwhile (for example a second connection_init: 4429)
         self._init_timer.cancel()
+        if isinstance(ack, Accepted):
+            if ack.expires_at is not None:
+                remaining = ack.expires_at - time.time()
+                self._lifetime.deadline = anyio.current_time() + remaining
+            ack = ack.payload
         ack_frame = self.machine.send(ConnectionAck(ack))
         if ack_frame is not None:
             self.outbox.push(ack_frame)  # never waits, so nothing overtakes it
