@@ -87,6 +87,9 @@ class FakeApp:
             return HTTPResponse(status=403, headers=(("content-type", "text/plain"),), body=b"no")
         return None
 
+    def cors_headers(self, info: RequestInfo) -> tuple[tuple[str, str], ...]:
+        return ()
+
     def select_subprotocol(self, offered: Sequence[str]) -> str | None:
         return next((name for name in offered if name in SUBPROTOCOLS), None)
 

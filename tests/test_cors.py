@@ -17,7 +17,7 @@ import anyio
 import graphql
 import pytest
 
-from anyql import GraphQL, Schema, Settings
+from anyql import GraphQL, Limits, Schema, Settings
 from anyql.cors import (
     CORSPolicy,
     add_cors_headers,
@@ -463,3 +463,30 @@ async def test_G10_the_app_passes_validation_rules_to_its_engine() -> None:
 def test_G10_anything_but_a_rule_class_is_refused(rule: Any) -> None:
     with pytest.raises(TypeError, match="validation rule"):
         GraphQL(make_schema([]), validation_rules=(rule,))
+
+
+# --- CORS on the transports' own errors --------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_413_from_the_native_transport_carries_the_cors_headers() -> None:
+    """Sent before the app sees the request, but after the head (and the Origin) arrived:
+    a browser page can then read why its request failed."""
+    app = make_app([], cors_origins=(TRUSTED,), limits=Limits(max_body_bytes=100))
+    async with TestClient(app) as client:
+        body = json.dumps({"query": "{ hello }", "pad": "x" * 200}).encode()
+        headers = {"content-type": "application/json", "origin": TRUSTED}
+        refused = await client.request("POST", headers=headers, body=body)
+    assert refused.status == 413
+    assert refused.header("access-control-allow-origin") == TRUSTED
+    assert refused.header("vary") == "origin"
+
+
+@pytest.mark.anyio
+async def test_a_413_from_the_asgi_adapter_carries_the_cors_headers() -> None:
+    app = make_app([], cors_origins=(TRUSTED,), limits=Limits(max_body_bytes=100))
+    headers = {"content-type": "application/json", "origin": TRUSTED, "content-length": "500"}
+    start, _body = await asgi_request(app, "POST", headers)
+    sent = {k.decode(): v.decode() for k, v in start["headers"]}
+    assert start["status"] == 413
+    assert sent["access-control-allow-origin"] == TRUSTED

@@ -432,6 +432,10 @@ class GraphQL:
             require_preflight_header=settings.require_preflight_header,
         )
 
+    def cors_headers(self, info: RequestInfo) -> tuple[tuple[str, str], ...]:
+        """The CORS headers for an answer to ``info`` (for the transports' own errors)."""
+        return cors.add_cors_headers(HTTPResponse(0), info.header_map, self.cors).headers
+
     # --- WebSocket -----------------------------------------------------------------
 
     def select_subprotocol(self, offered: Sequence[str]) -> str | None:

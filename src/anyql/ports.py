@@ -186,6 +186,11 @@ class ServedApp(Protocol):
         """Return a refusal (403, 404, 503...) or None to accept the WebSocket."""
         ...
 
+    def cors_headers(self, info: RequestInfo) -> tuple[tuple[str, str], ...]:
+        """The CORS headers an answer to this request gets (none with CORS off); the
+        transports add them to the error responses they send themselves."""
+        ...
+
     def select_subprotocol(self, offered: Sequence[str]) -> str | None:
         """Pick one of the offered subprotocols, or None to accept without one."""
         ...

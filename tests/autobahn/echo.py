@@ -47,6 +47,9 @@ class EchoApp:
     def websocket_handshake(self, info: RequestInfo) -> HTTPResponse | None:
         return None
 
+    def cors_headers(self, info: RequestInfo) -> tuple[tuple[str, str], ...]:
+        return ()
+
     def select_subprotocol(self, offered: Sequence[str]) -> str | None:
         return None
 

@@ -219,13 +219,17 @@ class HTTPConnection:
             scheme="http",
         )
 
-    async def read_body(self, request: h11.Request) -> bytes | None:
+    async def read_body(
+        self, request: h11.Request, error_headers: HeaderPairs = ()
+    ) -> bytes | None:
         """Read the body of ``request`` within ``max_body_bytes`` and ``body_timeout``.
 
         Sends ``100 Continue`` first when the client waits for it. Stops reading at the cap.
 
         Args:
             request: the head returned by ``next_request``.
+            error_headers: added to the error response if one is sent (the app's CORS
+                headers for this request: the head, and so the ``Origin``, is known).
 
         Returns:
             The body, or None when an error response (413, 408, 400) was sent or the peer
@@ -233,7 +237,7 @@ class HTTPConnection:
         """
         declared = _content_length(request)
         if declared is not None and declared > self._limits.max_body_bytes:
-            await self.send_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+            await self.send_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, error_headers)
             return None
         if self._h11.they_are_waiting_for_100_continue:
             await self._write(
@@ -246,7 +250,7 @@ class HTTPConnection:
         except h11.RemoteProtocolError as exc:
             outcome = exc.error_status_hint
         if isinstance(outcome, int):
-            await self.send_error(outcome)
+            await self.send_error(outcome, error_headers)
             return None
         return outcome
 

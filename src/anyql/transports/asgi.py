@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import weakref
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import anyio
@@ -129,7 +130,9 @@ async def _serve_http(
     try:
         body = await _read_body(receive, info, app.limits.max_body_bytes)
     except HTTPError as error:
-        await _send_response(send, error_response(error))
+        refusal = error_response(error)
+        headers = (*refusal.headers, *app.cors_headers(info))
+        await _send_response(send, replace(refusal, headers=headers))
         return
     except ConnectionClosed:
         return

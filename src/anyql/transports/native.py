@@ -284,10 +284,10 @@ async def _serve_requests(
             await _serve_upgrade(app, http, request, permessage_deflate)
             return
         started = anyio.current_time()
-        body = await http.read_body(request)
+        info = http.request_info(request)
+        body = await http.read_body(request, error_headers=app.cors_headers(info))
         if body is None:
             return
-        info = http.request_info(request)
         response = await _respond(app, HTTPRequest(info=info, body=body))
         sent = await http.send_response(response, close=connections.draining)
         _log_access(info, request, response.status, len(response.body), started)
