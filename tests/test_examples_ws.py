@@ -85,7 +85,7 @@ async def test_P05_auth_without_a_valid_token_closes_4403(params: dict[str, Any]
         if params is not None:
             message["payload"] = params
         await peer.send(message)
-        assert await peer.expect_close() == (4403, "Forbidden")
+        assert await peer.expect_close() == (4403, "A valid token is required")
 
 
 @pytest.mark.parametrize("params", BAD_PARAMS)

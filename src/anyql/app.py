@@ -82,7 +82,9 @@ class Settings:
     ones on every new document (cost or list-size rules); their outcome is cached with the
     document. ``permessage_deflate``: the native server accepts WebSocket compression
     offers (off by default: CPU per message and zlib memory per connection; inflated
-    messages count against ``max_ws_message_bytes``).
+    messages count against ``max_ws_message_bytes``). ``cancel_mutations_on_disconnect``:
+    an HTTP client that disconnects while its operation runs cancels a query at once (its
+    resolvers' ``finally`` blocks run); a mutation runs to completion unless this is on.
 
     Raises:
         ValueError: a field of the wrong type or out of range (a ``limits`` that is not a
@@ -111,6 +113,7 @@ class Settings:
     require_preflight_header: bool = False
     validation_rules: tuple[type[ASTValidationRule], ...] = ()
     permessage_deflate: bool = False
+    cancel_mutations_on_disconnect: bool = False
 
     def __post_init__(self) -> None:
         _check_settings(self)
@@ -156,6 +159,7 @@ _BOOLEANS = (
     "cors_allow_credentials",
     "require_preflight_header",
     "permessage_deflate",
+    "cancel_mutations_on_disconnect",
 )
 _STRING_TUPLES = ("subscription_protocols", "allowed_origins", "cors_origins", "cors_allow_headers")
 
@@ -219,6 +223,7 @@ class SettingsOverrides(TypedDict, total=False):
     require_preflight_header: bool
     validation_rules: tuple[type[ASTValidationRule], ...]
     permessage_deflate: bool
+    cancel_mutations_on_disconnect: bool
 
 
 class ServerHandle:
@@ -418,6 +423,14 @@ class GraphQL:
     ) -> dict[str, Any]:
         prepared = self.engine.prepare(operation)
         endpoint.check_operation(parsed, prepared.operation_type)
+        if (
+            prepared.operation_type == "mutation"
+            and not self.settings.cancel_mutations_on_disconnect
+        ):
+            # A client that leaves does not stop a mutation halfway (its side effects would
+            # be partial); operation_timeout still bounds it.
+            with anyio.CancelScope(shield=True):
+                return await self.engine.execute(prepared, context=context, peer=info.peer)
         return await self.engine.execute(prepared, context=context, peer=info.peer)
 
     def _graphql_http(self) -> http.GraphQLHTTP:

@@ -43,6 +43,7 @@ SETTING_KINDS: Final[Mapping[str, str]] = {
     "cors_allow_headers": "strings",
     "require_preflight_header": "bool",
     "permessage_deflate": "bool",
+    "cancel_mutations_on_disconnect": "bool",
 }
 _TRUE: Final = frozenset({"true", "yes", "on", "1"})
 _FALSE: Final = frozenset({"false", "no", "off", "0"})

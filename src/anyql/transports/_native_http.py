@@ -327,6 +327,27 @@ class HTTPConnection:
         await self._write(data)
         return not self._broken
 
+    async def wait_for_peer_close(self) -> None:
+        """Return when the peer closes the connection (end of stream) while its request is
+        being answered, as nginx notices a client that gave up.
+
+        Bytes that arrive meanwhile (a pipelined request) are kept for h11, up to
+        ``max_body_bytes``; past that this stops reading and never returns, so the peer is
+        simply not read until the answer is sent. A peer that vanishes without a FIN is not
+        noticed here: only a failed write shows it.
+        """
+        kept = 0
+        while kept <= self._limits.max_body_bytes:
+            try:
+                data = await self._stream.receive(RECEIVE_SIZE)
+            except (anyio.EndOfStream, *STREAM_ERRORS):
+                data = b""
+            self._h11.receive_data(data)
+            if not data:
+                return
+            kept += len(data)
+        await anyio.sleep_forever()
+
     async def _next_event(self) -> h11.Event | type[h11.PAUSED]:
         while True:
             event = self._h11.next_event()

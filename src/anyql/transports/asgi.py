@@ -136,7 +136,25 @@ async def _serve_http(
         return
     except ConnectionClosed:
         return
-    await _send_response(send, await app.handle_http(HTTPRequest(info, body)))
+    response: HTTPResponse | None = None
+    async with anyio.create_task_group() as tasks:
+
+        async def answer() -> None:
+            nonlocal response
+            response = await app.handle_http(HTTPRequest(info, body))
+            tasks.cancel_scope.cancel()
+
+        tasks.start_soon(answer)
+        await _wait_for_disconnect(receive)  # the client left: cancel what it asked for
+        tasks.cancel_scope.cancel()
+    if response is not None:
+        await _send_response(send, response)
+
+
+async def _wait_for_disconnect(receive: ASGIReceive) -> None:
+    """Return on ``http.disconnect`` (the body was read whole, so nothing else comes)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _read_body(receive: ASGIReceive, info: RequestInfo, limit: int) -> bytes:

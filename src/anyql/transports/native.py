@@ -288,7 +288,10 @@ async def _serve_requests(
         body = await http.read_body(request, error_headers=app.cors_headers(info))
         if body is None:
             return
-        response = await _respond(app, HTTPRequest(info=info, body=body))
+        response = await _respond_unless_gone(app, http, HTTPRequest(info=info, body=body))
+        if response is None:
+            logger.debug("anyql: %s left before its answer; cancelled", info.peer)
+            return
         sent = await http.send_response(response, close=connections.draining)
         _log_access(info, request, response.status, len(response.body), started)
         if not sent:
@@ -313,6 +316,25 @@ def _log_access(
         size,
         (anyio.current_time() - started) * 1000,
     )
+
+
+async def _respond_unless_gone(
+    app: ServedApp, http: HTTPConnection, request: HTTPRequest
+) -> HTTPResponse | None:
+    """The app's answer, or None when the peer closed first: then the answering is
+    cancelled (what the app shields, a mutation by default, still finishes)."""
+    response: HTTPResponse | None = None
+    async with anyio.create_task_group() as tasks:
+
+        async def answer() -> None:
+            nonlocal response
+            response = await _respond(app, request)
+            tasks.cancel_scope.cancel()
+
+        tasks.start_soon(answer)
+        await http.wait_for_peer_close()
+        tasks.cancel_scope.cancel()
+    return response
 
 
 async def _respond(app: ServedApp, request: HTTPRequest) -> HTTPResponse:
