@@ -236,6 +236,8 @@ class ServerHandle:
         self.connections = 0
         #: What each live session asked to be called on shutdown (no task per session).
         self._on_shutdown: dict[object, Callable[[], None]] = {}
+        #: How each live session describes what it runs (for the shutdown watchdog).
+        self._describers: dict[object, Callable[[], list[str]]] = {}
 
     def shutdown(self) -> None:
         """Ask every live WebSocket session to cancel its operations and close with 1001."""
@@ -259,6 +261,24 @@ class ServerHandle:
     def unwatch(self, key: object) -> None:
         """Forget the callback registered under ``key`` (idempotent)."""
         self._on_shutdown.pop(key, None)
+
+    def track(self, key: object, describe: Callable[[], list[str]]) -> None:
+        """Register how a live session describes its running operations."""
+        self._describers[key] = describe
+
+    def untrack(self, key: object) -> None:
+        """Forget a session (idempotent)."""
+        self._describers.pop(key, None)
+
+    def describe(self) -> list[str]:
+        """Every running operation, one line each; safe to call from another thread."""
+        lines: list[str] = []
+        for describe in list(self._describers.values()):
+            try:
+                lines.extend(describe())
+            except RuntimeError:  # changed while read from another thread: skip it
+                continue
+        return lines
 
 
 class GraphQL:
@@ -354,6 +374,11 @@ class GraphQL:
                 handle.shutdown()
                 self._handle = None
                 task_group.cancel_scope.cancel()
+
+    def describe_running(self) -> list[str]:
+        """The operations running now, one line each (for the shutdown watchdog)."""
+        handle = self._handle
+        return [] if handle is None else handle.describe()
 
     @property
     def server(self) -> ServerHandle | None:

@@ -230,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             backend=args.backend,
+            shutdown_watchdog=True,
         )
     except OSError as exc:
         print(f"anyql: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)

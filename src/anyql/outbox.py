@@ -11,6 +11,7 @@ errors) always wait for room. Imports anyio only.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,9 @@ class Owner:
     """The operation a queued frame belongs to; frames of a cancelled owner are skipped."""
 
     id: str
+    #: What runs, for logs: the subscription's root field or the operation type.
+    label: str = ""
+    started: float = field(default_factory=time.monotonic)
     cancelled: bool = False
     dropped: int = 0
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)

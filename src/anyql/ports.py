@@ -76,6 +76,14 @@ class RunningServer(Protocol):
         """Forget the callback registered under ``key``."""
         ...
 
+    def track(self, key: Hashable, describe: Callable[[], list[str]]) -> None:
+        """Register how a session describes its running operations."""
+        ...
+
+    def untrack(self, key: Hashable) -> None:
+        """Forget a tracked session."""
+        ...
+
 
 class SessionHost(Protocol):
     """What the session driver needs from the app that runs it."""

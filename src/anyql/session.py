@@ -115,6 +115,7 @@ class Session:
                 tg.start_soon(self._expire_init)
                 if handle is not None:
                     handle.watch(self, self._going_away)
+                    handle.track(self, self.describe)
                 with self._lifetime:  # its deadline is set if on_connect gave an expiry
                     await self._close_requested.wait()
                 if self._lifetime.cancelled_caught:
@@ -123,11 +124,21 @@ class Session:
         finally:
             if handle is not None:
                 handle.unwatch(self)
+                handle.untrack(self)
             # Operations without a task (shared subscriptions) are not ended by the task
             # group: detach any the reader attached while the session was closing.
             self._cancel_operations()
             self.machine.connection_lost()
             await self._disconnected()
+
+    def describe(self) -> list[str]:
+        """One line per running operation, for the shutdown watchdog (any thread)."""
+        now = time.monotonic()
+        return [
+            f"operation {owner.id!r} ({owner.label}) on a connection from {self.info.peer},"
+            f" running for {now - owner.started:.1f} s"
+            for owner in list(self.operations.values())
+        ]
 
     def _cancel_operations(self) -> None:
         for owner in list(self.operations.values()):
@@ -306,7 +317,7 @@ class Session:
         except RequestError as error:
             await self._send(Error(id, error.errors))
             return
-        owner = Owner(id)
+        owner = Owner(id, label=prepared.root_field or prepared.operation_type)
         self.operations[id] = owner
         if not self._attach_shared(owner, prepared):
             self.tg.start_soon(self._run_operation, owner, prepared)

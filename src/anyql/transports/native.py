@@ -41,6 +41,7 @@ from anyql.transports._native_http import (
     websocket_refusal,
 )
 from anyql.transports._native_ws import NativeWebSocket, accept_websocket, native_websocket
+from anyql.transports._watchdog import ShutdownWatchdog
 from anyql.types import HTTPRequest, HTTPResponse, RequestInfo
 
 __all__ = ["NativeWebSocket", "ServedApp", "ShutdownHandle", "run", "serve", "serve_connection"]
@@ -393,6 +394,7 @@ def run(
     port: int = 8000,
     backend: str = "trio",
     permessage_deflate: bool | None = None,
+    shutdown_watchdog: bool = False,
 ) -> None:
     """Serve ``app`` until SIGINT or SIGTERM, then stop gracefully (a second signal: at once).
 
@@ -402,24 +404,47 @@ def run(
         port: the port to bind.
         backend: ``"trio"`` or ``"asyncio"``.
         permessage_deflate: accept permessage-deflate offers (see ``serve``).
+        shutdown_watchdog: guarantee an exit: from the first signal, a thread outside the
+            event loop ends the process with status 70 (``EXIT_SHUTDOWN_OVERRUN``) if the
+            graceful shutdown takes more than ``shutdown_grace`` plus 1.5 s, and a second
+            signal ends it at once the same way. Off by default: a program that embeds
+            ``run`` must not be ended by surprise; ``anyql serve`` turns it on.
 
     Raises:
         OSError: the address cannot be bound.
     """
+    watchdog = None
+    if shutdown_watchdog:
+        describe = getattr(app, "describe_running", None)
+        watchdog = ShutdownWatchdog(app.limits.shutdown_grace + 1.5, describe)
     serving = partial(
-        _serve_until_signalled, app, host=host, port=port, permessage_deflate=permessage_deflate
+        _serve_until_signalled,
+        app,
+        host=host,
+        port=port,
+        permessage_deflate=permessage_deflate,
+        watchdog=watchdog,
     )
-    anyio.run(serving, backend=backend)
+    try:
+        anyio.run(serving, backend=backend)
+    finally:
+        if watchdog is not None:
+            watchdog.disarm()
 
 
 async def _serve_until_signalled(
-    app: ServedApp, *, host: str, port: int, permessage_deflate: bool | None
+    app: ServedApp,
+    *,
+    host: str,
+    port: int,
+    permessage_deflate: bool | None,
+    watchdog: ShutdownWatchdog | None,
 ) -> None:
     listeners = await _bind(host, port)  # before the task group, so OSError comes out bare
     stop = anyio.Event()
     try:
         async with anyio.create_task_group() as tasks:
-            await tasks.start(_watch_signals, stop, tasks.cancel_scope)
+            await tasks.start(_watch_signals, stop, tasks.cancel_scope, watchdog)
             await serve(
                 app,
                 host=host,
@@ -436,6 +461,7 @@ async def _serve_until_signalled(
 async def _watch_signals(
     stop: anyio.Event,
     everything: anyio.CancelScope,
+    watchdog: ShutdownWatchdog | None,
     *,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -444,9 +470,13 @@ async def _watch_signals(
         async for signum in signals:
             if stop.is_set():
                 logger.warning("anyql: %s again, stopping now", signal.Signals(signum).name)
+                if watchdog is not None:
+                    watchdog.fire_now()  # shielded cleanups cannot hold the process
                 everything.cancel()
                 return
             logger.info("anyql: %s received", signal.Signals(signum).name)
+            if watchdog is not None:
+                watchdog.arm()
             stop.set()
 
 

@@ -1,0 +1,80 @@
+"""``anyql serve`` exits after SIGTERM however user code behaves: a subscription source
+that swallows cancellation and shields an hour-long cleanup cannot keep the process past
+``shutdown_grace`` plus two seconds (the watchdog ends it with status 70 and the stacks of
+every thread), and a second signal ends it at once. Real processes, both backends."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from tests.e2e.raw_ws import connect
+from tests.e2e.servers import ROOT, free_port, wait_until_listening
+
+pytestmark = pytest.mark.e2e
+
+BACKENDS = pytest.mark.parametrize("backend", ["trio", "asyncio"])
+#: How long a test waits for the process before it counts as hung (never reached when the
+#: watchdog works: it fires 1.5 s after shutdown_grace, 1 s in the app).
+HANG = 30.0
+
+
+def start(backend: str, port: int, *options: str) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable, "-m", "anyql", "serve", "tests.e2e.stubborn_app:app",
+        "--port", str(port), "--backend", backend, *options,
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE)
+    wait_until_listening(port, process, time.monotonic() + 30)
+    return process
+
+
+@contextmanager
+def subscribed(port: int) -> Iterator[None]:
+    """Keep one stubborn subscription running (its first event received) in the block."""
+    with connect(f"ws://127.0.0.1:{port}/graphql") as socket:
+        assert socket.init()["type"] == "connection_ack"
+        query = {"query": "subscription { stubborn }"}
+        socket.send_json({"id": "1", "type": "subscribe", "payload": query})
+        assert socket.receive() == {"id": "1", "type": "next", "payload": {"data": {"stubborn": 1}}}
+        yield
+
+
+@BACKENDS
+def test_F20_a_stubborn_source_cannot_keep_the_process_alive(backend: str) -> None:
+    port = free_port()
+    process = start(backend, port)
+    try:
+        with subscribed(port):
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=HANG)
+    finally:
+        process.kill()
+    log = err.decode(errors="replace")
+    assert process.returncode == 70, log
+    assert "shutdown overran 2.5 s; ending the process with status 70" in log
+    # what would not end: the field, the connection and how long it ran
+    assert "still running: operation '1' (Subscription.stubborn) on a connection from" in log
+
+
+@BACKENDS
+def test_F20_a_second_signal_ends_the_process_at_once(backend: str) -> None:
+    port = free_port()
+    process = start(backend, port, "--limit", "shutdown_grace=600")
+    try:
+        with subscribed(port):
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)  # a person pressing Ctrl-C twice; the watchdog alone waits 600 s
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=HANG)
+    finally:
+        process.kill()
+    log = err.decode(errors="replace")
+    assert process.returncode == 70, log
+    assert "a second signal; ending the process with status 70" in log
