@@ -46,18 +46,27 @@ def subscribed(port: int) -> Iterator[None]:
         yield
 
 
-@BACKENDS
-def test_F20_a_stubborn_source_cannot_keep_the_process_alive(backend: str) -> None:
+def signalled(backend: str, signals: int, *options: str) -> tuple[int, str]:
+    """Serve with one stubborn subscription running, send SIGTERM ``signals`` times, and
+    return the exit status and what the server logged."""
     port = free_port()
-    process = start(backend, port)
+    process = start(backend, port, *options)
     try:
         with subscribed(port):
-            process.send_signal(signal.SIGTERM)
+            for sent in range(signals):
+                if sent:
+                    time.sleep(0.5)  # a person pressing Ctrl-C twice
+                process.send_signal(signal.SIGTERM)
             _, err = process.communicate(timeout=HANG)
     finally:
         process.kill()
-    log = err.decode(errors="replace")
-    assert process.returncode == 70, log
+    return process.returncode, err.decode(errors="replace")
+
+
+@BACKENDS
+def test_F20_a_stubborn_source_cannot_keep_the_process_alive(backend: str) -> None:
+    status, log = signalled(backend, 1)
+    assert status == 70, log
     assert "shutdown overran 2.5 s; ending the process with status 70" in log
     # what would not end: the field, the connection and how long it ran
     assert "still running: operation '1' (Subscription.stubborn) on a connection from" in log
@@ -65,16 +74,6 @@ def test_F20_a_stubborn_source_cannot_keep_the_process_alive(backend: str) -> No
 
 @BACKENDS
 def test_F20_a_second_signal_ends_the_process_at_once(backend: str) -> None:
-    port = free_port()
-    process = start(backend, port, "--limit", "shutdown_grace=600")
-    try:
-        with subscribed(port):
-            process.send_signal(signal.SIGTERM)
-            time.sleep(0.5)  # a person pressing Ctrl-C twice; the watchdog alone waits 600 s
-            process.send_signal(signal.SIGTERM)
-            _, err = process.communicate(timeout=HANG)
-    finally:
-        process.kill()
-    log = err.decode(errors="replace")
-    assert process.returncode == 70, log
+    status, log = signalled(backend, 2, "--limit", "shutdown_grace=600")  # no overrun soon
+    assert status == 70, log
     assert "a second signal; ending the process with status 70" in log
