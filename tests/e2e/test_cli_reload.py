@@ -44,6 +44,9 @@ def ask(port: int) -> str | None:
         return None
 
 
+BACKENDS = pytest.mark.parametrize("backend", ["trio", "asyncio"])
+
+
 def serve(tmp_path: Path, port: int, *options: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     command = [sys.executable, "-m", "anyql", "serve", "reloaded:app", "--port", str(port)]
@@ -60,11 +63,12 @@ def stop(process: subprocess.Popen[bytes]) -> str:
     return err.decode(errors="replace")
 
 
-def test_reload_restarts_the_server_with_the_changed_code(tmp_path: Path) -> None:
+@BACKENDS
+def test_reload_restarts_the_server_with_the_changed_code(tmp_path: Path, backend: str) -> None:
     source = tmp_path / "reloaded.py"
     source.write_text(APP.replace("VERSION", "one"))
     port = free_port()
-    process = serve(tmp_path, port, "--reload")
+    process = serve(tmp_path, port, "--reload", "--backend", backend)
     try:
         wait_until_listening(port, process, time.monotonic() + 30)
         assert ask(port) == "one"
@@ -78,11 +82,14 @@ def test_reload_restarts_the_server_with_the_changed_code(tmp_path: Path) -> Non
     assert "restarting" in log
 
 
-def test_the_access_log_is_on_by_default_and_can_be_turned_off(tmp_path: Path) -> None:
+@BACKENDS
+def test_the_access_log_is_on_by_default_and_can_be_turned_off(
+    tmp_path: Path, backend: str
+) -> None:
     (tmp_path / "reloaded.py").write_text(APP.replace("VERSION", "one"))
     for options, expected in (((), True), (("--no-access-log",), False)):
         port = free_port()
-        process = serve(tmp_path, port, *options)
+        process = serve(tmp_path, port, "--backend", backend, *options)
         try:
             wait_until_listening(port, process, time.monotonic() + 30)
             assert ask(port) == "one"
@@ -102,6 +109,4 @@ def test_under_hypercorn_anyql_logs_with_timestamps_when_nothing_configured_logg
         pass
     lines = [line for line in server.log.splitlines() if "anyql.asgi" in line]
     assert lines, server.log
-    assert re.match(
-        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING anyql\.asgi: ", lines[0]
-    )
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING anyql\.asgi: ", lines[0])
