@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,24 +68,29 @@ def test_fanout_smoke_run_delivers_every_event(tmp_path: Path) -> None:
     assert not (tmp_path / "smoke.png").exists()
 
 
-@pytest.mark.e2e
-@pytest.mark.parametrize("backend", ["trio", "asyncio"])
-def test_soak_smoke_run_leaks_nothing(tmp_path: Path, backend: str) -> None:
+def soak_report(tmp_path: Path, backend: str, *options: str) -> dict[str, Any]:
+    """Run ``benchmarks/soak.py`` with ``options``; it must exit 0. Returns its report."""
     report = tmp_path / "soak.json"
     command = [
         sys.executable,
         str(ROOT / "benchmarks" / "soak.py"),
-        "--seconds", "6",
-        "--connections", "20",
-        "--lifetime", "2",
+        *options,
         "--sample-every", "1",
         "--backend", backend,
         "--json", str(report),
     ]  # fmt: skip
     finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert finished.returncode == 0, finished.stdout + finished.stderr
+    document: dict[str, Any] = json.loads(report.read_text())
+    return document
 
-    document = json.loads(report.read_text())
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_soak_smoke_run_leaks_nothing(tmp_path: Path, backend: str) -> None:
+    document = soak_report(
+        tmp_path, backend, "--seconds", "6", "--connections", "20", "--lifetime", "2"
+    )
     assert document["backend"] == backend
     assert document["leaked_tasks"] == 0
     assert document["server_errors_logged"] == 0
@@ -96,23 +102,10 @@ def test_soak_smoke_run_leaks_nothing(tmp_path: Path, backend: str) -> None:
 @pytest.mark.e2e
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
 def test_long_lived_soak_smoke_run_delivers_every_event(tmp_path: Path, backend: str) -> None:
-    report = tmp_path / "soak.json"
-    command = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "soak.py"),
-        "--long-lived",
-        "--subscriptions", "20",
-        "--events", "400",
-        "--rate", "0",
-        "--sample-every", "1",
-        "--seconds", "60",
-        "--backend", backend,
-        "--json", str(report),
-    ]  # fmt: skip
-    finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert finished.returncode == 0, finished.stdout + finished.stderr
-
-    document = json.loads(report.read_text())
+    document = soak_report(
+        tmp_path, backend, "--long-lived", "--subscriptions", "20", "--events", "400",
+        "--rate", "0", "--seconds", "60",
+    )  # fmt: skip
     assert document["events_delivered"] == document["events_expected"] >= 400
     assert document["leaked_tasks"] == 0
     assert document["server_errors_logged"] == 0

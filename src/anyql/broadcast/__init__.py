@@ -22,13 +22,13 @@ treat it as read-only.
 
 from __future__ import annotations
 
-import warnings
 from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import anyio.lowlevel
 
+from .._deprecated import renamed
 from ._base import (
     OVERFLOW_POLICIES,
     BroadcastError,
@@ -344,13 +344,7 @@ class Broadcast:
         return self._router
 
 
-def __getattr__(name: str) -> Any:
-    """Old names that still work, with a ``DeprecationWarning``."""
-    if name == "Subscription":
-        warnings.warn(
-            "anyql.broadcast.Subscription is now anyql.broadcast.ChannelSubscription",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return ChannelSubscription
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: Old names that still work, with a ``DeprecationWarning``.
+__getattr__ = renamed(
+    "anyql.broadcast", {"Subscription": ("ChannelSubscription", ChannelSubscription)}
+)

@@ -25,9 +25,7 @@ errors). Must not import the app, the session or graphql.
 
 from __future__ import annotations
 
-import warnings
-from typing import Any
-
+from .._deprecated import renamed
 from ..errors import ClientError as ClientError
 from ..errors import ResponseError as ResponseError
 from ..errors import WebSocketClosed as WebSocketClosed
@@ -49,13 +47,5 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Old names that still work, with a ``DeprecationWarning``."""
-    if name == "Subscription":
-        warnings.warn(
-            "anyql.testing.Subscription is now anyql.testing.OperationResults",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return OperationResults
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: Old names that still work, with a ``DeprecationWarning``.
+__getattr__ = renamed("anyql.testing", {"Subscription": ("OperationResults", OperationResults)})
