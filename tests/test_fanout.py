@@ -19,7 +19,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 import anyql.fanout
 from anyql import GraphQL, Limits, Schema
 from anyql.app import ServerHandle
-from anyql.execution import encode_json
+from anyql.execution import encode_json_bytes
 from tests.memory_socket import Peer, session
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
@@ -208,11 +208,11 @@ async def test_unshared_field_runs_a_source_and_an_execution_per_subscriber() ->
 async def test_each_event_is_encoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
     encoded: list[Any] = []
 
-    def counting_encode(value: Any) -> str:
+    def counting_encode(value: Any) -> bytes:
         encoded.append(value)
-        return encode_json(value)
+        return encode_json_bytes(value)
 
-    monkeypatch.setattr(anyql.fanout, "encode_json", counting_encode)
+    monkeypatch.setattr(anyql.fanout, "encode_json_bytes", counting_encode)
     station = Station()
     app = make_app(station)
     async with app.running() as handle, AsyncExitStack() as stack:

@@ -49,6 +49,7 @@ __all__ = [
     "SourceError",
     "SubscriptionContext",
     "encode_json",
+    "encode_json_bytes",
 ]
 
 logger = logging.getLogger("anyql.execution")
@@ -66,6 +67,15 @@ def encode_json(value: Any) -> str:
         TypeError: ``value`` holds something JSON cannot represent.
     """
     return orjson.dumps(value).decode("utf-8")
+
+
+def encode_json_bytes(value: Any) -> bytes:
+    """Encode ``value`` as compact JSON, UTF-8 (orjson): what the fan-out path sends.
+
+    Raises:
+        TypeError: ``value`` holds something JSON cannot represent.
+    """
+    return orjson.dumps(value)
 
 
 @dataclass(frozen=True, slots=True)

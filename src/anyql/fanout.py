@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .errors import RequestError, SourceError
-from .execution import encode_json
+from .execution import encode_json_bytes
 
 if TYPE_CHECKING:
     from .execution import Engine, FormattedError, PreparedOperation
@@ -38,13 +38,14 @@ INTERNAL_ERROR: tuple[FormattedError, ...] = ({"message": "Internal server error
 class Subscriber:
     """One attached operation, with no task of its own: the hub calls it, synchronously.
 
-    ``deliver`` gets each encoded payload; it must not block, and returns False when the
-    subscriber must be detached (its connection is closing as a slow consumer, or the
-    operation was cancelled). ``on_end`` is called once, when the subscriber is detached or
-    the hub finishes, with the hub's errors if it failed, else None; it must not block.
+    ``deliver`` gets each payload, encoded once as UTF-8 JSON; it must not block, and
+    returns False when the subscriber must be detached (its connection is closing as a slow
+    consumer, or the operation was cancelled). ``on_end`` is called once, when the
+    subscriber is detached or the hub finishes, with the hub's errors if it failed, else
+    None; it must not block.
     """
 
-    deliver: Callable[[str], bool]
+    deliver: Callable[[bytes], bool]
     on_end: Callable[[tuple[FormattedError, ...] | None], None]
 
 
@@ -86,12 +87,12 @@ class Hub:
         async with subscription as results:
             try:
                 async for result in results:
-                    self._offer(encode_json(result))
+                    self._offer(encode_json_bytes(result))
             finally:
                 # Newcomers start a fresh hub rather than join one whose source is closing.
                 self.fanout._forget(self)
 
-    def _offer(self, payload: str) -> None:
+    def _offer(self, payload: bytes) -> None:
         for subscriber in list(self.subscribers):
             try:
                 keep = subscriber.deliver(payload)

@@ -1,7 +1,9 @@
 """The bounded per-connection send buffer and its slow-consumer policies.
 
-Owns ``Outbox``: operations put encoded frames in, the session's single writer takes them
-out in order. When the buffer is full the putting operation's policy decides: ``block``
+Owns ``Outbox``: operations put messages in (UTF-8 text, ready to frame), the session's
+writer takes them out in order. There is no task waiting on it: the outbox calls its
+``on_ready`` callback when a message lands in it empty, and the session starts a writer
+that drains it and ends. When the buffer is full the putting operation's policy decides: ``block``
 waits (backpressure reaches the generator), ``drop_oldest`` drops that operation's oldest
 queued frame, ``latest`` drops all of that operation's queued frames, ``close`` reports
 that the connection must close 1008. Frames that are not droppable (acks, completes,
@@ -53,19 +55,25 @@ class Owner:
 @dataclass(slots=True)
 class OutboxItem:
     owner: Owner | None
-    text: str
+    data: bytes
     droppable: bool
 
 
 class Outbox:
-    """A bounded FIFO of frames with one consumer (the writer)."""
+    """A bounded FIFO of messages with one consumer (the writer).
 
-    def __init__(self, max_messages: int, max_bytes: int) -> None:
+    Args:
+        max_messages: the bound in messages.
+        max_bytes: the bound in bytes.
+        on_ready: called (it must not block) when a message arrives in an empty outbox.
+    """
+
+    def __init__(self, max_messages: int, max_bytes: int, on_ready: Callable[[], None]) -> None:
         self._items: deque[OutboxItem] = deque()
         self._bytes = 0
         self._max_messages = max_messages
         self._max_bytes = max_bytes
-        self._readable = anyio.Event()
+        self._on_ready = on_ready
         self._writable = anyio.Event()
         self._closed = False
 
@@ -77,13 +85,13 @@ class Outbox:
 
     async def put(
         self,
-        text: str,
+        data: bytes,
         *,
         owner: Owner | None = None,
         policy: SlowConsumerPolicy = "block",
         droppable: bool = False,
     ) -> None:
-        """Queue ``text``; apply ``policy`` when full (non-droppable frames always wait).
+        """Queue ``data``; apply ``policy`` when full (non-droppable frames always wait).
 
         Raises:
             SlowConsumer: the buffer is full and ``policy`` is ``close``.
@@ -101,11 +109,9 @@ class Outbox:
             await self._writable.wait()
         if self._closed:
             return
-        self._items.append(OutboxItem(owner, text, droppable))
-        self._bytes += len(text)
-        self._readable.set()
+        self._append(OutboxItem(owner, data, droppable))
 
-    def push(self, text: str) -> None:
+    def push(self, data: bytes) -> None:
         """Queue a control frame past the bound, without waiting.
 
         For the one ``connection_ack`` and the legacy ``ka`` that follows it (they must not
@@ -116,11 +122,9 @@ class Outbox:
         """
         if self._closed:
             return
-        self._items.append(OutboxItem(None, text, False))
-        self._bytes += len(text)
-        self._readable.set()
+        self._append(OutboxItem(None, data, False))
 
-    def offer(self, text: str, *, owner: Owner, policy: SlowConsumerPolicy) -> None:
+    def offer(self, data: bytes, *, owner: Owner, policy: SlowConsumerPolicy) -> None:
         """Queue a droppable frame without ever waiting (shared subscriptions).
 
         A full buffer gets ``policy``; ``block`` cannot apply to a frame shared with other
@@ -137,9 +141,14 @@ class Outbox:
             if not self._make_room(owner, policy == "latest"):
                 self._count_drop(owner)
                 return
-        self._items.append(OutboxItem(owner, text, True))
-        self._bytes += len(text)
-        self._readable.set()
+        self._append(OutboxItem(owner, data, True))
+
+    def _append(self, item: OutboxItem) -> None:
+        was_empty = not self._items
+        self._items.append(item)
+        self._bytes += len(item.data)
+        if was_empty:
+            self._on_ready()
 
     def _make_room(self, owner: Owner | None, all_of_owner: bool) -> bool:
         victims = [i for i in self._items if i.droppable and i.owner is owner]
@@ -147,7 +156,7 @@ class Outbox:
             return False
         for victim in victims if all_of_owner else victims[:1]:
             self._items.remove(victim)
-            self._bytes -= len(victim.text)
+            self._bytes -= len(victim.data)
             self._count_drop(owner)
         return True
 
@@ -159,13 +168,10 @@ class Outbox:
                     "slow consumer: %d message(s) dropped for operation %r", owner.dropped, owner.id
                 )
 
-    async def take(self) -> list[OutboxItem]:
-        """Wait for frames and return all that are queued, oldest first."""
-        while not self._items:
-            if self._closed:
-                return []
-            self._readable = anyio.Event()
-            await self._readable.wait()
+    def take(self) -> list[OutboxItem]:
+        """Return every queued message, oldest first (none: an empty list), and make room."""
+        if not self._items:
+            return []
         items = list(self._items)
         self._items.clear()
         self._bytes = 0
@@ -173,7 +179,6 @@ class Outbox:
         return items
 
     def close(self) -> None:
-        """Wake every waiter; later puts are discarded and take() drains then returns []."""
+        """Wake every waiting ``put``; later messages are discarded (queued ones stay)."""
         self._closed = True
-        self._readable.set()
         self._writable.set()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from .context import Accepted, Connection
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ASGIHost",
+    "DirectWebSocketTransport",
     "RunningServer",
     "ServedApp",
     "SessionHost",
@@ -166,6 +167,31 @@ class WebSocketTransport(Protocol):
 
     async def close(self, code: int, reason: str = "") -> None:
         """Close the socket with ``code``; idempotent; never raises for a closed socket."""
+        ...
+
+
+@runtime_checkable
+class DirectWebSocketTransport(WebSocketTransport, Protocol):
+    """A transport that also takes UTF-8 messages and can send without waiting.
+
+    The native transport implements it; the session then skips decoding, and a ``next``
+    that finds nothing queued goes to the socket from the task that produced it.
+    """
+
+    async def send_encoded(self, messages: Sequence[bytes]) -> None:
+        """Send text messages given as UTF-8, in order, in as few writes as it can.
+
+        Raises:
+            ConnectionClosed: the socket is closed.
+        """
+        ...
+
+    def write_now(self, *pieces: bytes) -> bool:
+        """Send one text message (``pieces`` joined) now; False if it must wait its turn.
+
+        Raises:
+            ConnectionClosed: the socket is closed.
+        """
         ...
 
 

@@ -1,17 +1,20 @@
 """The WebSocket driver: one GraphQL-over-WebSocket session on one accepted socket.
 
 Owns ``serve_session``. Theory of operation: a session is one task group holding a reader
-(socket -> protocol machine -> actions), a writer (the only task that writes to the socket;
-it drains the bounded ``Outbox``), timers (the init timeout, until the ack; the legacy
+(socket -> protocol machine -> actions), timers (the init timeout, until the ack; the legacy
 keep-alive) and one child task per running operation, each inside its own cancel scope
 (a shared subscription has none: its hub calls it, and cancelling its owner detaches it);
 server shutdown reaches the session through a callback, not a task.
-Operations never write: they render frames through the machine and queue them, tagged with
-their ``Owner``; cancelling an owner makes its queued frames vanish, so nothing is sent for
-an id after the client completed it. Every close goes through ``_request_close``; the
-session's main task then cancels the operations, flushes what may still go out, closes the
-socket and cancels the group, which waits for each operation's shielded, bounded cleanup.
-Protocol rules live in ``anyql.protocol``; this module only carries out their actions.
+Operations render frames through the machine (UTF-8 bytes) and queue them in the bounded
+``Outbox``, tagged with their ``Owner``; cancelling an owner makes its queued frames
+vanish, so nothing is sent for an id after the client completed it. A writer task exists
+only while the outbox holds something: it drains it and ends. A ``next`` that finds the
+outbox empty and no writer (the common case in a fan-out) skips both: on a transport that
+offers ``write_now`` it goes to the socket from the delivering task at once. Every close
+goes through ``_request_close``; the session's main task then cancels the operations,
+flushes what may still go out, closes the socket and cancels the group, which waits for each
+operation's shielded, bounded cleanup. Protocol rules live in ``anyql.protocol``; this
+module only carries out their actions.
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ import anyio
 
 from .context import Accepted, Connection
 from .errors import ConnectionClosed, ConnectionRejected, RequestError, SlowConsumer, SourceError
-from .execution import encode_json
+from .execution import encode_json_bytes
 from .fanout import Subscriber
 from .outbox import Outbox, Owner
-from .ports import SessionHost, WebSocketTransport
+from .ports import DirectWebSocketTransport, SessionHost, WebSocketTransport
 from .protocol import (
     BadMessage,
     CloseCode,
@@ -41,7 +44,6 @@ from .protocol import (
     Error,
     Event,
     KeepAlive,
-    Next,
     OperationRequest,
     Ping,
     Pong,
@@ -90,14 +92,21 @@ class Session:
         self.transport = transport
         self.info = info
         self.machine = server_connection_for(subprotocol)
-        self.outbox = Outbox(self.limits.send_buffer_messages, self.limits.send_buffer_bytes)
+        self.outbox = Outbox(
+            self.limits.send_buffer_messages, self.limits.send_buffer_bytes, self._start_writer
+        )
+        direct = transport if isinstance(transport, DirectWebSocketTransport) else None
+        self._direct = direct
+        #: True while a writer task drains the outbox.
+        self._writing = False
+        #: Set by the writer when it ends, once the session is closing.
+        self._writer_done: anyio.Event | None = None
         self.operations: dict[str, Owner] = {}
         self.context: Any = None
         self._close: CloseConnection | None = None
         self._flush = True
         self._close_requested = anyio.Event()
         self._lost = False
-        self._flushed = anyio.Event()
         #: Cancelled once the connection is acknowledged: the init timer has nothing to do.
         self._init_timer = anyio.CancelScope()
         #: Around the wait for a close: ``on_connect``'s expiry becomes its deadline.
@@ -111,7 +120,6 @@ class Session:
             async with anyio.create_task_group() as tg:
                 self.tg = tg
                 tg.start_soon(self._read_loop)
-                tg.start_soon(self._write_loop)
                 tg.start_soon(self._expire_init)
                 if handle is not None:
                     handle.watch(self, self._going_away)
@@ -148,9 +156,11 @@ class Session:
         self._cancel_operations()
         close = self._close
         if close is not None and not self._lost:
-            with anyio.move_on_after(CLOSE_FLUSH_TIMEOUT if self._flush else 0):
-                self.outbox.close()
-                await self._flushed.wait()
+            self.outbox.close()
+            if self._flush and self._writing:
+                self._writer_done = anyio.Event()
+                with anyio.move_on_after(CLOSE_FLUSH_TIMEOUT):
+                    await self._writer_done.wait()
             with anyio.move_on_after(CLOSE_FLUSH_TIMEOUT, shield=True):
                 await self.transport.close(close.code, close.reason)
         self.outbox.close()
@@ -213,7 +223,7 @@ class Session:
         elif isinstance(event, ConnectionInit):
             self.tg.start_soon(self._connect, event.payload)
         elif isinstance(event, BadMessage):
-            await self.outbox.put(event.reply)
+            await self.outbox.put(event.reply.encode("utf-8"))
         elif isinstance(event, CloseConnection):
             self._request_close(event)
         elif not isinstance(event, Pong):  # an unsolicited pong needs nothing
@@ -222,27 +232,48 @@ class Session:
     async def _send(self, event: Event, owner: Owner | None = None) -> None:
         text = self.machine.send(event)
         if text is not None:
-            await self.outbox.put(text, owner=owner)
+            await self.outbox.put(text.encode("utf-8"), owner=owner)
 
     # --- writing -------------------------------------------------------------------
 
+    def _start_writer(self) -> None:
+        """The outbox's ``on_ready``: start a writer unless one runs (or nothing can)."""
+        if self._writing or (self._close_requested.is_set() and not self._flush):
+            return
+        self._writing = True
+        self.tg.start_soon(self._write_loop)
+
     async def _write_loop(self) -> None:
         try:
-            while True:
-                items = await self.outbox.take()
-                if not items:
-                    break
-                texts = [i.text for i in items if i.owner is None or not i.owner.cancelled]
-                send_many = getattr(self.transport, "send_many", None)
-                if send_many is not None and len(texts) > 1:
-                    await send_many(texts)
+            while items := self.outbox.take():
+                messages = [i.data for i in items if i.owner is None or not i.owner.cancelled]
+                if self._direct is not None:
+                    await self._direct.send_encoded(messages)
                 else:
-                    for text in texts:
-                        await self.transport.send_text(text)
+                    for message in messages:
+                        await self.transport.send_text(message.decode("utf-8"))
         except ConnectionClosed:
             self._request_close(None)
         finally:
-            self._flushed.set()
+            self._writing = False
+            if self._writer_done is not None:
+                self._writer_done.set()
+
+    def _deliver_now(self, owner: Owner, payload: bytes) -> bool:
+        """Send a ``next`` straight to the socket when nothing is queued before it.
+
+        Returns:
+            True when it was sent (or was not due: the id is no longer live); False when it
+            must be queued.
+
+        Raises:
+            ConnectionClosed: the socket is gone.
+        """
+        direct = self._direct
+        if direct is None or self._writing or len(self.outbox):
+            return False
+        envelope = self.machine.next_envelope(owner.id)
+        return envelope is None or direct.write_now(envelope, payload, b"}")
 
     # --- connection_init -----------------------------------------------------------
 
@@ -274,17 +305,17 @@ class Session:
             ack = ack.payload
         ack_frame = self.machine.send(ConnectionAck(ack))
         if ack_frame is not None:
-            self.outbox.push(ack_frame)  # never waits, so nothing overtakes it
+            self.outbox.push(ack_frame.encode("utf-8"))  # never waits: nothing overtakes it
         keep_alive = self.machine.send(KeepAlive()) if self.limits.keep_alive_interval > 0 else None
         if keep_alive is not None:  # legacy ``ka``: at once, then every interval
-            self.outbox.push(keep_alive)
+            self.outbox.push(keep_alive.encode("utf-8"))
             self.tg.start_soon(self._keep_alive)
         for event in self.machine.events():  # operations the protocol held until the ack
             await self._dispatch(event)
 
     async def _refuse(self, frame: str | None, close: CloseConnection) -> None:
         if frame is not None:
-            await self.outbox.put(frame)
+            await self.outbox.put(frame.encode("utf-8"))
         self._request_close(close)
 
     # --- timers --------------------------------------------------------------------
@@ -345,7 +376,7 @@ class Session:
         except (RequestError, SourceError) as error:
             await self._emit(owner, Error(owner.id, error.errors))
             return
-        await self._emit(owner, Next(owner.id, encode_json(result)))
+        await self._emit_next(owner, encode_json_bytes(result))
         await self._emit(owner, Complete(owner.id))
 
     async def _stream(self, owner: Owner, prepared: PreparedOperation) -> None:
@@ -353,7 +384,7 @@ class Session:
         subscription = self.app.engine.subscribe(prepared, context=self.context)
         async with subscription as results:
             async for result in results:
-                await self._emit(owner, Next(owner.id, encode_json(result)), policy)
+                await self._emit_next(owner, encode_json_bytes(result), policy)
         await self._emit(owner, Complete(owner.id))
 
     def _attach_shared(self, owner: Owner, prepared: PreparedOperation) -> bool:
@@ -371,13 +402,19 @@ class Session:
             return False
         policy = self._policy_for(prepared)
 
-        def deliver(payload: str) -> bool:
+        def deliver(payload: bytes) -> bool:
             if owner.cancelled:
                 return False
-            text = self.machine.send(Next(owner.id, payload))
-            if text is not None:
+            try:
+                if self._deliver_now(owner, payload):
+                    return True
+            except ConnectionClosed:
+                self._request_close(None)
+                return False
+            envelope = self.machine.next_envelope(owner.id)
+            if envelope is not None:
                 try:
-                    self.outbox.offer(text, owner=owner, policy=policy)
+                    self.outbox.offer(envelope + payload + b"}", owner=owner, policy=policy)
                 except SlowConsumer:
                     self._close_slow_consumer(owner)
                     return False
@@ -391,7 +428,7 @@ class Session:
             event = Complete(owner.id) if errors is None else Error(owner.id, errors)
             text = self.machine.send(event)
             if text is not None:
-                self.outbox.push(text)
+                self.outbox.push(text.encode("utf-8"))
 
         subscriber = Subscriber(deliver, ended)
         hub = server.fanout.attach(key, prepared, self.context, subscriber)
@@ -415,12 +452,27 @@ class Session:
             return settings.shared_slow_consumer
         return settings.slow_consumer
 
-    async def _emit(self, owner: Owner, event: Event, policy: SlowConsumerPolicy = "block") -> None:
+    async def _emit(self, owner: Owner, event: Event) -> None:
         """Render ``event`` for a live operation and queue it; nothing once it is cancelled."""
         if owner.cancelled:
             return
         text = self.machine.send(event)
         if text is not None:
-            await self.outbox.put(
-                text, owner=owner, policy=policy, droppable=isinstance(event, Next)
-            )
+            await self.outbox.put(text.encode("utf-8"), owner=owner)
+
+    async def _emit_next(
+        self, owner: Owner, payload: bytes, policy: SlowConsumerPolicy = "block"
+    ) -> None:
+        """Send a ``next`` of a live operation at once if it can go, else queue it."""
+        if owner.cancelled:
+            return
+        try:
+            if self._deliver_now(owner, payload):
+                return
+        except ConnectionClosed:
+            self._request_close(None)
+            return
+        envelope = self.machine.next_envelope(owner.id)
+        if envelope is not None:
+            message = envelope + payload + b"}"
+            await self.outbox.put(message, owner=owner, policy=policy, droppable=True)

@@ -180,8 +180,9 @@ class ServerConnection(ABC):
     def __init__(self) -> None:
         self._state = ConnectionState.CONNECTING
         self._pending: deque[Event] = deque()
-        #: Live operation ids, each with its ``next``/``data`` frame prefix (id spliced in).
-        self._live: dict[str, str] = {}
+        #: Live operation ids, each with its ``next``/``data`` frame prefix (id spliced in),
+        #: as UTF-8: the fan-out path sends bytes.
+        self._live: dict[str, bytes] = {}
         #: Client completes the driver has not yet answered with ``send(Complete(id))``.
         self._owed: dict[str, int] = {}
 
@@ -284,6 +285,15 @@ class ServerConnection(ABC):
         """Whether an operation with ``id`` is live (see the module docstring)."""
         return id in self._live
 
+    def next_envelope(self, id: str) -> bytes | None:
+        """The UTF-8 start of a ``Next`` frame for ``id``, or None when it is not live.
+
+        ``envelope + payload + b"}"`` is the frame ``send(Next(id, payload))`` renders, for a
+        payload already encoded as UTF-8 JSON: the fan-out path, which encodes an event
+        once and sends it to many operations, calls this instead of ``send``.
+        """
+        return self._live.get(id)
+
     def _check_refusal(self, what: str) -> bool:
         """Guard ``reject()``/``fail()``: True when CLOSED (nothing to send any more).
 
@@ -314,7 +324,7 @@ class ServerConnection(ABC):
         self._owed.clear()
 
     def _start(self, id: str, request: OperationRequest, next_prefix: str) -> None:
-        self._live[id] = next_prefix
+        self._live[id] = next_prefix.encode("utf-8")
         self._pending.append(Subscribe(id, request))
 
     def _cancel(self, id: str) -> None:

@@ -252,7 +252,7 @@ class LegacyWSConnection(ServerConnection):
         """
         if type(event) is Next:  # the fan-out hot path
             prefix = self._live.get(event.id)
-            return None if prefix is None else prefix + event.payload + "}"
+            return None if prefix is None else prefix.decode("utf-8") + event.payload + "}"
         if isinstance(event, (Ping, Pong)):
             raise LocalProtocolError("the graphql-ws protocol has no ping or pong")
         if isinstance(event, Error) and not event.errors:

@@ -215,7 +215,7 @@ class TransportWSConnection(ServerConnection):
         """
         if type(event) is Next:  # the fan-out hot path
             prefix = self._live.get(event.id)
-            return None if prefix is None else prefix + event.payload + "}"
+            return None if prefix is None else prefix.decode("utf-8") + event.payload + "}"
         if isinstance(event, Error) and not event.errors:
             raise LocalProtocolError("Error needs at least one error object")
         if self._check_sendable(event):

@@ -8,20 +8,29 @@ permessage-deflate is negotiated only when the server enables it (``BoundedDefla
 which counts inflated bytes against the message cap); otherwise offers are ignored.
 
 Theory of operation: the session's reader calls ``receive()``, the only reader of the
-stream; its writer calls ``send_text``/``send_many``. wsproto yields partial frames and has
-no size limit, so ``MessageAssembler`` reassembles them while counting bytes and refuses
-(close 1009) before buffering past ``max_ws_message_bytes``. wsproto never answers
-anything itself: a ping queues its payload in a small bounded queue (a flood keeps only
-the latest ``MAX_PENDING_PONGS``, as RFC 6455 section 5.5.3 allows) and the control task
-writes the pongs, unless a message completes first: ``receive()`` then writes them before
-handing the message over, so a pong never follows the answer to a later message; a client
-close is answered once from ``receive()``; input wsproto cannot parse arrives as a
-``CloseConnection`` while wsproto is still OPEN, and is answered with that close code
-(1002, 1007). Every write holds one lock and is shielded from cancellation (bounded by
-``pong_timeout``), so frames never interleave or get cut, and nothing follows a close
-frame. The same control task pings every ``keep_alive_interval``; a ping that cannot be
+stream; its writer calls ``send_encoded``/``send_text``; a fan-out delivery may call
+``write_now``. wsproto is the parser, the handshake and the encoder of control frames (and
+of data frames once permessage-deflate is negotiated); uncompressed data frames are built
+by ``_framing``. wsproto yields partial frames and has no size limit, so
+``MessageAssembler`` reassembles them while counting bytes and refuses (close 1009) before
+buffering past ``max_ws_message_bytes``. wsproto never answers anything itself: a ping
+queues its payload in a small bounded queue (a flood keeps only the latest
+``MAX_PENDING_PONGS``, as RFC 6455 section 5.5.3 allows) and ``receive()`` writes the pongs
+before it hands over the next message or reads again, so a pong never follows the answer to
+a later message; a client close is answered once from ``receive()``; input wsproto cannot
+parse arrives as a ``CloseConnection`` while wsproto is still OPEN, and is answered with
+that close code (1002, 1007). There is no task per connection here: the keep-alive ping
+and its pong deadline are deadlines on the reader's wait, and a ping that cannot be
 written, or gets no pong, within ``pong_timeout`` aborts the TCP connection (the client
 sees 1006).
+
+Writes: every awaited write holds one lock, first tries the kernel synchronously
+(``_direct``), and only for what the kernel refuses awaits the stream, shielded from
+cancellation and bounded by ``pong_timeout``, so frames never interleave or get cut, and
+nothing follows a close frame. ``write_now`` writes only when the lock is free and no
+residue waits; a part the kernel refuses becomes the residue, which every later write sends
+first and a flusher task (the only task this module starts, in the context's group) sends
+if nothing else does.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from itertools import count
+from typing import NamedTuple
 
 import anyio
 import anyio.abc
@@ -53,8 +63,11 @@ from anyql.errors import ConnectionClosed
 from anyql.limits import Limits
 from anyql.protocol import truncate_reason
 from anyql.transports._deflate import BoundedDeflate
+from anyql.transports._direct import DirectWriter, direct_writer
+from anyql.transports._framing import text_frame, text_frames
 
 __all__ = [
+    "AcceptedWebSocket",
     "MessageAssembler",
     "MessageTooBig",
     "NativeWebSocket",
@@ -131,6 +144,17 @@ class MessageAssembler:
         return binary
 
 
+class AcceptedWebSocket(NamedTuple):
+    """What ``accept_websocket`` gives back."""
+
+    #: The open wsproto connection (the parser and the control frames' encoder).
+    connection: WSConnection
+    #: The ``101 Switching Protocols`` bytes to write.
+    handshake: bytes
+    #: Whether permessage-deflate was negotiated (data frames then go through wsproto).
+    compressed: bool
+
+
 def accept_websocket(
     headers: Sequence[tuple[bytes, bytes]],
     target: bytes,
@@ -138,7 +162,7 @@ def accept_websocket(
     trailing_data: bytes,
     *,
     deflate_max_bytes: int | None = None,
-) -> tuple[WSConnection, bytes]:
+) -> AcceptedWebSocket:
     """Accept a vetted Upgrade request with wsproto.
 
     Args:
@@ -150,7 +174,7 @@ def accept_websocket(
             fail (1009) any message that inflates past this many bytes.
 
     Returns:
-        The open wsproto connection and the ``101 Switching Protocols`` bytes to write.
+        The connection, the handshake bytes, and whether compression was negotiated.
 
     Raises:
         wsproto.utilities.RemoteProtocolError: the request is not a valid handshake.
@@ -168,61 +192,75 @@ def accept_websocket(
     handshake = connection.send(AcceptConnection(subprotocol=subprotocol, extensions=extensions))
     if trailing_data:
         connection.receive_data(trailing_data)
-    return connection, handshake
+    compressed = any(extension.enabled() for extension in extensions)
+    return AcceptedWebSocket(connection, handshake, compressed)
 
 
 @asynccontextmanager
 async def native_websocket(
     stream: anyio.abc.ByteStream,
-    connection: WSConnection,
+    accepted: AcceptedWebSocket,
     subprotocol: str | None,
     limits: Limits,
 ) -> AsyncIterator[NativeWebSocket]:
-    """Open a ``NativeWebSocket`` with its control task (pongs, keep-alive) in a task group.
+    """Open a ``NativeWebSocket``; the task group is for its flusher, started on demand.
 
     Args:
         stream: the connection's byte stream (not closed here).
-        connection: the accepted wsproto connection.
+        accepted: what ``accept_websocket`` returned.
         subprotocol: the accepted subprotocol.
         limits: message size and keep-alive settings.
 
     Yields:
-        The transport; its background tasks end when the block does.
+        The transport; a flusher still running ends when the block does.
     """
-    socket = NativeWebSocket(stream, connection, subprotocol, limits)
+    direct = None if accepted.compressed else direct_writer(stream)
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(socket.control)
+        socket = NativeWebSocket(stream, accepted, subprotocol, limits, direct, tasks)
         try:
             yield socket
         finally:
+            socket._tasks = None  # closing: start nothing more in it
             tasks.cancel_scope.cancel()
 
 
 class NativeWebSocket:
-    """One accepted WebSocket on a byte stream; implements ``WebSocketTransport``."""
+    """One accepted WebSocket on a byte stream; implements ``WebSocketTransport``.
+
+    Also offers ``write_now``, the fan-out's synchronous delivery, and ``send_encoded``,
+    for messages already encoded as UTF-8.
+    """
 
     def __init__(
         self,
         stream: anyio.abc.ByteStream,
-        connection: WSConnection,
+        accepted: AcceptedWebSocket,
         subprotocol: str | None,
         limits: Limits,
+        direct: DirectWriter | None = None,
+        tasks: anyio.abc.TaskGroup | None = None,
     ) -> None:
         self._stream = stream
-        self._ws = connection
+        self._ws = accepted.connection
+        self._compressed = accepted.compressed
         self._subprotocol = subprotocol
         self._limits = limits
+        self._direct = direct
+        self._tasks = tasks
         self._assembler = MessageAssembler(limits.max_ws_message_bytes)
         self._write_lock = anyio.Lock(fast_acquire=True)
+        #: The unsent tail of a frame the kernel took only in part; goes before anything.
+        self._residue = b""
         #: (code, reason) once the socket is over for the session, whoever ended it.
         self._ended: tuple[int, str] | None = None
         #: A close frame decided by the reader and not yet written.
         self._pending_close: CloseConnection | None = None
         #: Payloads of the latest unanswered pings, oldest first (bounded: pongs coalesce).
         self._pending_pongs: deque[bytes] = deque(maxlen=MAX_PENDING_PONGS)
-        #: Set when the control task has something to do: pings to answer, a pong arrived.
-        self._control_wanted = anyio.Event()
-        self._pong_arrived = False
+        interval = limits.keep_alive_interval
+        #: When the reader sends the next keep-alive ping, and when its pong is overdue.
+        self._next_ping = anyio.current_time() + interval if interval > 0 else math.inf
+        self._pong_due = math.inf
         self._ping_ids = count()
         self._parser_failed = False
         self._lost = False
@@ -235,21 +273,55 @@ class NativeWebSocket:
     async def receive(self) -> str | bytes:
         """Return the next whole text (str) or binary (bytes) message.
 
+        The caller's wait is also the connection's clock: pings arrive answered, and the
+        keep-alive ping and its pong deadline are deadlines on this read.
+
         Raises:
             ConnectionClosed: the socket is closed (by either side), failed, or the peer
                 broke the protocol (then it was closed with 1002, 1007 or 1009 first).
         """
         while True:
             message = self._next_message()
-            if message is not None:
+            if self._pending_pongs:
                 await self._send_pongs()  # pings that came before the message go first
+            if message is not None:
                 return message
             if self._pending_close is not None:
                 frame, self._pending_close = self._pending_close, None
                 await self._send_close(frame)
             if self._ended is not None:
                 raise ConnectionClosed(*self._ended)
-            await self._read()
+            await self._read_or_keep_alive()
+
+    def write_now(self, *pieces: bytes) -> bool:
+        """Send one text message, whose UTF-8 body is ``pieces`` joined, without waiting.
+
+        Only when nothing else is being written or waits to be: then the frame goes to the
+        kernel from the calling task, and a part the kernel refuses goes out first, before
+        any later frame, through a flusher task started for it.
+
+        Returns:
+            True when the message was taken; False when it cannot go now (the caller
+            queues it for an awaited send).
+
+        Raises:
+            ConnectionClosed: the socket is closed or the write failed.
+        """
+        if self._lost or self._ended is not None or self._ws.state is not ConnectionState.OPEN:
+            raise ConnectionClosed(*(self._ended or (_ABNORMAL, "")))
+        direct = self._direct
+        if direct is None or self._residue or self._write_lock.locked() or self._tasks is None:
+            return False
+        frame = text_frame(*pieces)
+        try:
+            sent = direct.write(frame)
+        except OSError:
+            self._mark_lost("")
+            raise ConnectionClosed(_ABNORMAL, "") from None
+        if sent < len(frame):
+            self._residue = frame[sent:]
+            self._tasks.start_soon(self._flush_residue)
+        return True
 
     async def send_text(self, text: str) -> None:
         """Send one text message as one frame, in one write.
@@ -260,9 +332,7 @@ class NativeWebSocket:
         Raises:
             ConnectionClosed: the socket is closed or the write failed.
         """
-        async with self._write_lock:
-            self._check_open()
-            await self._write_or_raise(self._ws.send(TextMessage(data=text)))
+        await self.send_encoded((text.encode("utf-8"),))
 
     async def send_bytes(self, data: bytes) -> None:
         """Send one binary message as one frame, in one write (GraphQL never needs it).
@@ -286,11 +356,26 @@ class NativeWebSocket:
         Raises:
             ConnectionClosed: the socket is closed or the write failed.
         """
-        if not texts:
+        await self.send_encoded([text.encode("utf-8") for text in texts])
+
+    async def send_encoded(self, messages: Sequence[bytes]) -> None:
+        """Send text messages given as UTF-8 bytes, one frame each, in a single write.
+
+        Args:
+            messages: the messages' UTF-8 bodies, in order (the caller vouches for UTF-8).
+
+        Raises:
+            ConnectionClosed: the socket is closed or the write failed.
+        """
+        if not messages:
             return
         async with self._write_lock:
             self._check_open()
-            frames = b"".join(self._ws.send(TextMessage(data=text)) for text in texts)
+            if self._compressed:
+                ws = self._ws
+                frames = b"".join(ws.send(TextMessage(data=m.decode("utf-8"))) for m in messages)
+            else:
+                frames = text_frames(messages)
             await self._write_or_raise(frames)
 
     async def close(self, code: int, reason: str = "") -> None:
@@ -329,36 +414,24 @@ class NativeWebSocket:
                 if self._awaiting_close_reply():
                     await self._read()
 
-    async def control(self) -> None:
-        """Answer pings, and ping every ``keep_alive_interval``; runs until cancelled.
-
-        One task for both, so an idle connection costs one task here, not two. A ping that
-        gets no pong within ``pong_timeout`` of being sent aborts the TCP connection.
-        """
-        interval = self._limits.keep_alive_interval
-        next_ping = anyio.current_time() + interval if interval > 0 else math.inf
-        pong_due = math.inf
-        while True:
-            with anyio.CancelScope(deadline=min(next_ping, pong_due)):
-                await self._control_wanted.wait()
-            if self._control_wanted.is_set():
-                self._control_wanted = anyio.Event()
-            if not await self._send_pongs():
-                return
-            if self._pong_arrived:
-                self._pong_arrived = False
-                if pong_due != math.inf:
-                    pong_due, next_ping = math.inf, anyio.current_time() + interval
-            now = anyio.current_time()
-            if now >= pong_due:
-                logger.debug("anyql: no pong within %s s; aborting", self._limits.pong_timeout)
-                await self.abort()
-                return
-            if now >= next_ping:
-                payload = str(next(self._ping_ids)).encode("ascii")
-                if not await self._send_control(Ping(payload=payload)):
-                    return
-                pong_due, next_ping = now + self._limits.pong_timeout, math.inf
+    async def _read_or_keep_alive(self) -> None:
+        """Read once; or, when the keep-alive clock is due first, ping or give up."""
+        deadline = min(self._next_ping, self._pong_due)
+        if deadline == math.inf:
+            await self._read()
+            return
+        with anyio.CancelScope(deadline=deadline):
+            await self._read()
+            return
+        now = anyio.current_time()
+        if now >= self._pong_due:
+            logger.debug("anyql: no pong within %s s; aborting", self._limits.pong_timeout)
+            await self.abort()
+        elif now >= self._next_ping:
+            payload = str(next(self._ping_ids)).encode("ascii")
+            self._next_ping = math.inf
+            if await self._send_control(Ping(payload=payload)):
+                self._pong_due = now + self._limits.pong_timeout
 
     def _next_message(self) -> str | bytes | None:
         if self._ended is not None:
@@ -374,10 +447,10 @@ class NativeWebSocket:
                     return message
             elif isinstance(event, Ping):
                 self._pending_pongs.append(bytes(event.payload))
-                self._control_wanted.set()
             elif isinstance(event, Pong):
-                self._pong_arrived = True
-                self._control_wanted.set()
+                if self._pong_due != math.inf:
+                    interval = self._limits.keep_alive_interval
+                    self._pong_due, self._next_ping = math.inf, anyio.current_time() + interval
             elif isinstance(event, CloseConnection):
                 self._on_close_frame(event)
                 return None
@@ -441,6 +514,11 @@ class NativeWebSocket:
                 return False
             return await self._write(self._ws.send(event))
 
+    async def _flush_residue(self) -> None:
+        async with self._write_lock:
+            if self._residue and not self._lost:
+                await self._write(b"")
+
     def _check_open(self) -> None:
         if self._lost or self._ended is not None or self._ws.state is not ConnectionState.OPEN:
             raise ConnectionClosed(*(self._ended or (_ABNORMAL, "")))
@@ -450,6 +528,20 @@ class NativeWebSocket:
             raise ConnectionClosed(*(self._ended or (_ABNORMAL, "")))
 
     async def _write(self, data: bytes) -> bool:
+        """Write ``data`` after any residue; the caller holds the write lock."""
+        if self._residue:
+            data, self._residue = self._residue + data, b""
+        direct = self._direct
+        if direct is not None:
+            # What the kernel takes now needs no deadline and no task switch.
+            try:
+                sent = direct.write(data)
+            except OSError:
+                self._mark_lost("")
+                return False
+            if sent == len(data):
+                return True
+            data = data[sent:]
         # Shielded: a frame cut by cancellation would corrupt every frame after it (the close
         # frame too). Bounded: a peer that takes nothing for pong_timeout is dropped.
         with anyio.move_on_after(self._limits.pong_timeout, shield=True):
@@ -464,6 +556,7 @@ class NativeWebSocket:
 
     def _mark_lost(self, reason: str) -> None:
         self._lost = True
+        self._residue = b""
         if self._ended is None:
             self._ended = (_ABNORMAL, reason)
 

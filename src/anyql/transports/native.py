@@ -363,7 +363,7 @@ async def _serve_upgrade(
         return
     subprotocol = app.select_subprotocol(offered_subprotocols(info))
     try:
-        connection, handshake = accept_websocket(
+        accepted = accept_websocket(
             request.headers,
             request.target,
             subprotocol,
@@ -373,10 +373,10 @@ async def _serve_upgrade(
     except WebSocketHandshakeError:
         await http.send_response(transport_error_response(400), close=True)
         return
-    if not await http.write_raw(handshake):
+    if not await http.write_raw(accepted.handshake):
         return
     _log_access(info, request, 101, 0, started)
-    async with native_websocket(http.stream, connection, subprotocol, app.limits) as socket:
+    async with native_websocket(http.stream, accepted, subprotocol, app.limits) as socket:
         try:
             await app.serve_websocket(socket, info)
         except ConnectionClosed:
