@@ -194,6 +194,11 @@ class DirectWebSocketTransport(WebSocketTransport, Protocol):
         """
         ...
 
+    @property
+    def needs_flush(self) -> bool:
+        """True after ``write_now`` sent part of a frame: an awaited send must follow."""
+        ...
+
 
 class ShutdownHandle(Protocol):
     """What ``ServedApp.running()`` yields while the server runs."""

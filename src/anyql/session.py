@@ -1,8 +1,9 @@
 """The WebSocket driver: one GraphQL-over-WebSocket session on one accepted socket.
 
-Owns ``serve_session``. Theory of operation: a session is one task group holding a reader
-(socket -> protocol machine -> actions), timers (the init timeout, until the ack; the legacy
-keep-alive) and one child task per running operation, each inside its own cancel scope
+Owns ``serve_session``. Theory of operation: a session is one task that reads (socket ->
+protocol machine -> actions; the init timeout and the expiry are deadlines on its read, and
+a close request cancels the read) and a task group holding the legacy keep-alive timer, the
+``on_connect`` call, and one child task per running operation, each inside its own cancel scope
 (a shared subscription has none: its hub calls it, and cancelling its owner detaches it);
 server shutdown reaches the session through a callback, not a task.
 Operations render frames through the machine (UTF-8 bytes) and queue them in the bounded
@@ -20,12 +21,14 @@ module only carries out their actions.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 
 from .context import Accepted, Connection
 from .errors import ConnectionClosed, ConnectionRejected, RequestError, SlowConsumer, SourceError
@@ -105,12 +108,13 @@ class Session:
         self.context: Any = None
         self._close: CloseConnection | None = None
         self._flush = True
-        self._close_requested = anyio.Event()
+        self._close_requested = False
         self._lost = False
-        #: Cancelled once the connection is acknowledged: the init timer has nothing to do.
-        self._init_timer = anyio.CancelScope()
-        #: Around the wait for a close: ``on_connect``'s expiry becomes its deadline.
-        self._lifetime = anyio.CancelScope()
+        #: The reader's deadline: the init timeout until the ack, then ``on_connect``'s
+        #: expiry (or none).
+        self._deadline = math.inf
+        #: The scope of the current read; a close request cancels it.
+        self._reading = anyio.CancelScope()
 
     # --- lifetime ------------------------------------------------------------------
 
@@ -119,15 +123,10 @@ class Session:
         try:
             async with anyio.create_task_group() as tg:
                 self.tg = tg
-                tg.start_soon(self._read_loop)
-                tg.start_soon(self._expire_init)
                 if handle is not None:
                     handle.watch(self, self._going_away)
                     handle.track(self, self.describe)
-                with self._lifetime:  # its deadline is set if on_connect gave an expiry
-                    await self._close_requested.wait()
-                if self._lifetime.cancelled_caught:
-                    self._request_close(EXPIRED)
+                await self._read_until_closed()
                 await self._shut(tg)
         finally:
             if handle is not None:
@@ -171,7 +170,7 @@ class Session:
 
         ``flush=False`` skips sending what is still queued (the peer is not reading).
         """
-        if self._close_requested.is_set():
+        if self._close_requested:
             return
         self._flush = flush
         if close is None:
@@ -180,7 +179,8 @@ class Session:
             self._close = close
             if self.machine.state is not ConnectionState.CLOSED:
                 self.machine.close(close.code, close.reason)
-        self._close_requested.set()
+        self._close_requested = True
+        self._reading.cancel()
 
     def _close_on_request(self, code: int, reason: str) -> None:
         """``Connection.close``: server code ends this connection on purpose."""
@@ -196,6 +196,27 @@ class Session:
                     logger.exception("on_disconnect raised")
 
     # --- reading -------------------------------------------------------------------
+
+    async def _read_until_closed(self) -> None:
+        """The session's own task reads: until a close is requested or the socket ends.
+
+        The timers are deadlines on this read: the init timeout until the ack, then the
+        expiry ``on_connect`` gave, if any.
+        """
+        self._deadline = anyio.current_time() + self.limits.connection_init_timeout
+        while not self._close_requested:
+            with anyio.CancelScope(deadline=self._deadline) as self._reading:
+                await self._read_loop()
+            if self._close_requested:
+                return
+            if self.machine.state is ConnectionState.ACKNOWLEDGED:
+                self._request_close(EXPIRED)
+                return
+            close = self.machine.init_timed_out()
+            if close is not None:
+                self._request_close(close)
+                return
+            self._deadline = math.inf
 
     async def _read_loop(self) -> None:
         try:
@@ -238,17 +259,18 @@ class Session:
 
     def _start_writer(self) -> None:
         """The outbox's ``on_ready``: start a writer unless one runs (or nothing can)."""
-        if self._writing or (self._close_requested.is_set() and not self._flush):
+        if self._writing or (self._close_requested and not self._flush):
             return
         self._writing = True
         self.tg.start_soon(self._write_loop)
 
     async def _write_loop(self) -> None:
+        direct = self._direct
         try:
-            while items := self.outbox.take():
+            while (items := self.outbox.take()) or (direct is not None and direct.needs_flush):
                 messages = [i.data for i in items if i.owner is None or not i.owner.cancelled]
-                if self._direct is not None:
-                    await self._direct.send_encoded(messages)
+                if direct is not None:
+                    await direct.send_encoded(messages)  # after any part write_now left
                 else:
                     for message in messages:
                         await self.transport.send_text(message.decode("utf-8"))
@@ -273,7 +295,13 @@ class Session:
         if direct is None or self._writing or len(self.outbox):
             return False
         envelope = self.machine.next_envelope(owner.id)
-        return envelope is None or direct.write_now(envelope, payload, b"}")
+        if envelope is None:
+            return True
+        if not direct.write_now(envelope, payload, b"}"):
+            return False
+        if direct.needs_flush:
+            self._start_writer()  # the kernel took part of the frame: the rest goes next
+        return True
 
     # --- connection_init -----------------------------------------------------------
 
@@ -297,12 +325,13 @@ class Session:
             return
         if self.machine.state is not ConnectionState.INITIALISING:
             return  # closed meanwhile (for example a second connection_init: 4429)
-        self._init_timer.cancel()
+        self._deadline = math.inf
         if isinstance(ack, Accepted):
             if ack.expires_at is not None:
                 remaining = ack.expires_at - time.time()
-                self._lifetime.deadline = anyio.current_time() + remaining
+                self._deadline = anyio.current_time() + remaining
             ack = ack.payload
+        self._reading.deadline = self._deadline
         ack_frame = self.machine.send(ConnectionAck(ack))
         if ack_frame is not None:
             self.outbox.push(ack_frame.encode("utf-8"))  # never waits: nothing overtakes it
@@ -320,13 +349,6 @@ class Session:
 
     # --- timers --------------------------------------------------------------------
 
-    async def _expire_init(self) -> None:
-        with self._init_timer:
-            await anyio.sleep(self.limits.connection_init_timeout)
-            close = self.machine.init_timed_out()
-            if close is not None:
-                self._request_close(close)
-
     async def _keep_alive(self) -> None:
         while True:
             await anyio.sleep(self.limits.keep_alive_interval)
@@ -338,7 +360,7 @@ class Session:
     # --- operations ----------------------------------------------------------------
 
     async def _start(self, id: str, request: OperationRequest) -> None:
-        if self._close_requested.is_set():
+        if self._close_requested:
             return  # closing: the reader may still hand over messages read before
         if len(self.operations) >= self.limits.max_operations:
             await self._send(Error(id, TOO_MANY_OPERATIONS))
@@ -351,11 +373,14 @@ class Session:
         owner = Owner(id, label=prepared.root_field or prepared.operation_type)
         self.operations[id] = owner
         if not self._attach_shared(owner, prepared):
-            self.tg.start_soon(self._run_operation, owner, prepared)
+            owner.scope = anyio.CancelScope()
+            self.tg.start_soon(self._run_operation, owner, owner.scope, prepared)
 
-    async def _run_operation(self, owner: Owner, prepared: PreparedOperation) -> None:
+    async def _run_operation(
+        self, owner: Owner, scope: anyio.CancelScope, prepared: PreparedOperation
+    ) -> None:
         try:
-            with owner.scope:
+            with scope:
                 await self._operate(owner, prepared)
         except SlowConsumer:
             self._close_slow_consumer(owner)
@@ -455,6 +480,7 @@ class Session:
     async def _emit(self, owner: Owner, event: Event) -> None:
         """Render ``event`` for a live operation and queue it; nothing once it is cancelled."""
         if owner.cancelled:
+            await anyio.lowlevel.checkpoint()
             return
         text = self.machine.send(event)
         if text is not None:
@@ -465,6 +491,9 @@ class Session:
     ) -> None:
         """Send a ``next`` of a live operation at once if it can go, else queue it."""
         if owner.cancelled:
+            # The operation's scope is cancelled: this checkpoint delivers it, even to a
+            # source that never awaits (the fast path itself never does).
+            await anyio.lowlevel.checkpoint()
             return
         try:
             if self._deliver_now(owner, payload):

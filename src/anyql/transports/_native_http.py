@@ -24,6 +24,7 @@ import binascii
 import json
 from collections.abc import Sequence
 from http import HTTPStatus
+from sys import intern
 from typing import cast
 from urllib.parse import unquote_to_bytes
 
@@ -212,8 +213,11 @@ class HTTPConnection:
             method=request.method.decode("ascii"),
             path=unquote_to_bytes(raw_path).decode("utf-8", "replace"),
             query_string=query,
+            # Interned: the many WebSockets of one kind of client (same browser, same
+            # origin) share these strings for as long as they live.
             headers=tuple(
-                (name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers
+                (intern(name.decode("latin-1")), intern(value.decode("latin-1")))
+                for name, value in request.headers
             ),
             client=self._client,
             scheme="http",

@@ -29,15 +29,13 @@ Writes: every awaited write holds one lock, first tries the kernel synchronously
 cancellation and bounded by ``pong_timeout``, so frames never interleave or get cut, and
 nothing follows a close frame. ``write_now`` writes only when the lock is free and no
 residue waits; a part the kernel refuses becomes the residue, which every later write sends
-first and a flusher task (the only task this module starts, in the context's group) sends
-if nothing else does.
+first; its caller (the session) starts an awaited write for it at once.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from itertools import count
@@ -46,7 +44,7 @@ from typing import NamedTuple
 import anyio
 import anyio.abc
 from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
+from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -147,8 +145,10 @@ class MessageAssembler:
 class AcceptedWebSocket(NamedTuple):
     """What ``accept_websocket`` gives back."""
 
-    #: The open wsproto connection (the parser and the control frames' encoder).
-    connection: WSConnection
+    #: The open wsproto connection (the parser and the control frames' encoder), without
+    #: the handshake's state (h11's parser and the request), which a long-lived socket
+    #: would otherwise carry to its end.
+    connection: Connection
     #: The ``101 Switching Protocols`` bytes to write.
     handshake: bytes
     #: Whether permessage-deflate was negotiated (data frames then go through wsproto).
@@ -193,7 +193,9 @@ def accept_websocket(
     if trailing_data:
         connection.receive_data(trailing_data)
     compressed = any(extension.enabled() for extension in extensions)
-    return AcceptedWebSocket(connection, handshake, compressed)
+    opened = connection.connection
+    assert opened is not None  # wsproto opens it when it renders the acceptance
+    return AcceptedWebSocket(opened, handshake, compressed)
 
 
 @asynccontextmanager
@@ -203,7 +205,7 @@ async def native_websocket(
     subprotocol: str | None,
     limits: Limits,
 ) -> AsyncIterator[NativeWebSocket]:
-    """Open a ``NativeWebSocket``; the task group is for its flusher, started on demand.
+    """Open a ``NativeWebSocket`` (it starts no task; the context marks where it ends).
 
     Args:
         stream: the connection's byte stream (not closed here).
@@ -212,24 +214,38 @@ async def native_websocket(
         limits: message size and keep-alive settings.
 
     Yields:
-        The transport; a flusher still running ends when the block does.
+        The transport.
     """
     direct = None if accepted.compressed else direct_writer(stream)
-    async with anyio.create_task_group() as tasks:
-        socket = NativeWebSocket(stream, accepted, subprotocol, limits, direct, tasks)
-        try:
-            yield socket
-        finally:
-            socket._tasks = None  # closing: start nothing more in it
-            tasks.cancel_scope.cancel()
+    yield NativeWebSocket(stream, accepted, subprotocol, limits, direct)
 
 
 class NativeWebSocket:
     """One accepted WebSocket on a byte stream; implements ``WebSocketTransport``.
 
-    Also offers ``write_now``, the fan-out's synchronous delivery, and ``send_encoded``,
-    for messages already encoded as UTF-8.
+    Also offers ``write_now``, the fan-out's synchronous delivery, ``send_encoded``, for
+    messages already encoded as UTF-8, and ``needs_flush``.
     """
+
+    __slots__ = (
+        "_assembler",
+        "_compressed",
+        "_direct",
+        "_ended",
+        "_limits",
+        "_lost",
+        "_next_ping",
+        "_parser_failed",
+        "_pending_close",
+        "_pending_pongs",
+        "_ping_ids",
+        "_pong_due",
+        "_residue",
+        "_stream",
+        "_subprotocol",
+        "_write_lock",
+        "_ws",
+    )
 
     def __init__(
         self,
@@ -238,7 +254,6 @@ class NativeWebSocket:
         subprotocol: str | None,
         limits: Limits,
         direct: DirectWriter | None = None,
-        tasks: anyio.abc.TaskGroup | None = None,
     ) -> None:
         self._stream = stream
         self._ws = accepted.connection
@@ -246,7 +261,6 @@ class NativeWebSocket:
         self._subprotocol = subprotocol
         self._limits = limits
         self._direct = direct
-        self._tasks = tasks
         self._assembler = MessageAssembler(limits.max_ws_message_bytes)
         self._write_lock = anyio.Lock(fast_acquire=True)
         #: The unsent tail of a frame the kernel took only in part; goes before anything.
@@ -256,7 +270,7 @@ class NativeWebSocket:
         #: A close frame decided by the reader and not yet written.
         self._pending_close: CloseConnection | None = None
         #: Payloads of the latest unanswered pings, oldest first (bounded: pongs coalesce).
-        self._pending_pongs: deque[bytes] = deque(maxlen=MAX_PENDING_PONGS)
+        self._pending_pongs: list[bytes] = []
         interval = limits.keep_alive_interval
         #: When the reader sends the next keep-alive ping, and when its pong is overdue.
         self._next_ping = anyio.current_time() + interval if interval > 0 else math.inf
@@ -297,8 +311,9 @@ class NativeWebSocket:
         """Send one text message, whose UTF-8 body is ``pieces`` joined, without waiting.
 
         Only when nothing else is being written or waits to be: then the frame goes to the
-        kernel from the calling task, and a part the kernel refuses goes out first, before
-        any later frame, through a flusher task started for it.
+        kernel from the calling task. A part the kernel refuses is kept and goes out first,
+        before any later frame; until it has, ``needs_flush`` is True and the caller must
+        make sure an awaited send (``send_encoded``, with nothing if need be) follows.
 
         Returns:
             True when the message was taken; False when it cannot go now (the caller
@@ -310,7 +325,7 @@ class NativeWebSocket:
         if self._lost or self._ended is not None or self._ws.state is not ConnectionState.OPEN:
             raise ConnectionClosed(*(self._ended or (_ABNORMAL, "")))
         direct = self._direct
-        if direct is None or self._residue or self._write_lock.locked() or self._tasks is None:
+        if direct is None or self._residue or self._write_lock.locked():
             return False
         frame = text_frame(*pieces)
         try:
@@ -320,8 +335,12 @@ class NativeWebSocket:
             raise ConnectionClosed(_ABNORMAL, "") from None
         if sent < len(frame):
             self._residue = frame[sent:]
-            self._tasks.start_soon(self._flush_residue)
         return True
+
+    @property
+    def needs_flush(self) -> bool:
+        """Whether part of a frame ``write_now`` began waits for an awaited send."""
+        return bool(self._residue)
 
     async def send_text(self, text: str) -> None:
         """Send one text message as one frame, in one write.
@@ -367,7 +386,7 @@ class NativeWebSocket:
         Raises:
             ConnectionClosed: the socket is closed or the write failed.
         """
-        if not messages:
+        if not messages and not self._residue:
             return
         async with self._write_lock:
             self._check_open()
@@ -446,6 +465,8 @@ class NativeWebSocket:
                 if message is not None:
                     return message
             elif isinstance(event, Ping):
+                if len(self._pending_pongs) == MAX_PENDING_PONGS:
+                    del self._pending_pongs[0]
                 self._pending_pongs.append(bytes(event.payload))
             elif isinstance(event, Pong):
                 if self._pong_due != math.inf:
@@ -513,11 +534,6 @@ class NativeWebSocket:
             if self._lost or self._ended is not None or self._ws.state is not ConnectionState.OPEN:
                 return False
             return await self._write(self._ws.send(event))
-
-    async def _flush_residue(self) -> None:
-        async with self._write_lock:
-            if self._residue and not self._lost:
-                await self._write(b"")
 
     def _check_open(self) -> None:
         if self._lost or self._ended is not None or self._ws.state is not ConnectionState.OPEN:

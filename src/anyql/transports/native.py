@@ -40,7 +40,12 @@ from anyql.transports._native_http import (
     transport_error_response,
     websocket_refusal,
 )
-from anyql.transports._native_ws import NativeWebSocket, accept_websocket, native_websocket
+from anyql.transports._native_ws import (
+    AcceptedWebSocket,
+    NativeWebSocket,
+    accept_websocket,
+    native_websocket,
+)
 from anyql.transports._watchdog import ShutdownWatchdog
 from anyql.types import HTTPRequest, HTTPResponse, RequestInfo
 
@@ -264,13 +269,17 @@ async def serve_connection(
     """
     registry = connections if connections is not None else _Connections()
     http = HTTPConnection(stream, app.limits, client=client)
-    await _serve_requests(app, http, registry, permessage_deflate)
+    upgrade = await _serve_requests(app, http, registry, permessage_deflate)
+    if upgrade is not None:
+        del http  # a WebSocket lives long: it keeps nothing of h11's state
+        await _serve_websocket(app, stream, *upgrade)
     await close_gracefully(stream)
 
 
 async def _serve_requests(
     app: ServedApp, http: HTTPConnection, connections: _Connections, permessage_deflate: bool
-) -> None:
+) -> tuple[AcceptedWebSocket, str | None, RequestInfo] | None:
+    """Answer HTTP requests until the connection ends or upgrades (then return the upgrade)."""
     while not connections.draining:
         request: h11.Request | None = None
         scope = connections.idle_scope()
@@ -280,23 +289,23 @@ async def _serve_requests(
         finally:
             connections.forget(scope)
         if request is None:
-            return
+            return None
         if is_websocket_upgrade(request):
-            await _serve_upgrade(app, http, request, permessage_deflate)
-            return
+            return await _upgrade(app, http, request, permessage_deflate)
         started = anyio.current_time()
         info = http.request_info(request)
         body = await http.read_body(request, error_headers=app.cors_headers(info))
         if body is None:
-            return
+            return None
         response = await _respond_unless_gone(app, http, HTTPRequest(info=info, body=body))
         if response is None:
             logger.debug("anyql: %s left before its answer; cancelled", info.peer)
-            return
+            return None
         sent = await http.send_response(response, close=connections.draining)
         _log_access(info, request, response.status, len(response.body), started)
         if not sent:
-            return
+            return None
+    return None
 
 
 def _log_access(
@@ -349,18 +358,19 @@ async def _respond(app: ServedApp, request: HTTPRequest) -> HTTPResponse:
         return transport_error_response(500)
 
 
-async def _serve_upgrade(
+async def _upgrade(
     app: ServedApp, http: HTTPConnection, request: h11.Request, permessage_deflate: bool
-) -> None:
+) -> tuple[AcceptedWebSocket, str | None, RequestInfo] | None:
+    """Vet and accept an Upgrade request; None when it was refused or the peer left."""
     started = anyio.current_time()
     info = http.request_info(request)
     refusal = websocket_refusal(info, request.http_version) or app.websocket_handshake(info)
     if refusal is not None:
         await http.send_response(refusal, close=True)
         _log_access(info, request, refusal.status, len(refusal.body), started)
-        return
+        return None
     if await http.read_body(request) is None:
-        return
+        return None
     subprotocol = app.select_subprotocol(offered_subprotocols(info))
     try:
         accepted = accept_websocket(
@@ -372,11 +382,21 @@ async def _serve_upgrade(
         )
     except WebSocketHandshakeError:
         await http.send_response(transport_error_response(400), close=True)
-        return
+        return None
     if not await http.write_raw(accepted.handshake):
-        return
+        return None
     _log_access(info, request, 101, 0, started)
-    async with native_websocket(http.stream, accepted, subprotocol, app.limits) as socket:
+    return accepted, subprotocol, info
+
+
+async def _serve_websocket(
+    app: ServedApp,
+    stream: anyio.abc.ByteStream,
+    accepted: AcceptedWebSocket,
+    subprotocol: str | None,
+    info: RequestInfo,
+) -> None:
+    async with native_websocket(stream, accepted, subprotocol, app.limits) as socket:
         try:
             await app.serve_websocket(socket, info)
         except ConnectionClosed:
