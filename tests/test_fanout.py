@@ -525,3 +525,41 @@ async def test_outside_running_a_shared_field_falls_back_to_one_source_per_subsc
             assert values_of(await peer.receive()) == 4
     assert station.starts == {"news": 2}
     assert station.detail_calls == 2
+
+
+async def test_delivery_in_slices_keeps_every_event_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(anyql.fanout, "DELIVERY_SLICE", 2)  # a checkpoint every 2 deliveries
+    station = Station()
+    app = make_app(station)
+    async with app.running() as handle, AsyncExitStack() as stack:
+        peers = await connect(stack, app, 5)
+        await subscribe_all(handle, peers, subscribe("s", topic="news"))
+        await station.feed("news", 1, 2, 3)
+        for peer in peers:
+            assert [values_of(await peer.receive()) for _ in range(3)] == [1, 2, 3]
+
+
+async def test_a_subscriber_detached_during_an_event_gets_nothing_more_of_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(anyql.fanout, "DELIVERY_SLICE", 1)
+    received: dict[str, list[bytes]] = {"first": [], "second": []}
+    hub = anyql.fanout.Hub.__new__(anyql.fanout.Hub)
+    hub.subscribers = {}
+
+    def first(payload: bytes) -> bool:
+        received["first"].append(payload)
+        del hub.subscribers[second_subscriber]  # as a detach on another task would
+        return True
+
+    def second(payload: bytes) -> bool:
+        received["second"].append(payload)
+        return True
+
+    first_subscriber = anyql.fanout.Subscriber(first, lambda errors: None)
+    second_subscriber = anyql.fanout.Subscriber(second, lambda errors: None)
+    hub.subscribers = {first_subscriber: None, second_subscriber: None}
+    await hub._offer(b"{}")
+    assert received == {"first": [b"{}"], "second": []}

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 
 from .errors import RequestError, SourceError
 from .execution import encode_json_bytes
@@ -32,6 +33,8 @@ __all__ = ["Fanout", "Hub", "Subscriber"]
 logger = logging.getLogger("anyql.fanout")
 
 INTERNAL_ERROR: tuple[FormattedError, ...] = ({"message": "Internal server error"},)
+#: Deliveries of one event between two checkpoints of the hub's task.
+DELIVERY_SLICE = 512
 
 
 @dataclass(eq=False, slots=True)
@@ -87,13 +90,20 @@ class Hub:
         async with subscription as results:
             try:
                 async for result in results:
-                    self._offer(encode_json_bytes(result))
+                    await self._offer(encode_json_bytes(result))
             finally:
                 # Newcomers start a fresh hub rather than join one whose source is closing.
                 self.fanout._forget(self)
 
-    def _offer(self, payload: bytes) -> None:
-        for subscriber in list(self.subscribers):
+    async def _offer(self, payload: bytes) -> None:
+        current = self.subscribers
+        for index, subscriber in enumerate(list(current)):
+            if index and not index % DELIVERY_SLICE:
+                # Let the rest of the server run between slices: delivering to 20,000
+                # sockets at once would hold the loop for tens of milliseconds.
+                await anyio.lowlevel.checkpoint()
+            if subscriber not in current:
+                continue  # detached meanwhile
             try:
                 keep = subscriber.deliver(payload)
             except Exception:

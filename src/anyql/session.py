@@ -20,6 +20,7 @@ module only carries out their actions.
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import time
@@ -86,6 +87,19 @@ async def serve_session(app: SessionHost, transport: WebSocketTransport, info: R
     await Session(app, transport, info, subprotocol).run()
 
 
+class SessionState(enum.Enum):
+    """Where a session stands; ``_request_close`` makes the only transitions (from OPEN)."""
+
+    #: Reading, running operations, writing.
+    OPEN = "open"
+    #: Closing: what is queued goes out (within ``CLOSE_FLUSH_TIMEOUT``), then the close.
+    CLOSING = "closing"
+    #: Closing at once, dropping what is queued (a slow consumer is not reading).
+    CLOSING_NOW = "closing now"
+    #: The peer is gone: nothing more is written.
+    LOST = "lost"
+
+
 class Session:
     def __init__(
         self, app: SessionHost, transport: WebSocketTransport, info: RequestInfo, subprotocol: str
@@ -106,10 +120,9 @@ class Session:
         self._writer_done: anyio.Event | None = None
         self.operations: dict[str, Owner] = {}
         self.context: Any = None
+        self._state = SessionState.OPEN
+        #: The close frame to send, once the state is CLOSING or CLOSING_NOW.
         self._close: CloseConnection | None = None
-        self._flush = True
-        self._close_requested = False
-        self._lost = False
         #: The reader's deadline: the init timeout until the ack, then ``on_connect``'s
         #: expiry (or none).
         self._deadline = math.inf
@@ -154,9 +167,9 @@ class Session:
     async def _shut(self, tg: anyio.abc.TaskGroup) -> None:
         self._cancel_operations()
         close = self._close
-        if close is not None and not self._lost:
+        if close is not None and self._state is not SessionState.LOST:
             self.outbox.close()
-            if self._flush and self._writing:
+            if self._state is SessionState.CLOSING and self._writing:
                 self._writer_done = anyio.Event()
                 with anyio.move_on_after(CLOSE_FLUSH_TIMEOUT):
                     await self._writer_done.wait()
@@ -170,16 +183,15 @@ class Session:
 
         ``flush=False`` skips sending what is still queued (the peer is not reading).
         """
-        if self._close_requested:
+        if self._state is not SessionState.OPEN:
             return
-        self._flush = flush
         if close is None:
-            self._lost = True
+            self._state = SessionState.LOST
         else:
+            self._state = SessionState.CLOSING if flush else SessionState.CLOSING_NOW
             self._close = close
             if self.machine.state is not ConnectionState.CLOSED:
                 self.machine.close(close.code, close.reason)
-        self._close_requested = True
         self._reading.cancel()
 
     def _close_on_request(self, code: int, reason: str) -> None:
@@ -204,10 +216,10 @@ class Session:
         expiry ``on_connect`` gave, if any.
         """
         self._deadline = anyio.current_time() + self.limits.connection_init_timeout
-        while not self._close_requested:
+        while self._state is SessionState.OPEN:
             with anyio.CancelScope(deadline=self._deadline) as self._reading:
                 await self._read_loop()
-            if self._close_requested:
+            if self._state is not SessionState.OPEN:
                 return
             if self.machine.state is ConnectionState.ACKNOWLEDGED:
                 self._request_close(EXPIRED)
@@ -259,7 +271,7 @@ class Session:
 
     def _start_writer(self) -> None:
         """The outbox's ``on_ready``: start a writer unless one runs (or nothing can)."""
-        if self._writing or (self._close_requested and not self._flush):
+        if self._writing or self._state in (SessionState.CLOSING_NOW, SessionState.LOST):
             return
         self._writing = True
         self.tg.start_soon(self._write_loop)
@@ -360,7 +372,7 @@ class Session:
     # --- operations ----------------------------------------------------------------
 
     async def _start(self, id: str, request: OperationRequest) -> None:
-        if self._close_requested:
+        if self._state is not SessionState.OPEN:
             return  # closing: the reader may still hand over messages read before
         if len(self.operations) >= self.limits.max_operations:
             await self._send(Error(id, TOO_MANY_OPERATIONS))

@@ -322,7 +322,7 @@ class NativeWebSocket:
         Raises:
             ConnectionClosed: the socket is closed or the write failed.
         """
-        if self._lost or self._ended is not None or self._ws.state is not ConnectionState.OPEN:
+        if not self._sendable():
             raise ConnectionClosed(*(self._ended or (_ABNORMAL, "")))
         direct = self._direct
         if direct is None or self._residue or self._write_lock.locked():
@@ -520,7 +520,7 @@ class NativeWebSocket:
     async def _send_pongs(self) -> bool:
         """Write every pending pong, in order, in one write; False once nothing can be sent."""
         async with self._write_lock:
-            if self._lost or self._ended is not None or self._ws.state is not ConnectionState.OPEN:
+            if not self._sendable():
                 self._pending_pongs.clear()
                 return False
             if not self._pending_pongs:
@@ -531,12 +531,16 @@ class NativeWebSocket:
 
     async def _send_control(self, event: Event) -> bool:
         async with self._write_lock:
-            if self._lost or self._ended is not None or self._ws.state is not ConnectionState.OPEN:
+            if not self._sendable():
                 return False
             return await self._write(self._ws.send(event))
 
+    def _sendable(self) -> bool:
+        """Whether data may still be written: open for the session and on the wire."""
+        return not self._lost and self._ended is None and self._ws.state is ConnectionState.OPEN
+
     def _check_open(self) -> None:
-        if self._lost or self._ended is not None or self._ws.state is not ConnectionState.OPEN:
+        if not self._sendable():
             raise ConnectionClosed(*(self._ended or (_ABNORMAL, "")))
 
     async def _write_or_raise(self, data: bytes) -> None:
