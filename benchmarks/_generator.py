@@ -1,23 +1,36 @@
 """The load generator: raw graphql-transport-ws subscribers in worker processes.
 
 Owns ``worker_main`` (the multiprocessing target) and the asyncio ``Protocol`` each
-subscriber is. A worker opens its share of the connections (a bounded number of handshakes
+subscriber is. A subscriber looks like a browser's graphql-ws client: it sends the upgrade
+headers Chrome sends (``Origin``, ``User-Agent``, ``Sec-WebSocket-Extensions:
+permessage-deflate; client_max_window_bits``...; ``browser_handshake``) and subscribes
+with an operation id that is a fresh UUID4, so no two connections share one and no server
+can reuse one encoded frame per id. When the server agrees to permessage-deflate the
+subscriber inflates what it receives (``_frames.Inflater``) and counts the connection as
+``deflated``. A worker opens its share of the connections (a bounded number of handshakes
 at once), answers pings, and counts what arrives: liveness events (``seq < 0``) mark a
 subscriber live; measured events (``seq >= 0``) add one publish-to-receive latency sample
-(``time.time()`` at receipt minus the event's ``sentAt``, same machine clock). In churn mode
-one connection loops subscribe -> first event -> complete on a fresh topic each cycle.
+(``time.time()`` at receipt minus the event's ``sentAt``, same machine clock). In churn
+mode one connection loops subscribe -> first event -> complete on a fresh topic (and a
+fresh UUID) each cycle. Failures are counted by kind (refused handshakes by status line,
+connect errors such as EMFILE by errno name, handshakes with no ack in time), and the
+first one is kept with its wall-clock time.
 
 The driver talks to a worker over a ``Pipe`` with small tuples: ``("status",)``,
-``("reset",)``, ``("collect",)``, ``("stop",)``; each gets one reply. Imports the standard
-library, orjson and ``_frames`` only; never anyql.
+``("reset",)``, ``("collect",)``, ``("failures",)``, ``("stop",)``; each gets one reply. A
+worker pins itself to ``WorkerSpec.cpus`` when given. Imports the standard library, orjson
+and ``_frames`` only; never anyql.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import os
 import time
+import uuid
+import zlib
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,13 +46,69 @@ from ._frames import (
     OP_TEXT,
     SUBSCRIBE_QUERY,
     FrameParser,
+    Inflater,
     encode_frame,
 )
 
-__all__ = ["WorkerSpec", "worker_main"]
+__all__ = ["USER_AGENT", "WorkerSpec", "browser_handshake", "worker_main"]
 
 #: Handshakes in flight at once per worker (keeps the listen backlog from overflowing).
 HANDSHAKES_AT_ONCE = 64
+#: Seconds a connection may take from connect to ``connection_ack``.
+HANDSHAKE_TIMEOUT = 30.0
+#: A desktop Chrome's User-Agent (what graphql-ws in a browser tab sends).
+USER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+
+
+def browser_handshake(
+    host: str, port: int, path: str, key: str, offer_deflate: bool = True
+) -> bytes:
+    """The upgrade request Chrome sends for ``new WebSocket(url, "graphql-transport-ws")``.
+
+    Same headers, same order, from a page served by the same origin as the endpoint.
+
+    Args:
+        host: the server's address.
+        port: the server's port.
+        path: the endpoint's path.
+        key: the base64 ``Sec-WebSocket-Key``.
+        offer_deflate: send Chrome's permessage-deflate offer (False: no extensions).
+
+    Returns:
+        The request head, ready to write.
+    """
+    authority = f"{host}:{port}"
+    headers = [
+        f"GET {path} HTTP/1.1",
+        f"Host: {authority}",
+        "Connection: Upgrade",
+        "Pragma: no-cache",
+        "Cache-Control: no-cache",
+        f"User-Agent: {USER_AGENT}",
+        "Upgrade: websocket",
+        f"Origin: http://{authority}",
+        "Sec-WebSocket-Version: 13",
+        "Accept-Encoding: gzip, deflate, br, zstd",
+        "Accept-Language: en-US,en;q=0.9",
+        f"Sec-WebSocket-Key: {key}",
+    ]
+    if offer_deflate:
+        headers.append("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits")
+    headers.append("Sec-WebSocket-Protocol: graphql-transport-ws")
+    return ("\r\n".join(headers) + "\r\n\r\n").encode()
+
+
+def _response_headers(head: bytes) -> tuple[str, dict[str, str]]:
+    lines = head.decode("latin-1").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        name = name.strip().lower()
+        headers[name] = f"{headers[name]}, {value.strip()}" if name in headers else value.strip()
+    return lines[0], headers
 
 
 @dataclass(frozen=True)
@@ -53,6 +122,10 @@ class WorkerSpec:
     topic: str
     #: 0 for fan-out; otherwise subscribe/complete cycles on one connection.
     churn_cycles: int = 0
+    #: CPUs to pin this worker process to; empty: leave the affinity alone.
+    cpus: tuple[int, ...] = ()
+    #: Offer permessage-deflate as browsers do; False measures the servers without it.
+    offer_deflate: bool = True
 
 
 @dataclass
@@ -64,6 +137,12 @@ class Stats:
     live: int = 0
     closed: int = 0
     failed: int = 0
+    #: Connections on which the server agreed to permessage-deflate.
+    deflated: int = 0
+    #: Failures by kind: a refused handshake's status line, ``connect: EMFILE``...
+    failures: Counter[str] = field(default_factory=Counter)
+    #: The first failure: ``(time.time(), what)``.
+    first_failure: tuple[float, str] | None = None
     close_codes: Counter[int] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     cycles: int = 0
@@ -80,6 +159,14 @@ class Stats:
     def note_error(self, text: str) -> None:
         if len(self.errors) < 20:
             self.errors.append(text)
+
+    def note_failure(self, kind: str, detail: str = "") -> None:
+        """Count a connection that never became a subscriber (kind: what failed)."""
+        self.failed += 1
+        self.failures[kind] += 1
+        if self.first_failure is None:
+            self.first_failure = (time.time(), f"{kind}: {detail}" if detail else kind)
+        self.note_error(f"{kind}: {detail}" if detail else kind)
 
 
 def _message(value: dict[str, Any]) -> bytes:
@@ -98,32 +185,45 @@ class Subscriber(asyncio.Protocol):
         self.parser: FrameParser | None = None
         self.live = False
         self.cycle = 0
+        #: The running operation's id: a UUID4, as graphql-ws clients make them.
+        self.operation = str(uuid.uuid4())
+        self.acked = False
+        #: Set once this connection is counted as failed (never twice).
+        self.failed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         key = base64.b64encode(os.urandom(16)).decode()
-        transport.write(
-            (
-                f"GET {self.spec.path} HTTP/1.1\r\nHost: {self.spec.host}:{self.spec.port}\r\n"
-                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                "Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
-            ).encode()
-        )
+        spec = self.spec
+        transport.write(browser_handshake(spec.host, spec.port, spec.path, key, spec.offer_deflate))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.stats.closed += 1
-        if self.parser is None:
-            self.stats.failed += 1
-            self.handshaken.set()
+        if not self.acked:
+            kind = "closed before the 101" if self.parser is None else "closed before the ack"
+            self.fail(kind, repr(exc) if exc else "")
+
+    def fail(self, kind: str, detail: str = "") -> None:
+        """Count this connection as failed (once) and wake whoever waits for its ack."""
+        if not self.failed and not self.acked:
+            self.failed = True
+            self.stats.note_failure(kind, detail)
+        self.handshaken.set()
 
     def data_received(self, data: bytes) -> None:
         if self.parser is None:
             self._handshake(data)
             return
         now = time.time()
-        for opcode, payload in self.parser.feed(data):
+        try:
+            messages = self.parser.feed(data)
+        except (ValueError, zlib.error) as error:  # RSV1 without deflate, or a bad stream
+            self.stats.note_error(f"unreadable frame: {error}")
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        for opcode, payload in messages:
             if opcode == OP_TEXT:
                 self._text(payload, now)
             elif opcode == OP_PING:
@@ -139,21 +239,31 @@ class Subscriber(asyncio.Protocol):
         end = self.head.find(b"\r\n\r\n")
         if end < 0:
             return
-        status = self.head.split(b"\r\n", 1)[0]
-        if b" 101 " not in status + b" ":
-            self.stats.note_error(f"handshake refused: {status.decode(errors='replace')}")
-            self.stats.failed += 1
-            self.handshaken.set()
-            if self.transport is not None:
-                self.transport.close()
+        status, headers = _response_headers(self.head[:end])
+        if " 101 " not in status + " ":
+            self._refuse("handshake refused", status)
+            return
+        try:
+            inflater = Inflater.from_response(headers.get("sec-websocket-extensions", ""))
+        except ValueError as error:
+            self._refuse("bad extensions", str(error))
+            return
+        if headers.get("sec-websocket-protocol", "").lower() != "graphql-transport-ws":
+            self._refuse("no graphql-transport-ws", headers.get("sec-websocket-protocol", ""))
             return
         self.stats.connected += 1
-        self.parser = FrameParser()
+        self.stats.deflated += inflater is not None
+        self.parser = FrameParser(inflater)
         rest = self.head[end + 4 :]
         self.head = b""
         self._write(_message({"type": "connection_init", "payload": {}}))
         if rest:
             self.data_received(rest)
+
+    def _refuse(self, kind: str, detail: str) -> None:
+        self.fail(kind, detail)
+        if self.transport is not None:
+            self.transport.close()
 
     def _write(self, frame: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -174,17 +284,16 @@ class Subscriber(asyncio.Protocol):
         if kind == "next":
             self._next(message, now)
         elif kind == "connection_ack":
+            self.acked = True
             self.stats.acked += 1
             self.handshaken.set()
-            if self.spec.churn_cycles:
-                self._write(self._subscribe("c0", "churn-0"))
-            else:
-                self._write(self._subscribe("1", self.spec.topic))
+            topic = "churn-0" if self.spec.churn_cycles else self.spec.topic
+            self._write(self._subscribe(self.operation, topic))
         elif kind == "ping":
             self._write(_message({"type": "pong"}))
         elif kind == "error":
             self.stats.note_error(f"error for {message.get('id')}: {message.get('payload')}")
-            if self.spec.churn_cycles and message.get("id") == f"c{self.cycle}":
+            if self.spec.churn_cycles and message.get("id") == self.operation:
                 self._next_cycle()
         elif kind == "complete" and not self.spec.churn_cycles:
             self.stats.note_error("the server completed the subscription")
@@ -197,7 +306,7 @@ class Subscriber(asyncio.Protocol):
             return
         seq = event["seq"]
         if self.spec.churn_cycles:
-            if message["id"] == f"c{self.cycle}":
+            if message["id"] == self.operation:
                 self._next_cycle()
             return
         if seq < 0:
@@ -213,14 +322,18 @@ class Subscriber(asyncio.Protocol):
         stats.last_receive = now
 
     def _next_cycle(self) -> None:
-        old = f"c{self.cycle}"
+        old, self.operation = self.operation, str(uuid.uuid4())
         self.cycle += 1
         self.stats.cycles = self.cycle
         self.stats.last_receive = time.time()
         frames = _message({"id": old, "type": "complete"})
         if self.cycle < self.spec.churn_cycles:
-            frames += self._subscribe(f"c{self.cycle}", f"churn-{self.cycle}")
+            frames += self._subscribe(self.operation, f"churn-{self.cycle}")
         self._write(frames)
+
+
+def _errno_name(error: OSError) -> str:
+    return errno.errorcode.get(error.errno or 0, type(error).__name__)
 
 
 async def _open_all(spec: WorkerSpec, stats: Stats, subscribers: list[Subscriber]) -> None:
@@ -234,15 +347,14 @@ async def _open_all(spec: WorkerSpec, stats: Stats, subscribers: list[Subscriber
                 _, protocol = await loop.create_connection(
                     lambda: Subscriber(spec, stats, handshaken), spec.host, spec.port
                 )
-            except OSError as error:
-                stats.failed += 1
-                stats.note_error(f"connect failed: {error!r}")
+            except OSError as error:  # EMFILE here: this worker ran out of descriptors
+                stats.note_failure(f"connect {_errno_name(error)}", str(error))
                 return
             subscribers.append(protocol)
             try:
-                await asyncio.wait_for(handshaken.wait(), 30)
-            except TimeoutError:
-                stats.note_error("no connection_ack within 30 s")
+                await asyncio.wait_for(handshaken.wait(), HANDSHAKE_TIMEOUT)
+            except TimeoutError:  # e.g. the server stopped accepting (EMFILE on its side)
+                protocol.fail(f"no connection_ack within {HANDSHAKE_TIMEOUT:g} s")
 
     async with asyncio.TaskGroup() as group:
         for _ in range(spec.connections):
@@ -257,10 +369,13 @@ def _answer(command: str, stats: Stats) -> Any:
             "live": stats.live,
             "closed": stats.closed,
             "failed": stats.failed,
+            "deflated": stats.deflated,
             "received": stats.received,
             "cycles": stats.cycles,
             "last_receive": stats.last_receive,
         }
+    if command == "failures":
+        return {"failures": dict(stats.failures), "first_failure": stats.first_failure}
     if command == "reset":
         stats.reset()
         return "ok"
@@ -311,4 +426,6 @@ def worker_main(spec: WorkerSpec, pipe: Connection) -> None:
         spec: what to connect to and how many connections to open.
         pipe: this worker's end of the command pipe.
     """
+    if spec.cpus:
+        os.sched_setaffinity(0, spec.cpus)
     asyncio.run(_serve(spec, pipe))

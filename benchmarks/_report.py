@@ -1,8 +1,12 @@
 """Reporting for the fan-out benchmark: progress bar, percentiles, tables, JSON and the plot.
 
-Owns ``Progress`` (a one-line bar on stderr), ``percentiles``, ``print_table``,
-``print_ratios``, ``write_json`` and ``write_plot`` (matplotlib is optional: without it the
-plot is skipped with a message). Imports the standard library, and matplotlib lazily.
+Owns ``Progress`` (a one-line bar on stderr), ``percentiles``, ``print_table`` (one table
+per N and payload), ``ratio_rows`` and ``print_ratios`` (each anyql target over each
+reference server: Strawberry, Node, the baseline, from the medians of the repeats),
+``print_failures`` (what broke when connections failed), ``write_markdown`` (the same
+tables, one per N, for docs/performance.md), ``write_json`` and ``write_plot`` (matplotlib
+is optional: without it the plot is skipped with a message). Imports the standard library,
+and matplotlib lazily.
 """
 
 from __future__ import annotations
@@ -15,7 +19,31 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["Progress", "percentiles", "print_ratios", "print_table", "write_json", "write_plot"]
+__all__ = [
+    "REFERENCES",
+    "Progress",
+    "percentiles",
+    "print_failures",
+    "print_ratios",
+    "print_table",
+    "ratio_rows",
+    "write_json",
+    "write_markdown",
+    "write_plot",
+]
+
+#: The servers anyql is compared with, in the order the ratio columns show them.
+REFERENCES = ("strawberry", "node", "baseline")
+#: The figures compared per mode; for each, whether higher is better.
+COMPARED: dict[str, tuple[tuple[str, str, bool], ...]] = {
+    "fanout": (
+        ("deliveries_per_s", "deliv/s", True),
+        ("server_cpu_us_per_delivery", "µs cpu/d", False),
+        ("rss_per_subscriber_kib", "KiB/sub", False),
+    ),
+    "latency": (("p99_ms", "p99 ms", False),),
+    "churn": (("cycles_per_s", "cycles/s", True),),
+}
 
 
 class Progress:
@@ -86,7 +114,8 @@ def percentiles(samples: Sequence[float], wanted: Sequence[float] = (50, 99)) ->
 
 def _label(run: dict[str, Any]) -> str:
     sharing = f"/{run['sharing']}" if run.get("sharing") else ""
-    return f"{run['server']}{sharing}"
+    deflated = "*" if run.get("subscribe", {}).get("deflated") else ""
+    return f"{run['server']}{sharing}{deflated}"
 
 
 def _number(value: Any, digits: int = 1) -> str:
@@ -95,24 +124,34 @@ def _number(value: Any, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _by_workload(runs: Sequence[dict[str, Any]]) -> dict[tuple[Any, Any], list[dict[str, Any]]]:
+    groups: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["n"], run["payload"]), []).append(run)
+    return dict(sorted(groups.items()))
+
+
 def print_table(runs: Sequence[dict[str, Any]], stream: TextIO = sys.stdout) -> None:
-    """Print one line per run, grouped by mode."""
+    """Print one line per run, grouped by mode, fan-out runs in one table per N and payload."""
     fanout = [r for r in runs if r["mode"] == "fanout"]
-    if fanout:
+    for (n, payload), group in _by_workload(fanout).items():
+        print(f"\nfan-out, N={n:,}, {payload} B payload", file=stream)
         print(
-            f"{'server':<28}{'N':>6}{'bytes':>6}{'deliv/s':>10}{'µs cpu/d':>10}"
+            f"{'server':<28}{'live':>7}{'deliv/s':>10}{'µs cpu/d':>10}"
             f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'missed':>8}{'KiB/sub':>9}",
             file=stream,
         )
-        for r in fanout:
+        for r in group:
             lat, rate = r["latency_ms"], _number(r["deliveries_per_s"], 0)
             print(
-                f"{_label(r):<28}{r['n']:>6}{r['payload']:>6}{rate:>10}"
+                f"{_label(r):<28}{r['subscribers_live']:>7}{rate:>10}"
                 f"{_number(r['server_cpu_us_per_delivery']):>10}{_number(lat['p50']):>9}"
                 f"{_number(lat['p99']):>9}{_number(lat['max']):>9}{r['missed']:>8}"
                 f"{_number(r['rss_per_subscriber_kib']):>9}",
                 file=stream,
             )
+    if any(r.get("subscribe", {}).get("deflated") for r in runs):
+        print("* the server agreed to permessage-deflate (the generator inflates)", file=stream)
     for r in (r for r in runs if r["mode"] == "latency"):
         lat, per_event = r["latency_ms"], r["event_completion_ms"]
         print(
@@ -130,12 +169,34 @@ def print_table(runs: Sequence[dict[str, Any]], stream: TextIO = sys.stdout) -> 
         )
 
 
+def print_failures(runs: Sequence[dict[str, Any]], stream: TextIO = sys.stdout) -> None:
+    """For every run where connections failed or events went missing, say what broke first."""
+    for r in runs:
+        where = f"{r['mode']} {_label(r)} N={r['n']}"
+        report = r.get("subscribe", {})
+        if "failed" not in r and not report.get("failed"):
+            if r.get("missed", 0) > 0:
+                print(f"{where}: {r['missed']:,} deliveries missed", file=stream)
+            continue
+        if "failed" in r:
+            print(f"FAILED {where}: {r['failed']}", file=stream)
+        if report.get("failed"):
+            kinds = ", ".join(f"{kind} x{count}" for kind, count in report["failures"].items())
+            print(
+                f"{where}: {report['live']:,} of {r['n']:,} live; failures: {kinds}; "
+                f"first: {report['first_failure']}",
+                file=stream,
+            )
+        for line in (r.get("server_log") or report.get("server_log") or [])[:3]:
+            print(f"    server log: {line.strip()}", file=stream)
+
+
 def ratio_rows(runs: Sequence[dict[str, Any]], versus: str) -> list[dict[str, Any]]:
     """Pair each anyql run with the ``versus`` runs of the same mode, N and payload.
 
     Args:
         runs: all runs.
-        versus: the server kind to compare against (``"strawberry"`` or ``"baseline"``).
+        versus: the server kind to compare against (one of ``REFERENCES``).
 
     Returns:
         One row per anyql target and workload, from the medians of its repeats.
@@ -143,9 +204,9 @@ def ratio_rows(runs: Sequence[dict[str, Any]], versus: str) -> list[dict[str, An
     groups: dict[tuple[Any, ...], dict[str, list[dict[str, Any]]]] = {}
     for run in runs:
         key = (run["mode"], run.get("n"), run.get("payload"))
-        name = run["server"] if run["server"] == versus else _label(run)
-        if run["server"] in ("baseline", "strawberry") and run["server"] != versus:
+        if run["server"] in REFERENCES and run["server"] != versus:
             continue
+        name = run["server"] if run["server"] == versus else _label(run)
         groups.setdefault(key, {}).setdefault(name, []).append(run)
     rows = []
     for (mode, n, payload), by_target in groups.items():
@@ -173,12 +234,7 @@ def _ratio(
 ) -> dict[str, Any]:
     row: dict[str, Any] = {"mode": mode, "n": n, "payload": payload, "target": name}
     row["versus"] = versus
-    pairs = {
-        "fanout": ("deliveries_per_s", "server_cpu_us_per_delivery", "rss_per_subscriber_kib"),
-        "churn": ("cycles_per_s",),
-        "latency": ("p99_ms",),
-    }[mode]
-    for key in pairs:
+    for key, _, _ in COMPARED[mode]:
         mine, other = _median(ours, key), _median(theirs, key)
         row[key] = mine
         row[f"{versus}_{key}"] = other
@@ -186,16 +242,86 @@ def _ratio(
     return row
 
 
-def print_ratios(rows: Sequence[dict[str, Any]], stream: TextIO = sys.stdout) -> None:
-    """Print ``ours / theirs`` for every compared figure (medians of alternating runs)."""
+def _ratio_tables(
+    rows: Sequence[dict[str, Any]],
+) -> dict[tuple[Any, ...], dict[str, dict[str, dict[str, Any]]]]:
+    """(mode, n, payload) -> target -> versus -> row."""
+    tables: dict[tuple[Any, ...], dict[str, dict[str, dict[str, Any]]]] = {}
     for row in rows:
-        figures = ", ".join(
-            f"{key[len('ratio_') :]} x{value:.2f}"
-            for key, value in row.items()
-            if key.startswith("ratio_") and not math.isnan(value)
-        )
-        where = f" N={row['n']} {row['payload']} B" if row["mode"] == "fanout" else ""
-        print(f"{row['mode']}{where}: {row['target']} / {row['versus']}: {figures}", file=stream)
+        key = (row["mode"], row["n"], row["payload"])
+        tables.setdefault(key, {}).setdefault(row["target"], {})[row["versus"]] = row
+    return tables
+
+
+def _ratio_text(row: dict[str, Any] | None, key: str) -> str:
+    value = row.get(f"ratio_{key}") if row else None
+    return "-" if value is None or math.isnan(value) else f"x{value:.2f}"
+
+
+def print_ratios(rows: Sequence[dict[str, Any]], stream: TextIO = sys.stdout) -> None:
+    """Print ``ours / theirs`` per workload: one table per N, a column group per reference."""
+    for (mode, n, payload), targets in _ratio_tables(rows).items():
+        versus = [v for v in REFERENCES if any(v in by for by in targets.values())]
+        compared = COMPARED[mode]
+        where = f", N={n:,}, {payload} B" if mode != "churn" else ""
+        better = "; ".join(f"{label}: {'higher' if up else 'lower'}" for _, label, up in compared)
+        print(f"\n{mode}{where}: ours / theirs (medians; better is {better})", file=stream)
+        cell = 10 if len(compared) > 1 else 16
+        heads = "".join(f"{'vs ' + v:>{cell * len(compared)}}" for v in versus)
+        print(f"{'':<28}{heads}", file=stream)
+        labels = "".join(f"{label:>{cell}}" for _, label, _ in compared)
+        print(f"{'target':<28}" + labels * len(versus), file=stream)
+        for target, by in targets.items():
+            cells = "".join(
+                f"{_ratio_text(by.get(v), key):>{cell}}" for v in versus for key, _, _ in compared
+            )
+            print(f"{target:<28}{cells}", file=stream)
+
+
+def write_markdown(
+    path: Path, runs: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]]
+) -> None:
+    """Write the fan-out results as Markdown: one table per N and payload, ready to paste.
+
+    Each table has a line per server (medians of its repeats): deliveries/s, CPU µs per
+    delivery, the latency distribution, RSS per subscribed connection, and for each anyql
+    target its ratios to Strawberry, Node and the baseline.
+    """
+    fanout = [r for r in runs if r["mode"] == "fanout" and "failed" not in r]
+    tables = _ratio_tables(rows)
+    lines: list[str] = []
+    for (n, payload), group in _by_workload(fanout).items():
+        by_target: dict[str, list[dict[str, Any]]] = {}
+        for run in group:
+            by_target.setdefault(_label(run), []).append(run)
+        versus = [v for v in REFERENCES if any(r["server"] == v for r in group)]
+        ratios = [f"÷ {v} (deliv/s, µs/d, KiB)" for v in versus]
+        head = ["server", "deliv/s", "µs CPU/delivery", "p50 ms", "p99 ms", "max ms"]
+        head += ["KiB/conn", "missed", *ratios]
+        lines += [f"### N = {n:,}, {payload} B events", "", "| " + " | ".join(head) + " |"]
+        lines.append("|" + "---|" * len(head))
+        for name, runs_of in by_target.items():
+            ours = tables.get(("fanout", n, payload), {}).get(name, {})
+            p = {k: sorted(r["latency_ms"][k] for r in runs_of) for k in ("p50", "p99", "max")}
+            cells = [
+                name.removesuffix("*") + (" (permessage-deflate)" if name.endswith("*") else ""),
+                _number(_median(runs_of, "deliveries_per_s"), 0),
+                _number(_median(runs_of, "server_cpu_us_per_delivery")),
+                *(_number(values[len(values) // 2]) for values in p.values()),
+                _number(_median(runs_of, "rss_per_subscriber_kib")),
+                str(max(r["missed"] for r in runs_of)),
+            ]
+            for v in versus:
+                row = ours.get(v)
+                cells.append(
+                    " / ".join(_ratio_text(row, key) for key, _, _ in COMPARED["fanout"])
+                    if row
+                    else ""
+                )
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:

@@ -2,7 +2,10 @@
 
 Owns ``Workload``, ``Generators`` (the load-generator processes and their command pipes)
 and ``run_fanout``, ``run_latency`` and ``run_churn``, each returning one result dict.
-Every wait is bounded by a deadline or by a quiet period with no progress; nothing loops
+Connections that never became subscribers are reported with the run (``subscribe``: how
+many connected, were acked, went live or failed, failures by kind and the first one, and
+the server log's last lines when any failed), so a large N says what broke first. Every
+wait is bounded by a deadline or by a quiet period with no progress; nothing loops
 forever. Imports the standard library, ``_generator``, ``_servers`` and ``_report``.
 """
 
@@ -29,13 +32,34 @@ from ._profile import Sampler
 from ._report import Progress, percentiles
 from ._servers import ServerProcess
 
-__all__ = ["Bursts", "Generators", "Workload", "run_churn", "run_fanout", "run_latency"]
+__all__ = [
+    "Bursts",
+    "Generators",
+    "RunAborted",
+    "Workload",
+    "notable_lines",
+    "run_churn",
+    "run_fanout",
+    "run_latency",
+    "subscribe_report",
+]
 
 TOPIC = "bench"
 #: A burst ends early when no delivery arrived for this long.
 QUIET_SECONDS = 5.0
 #: Longest a publishing mutation may take (the bench app allows 600 s).
 PUBLISH_TIMEOUT = 600.0
+#: Longest a liveness probe or a health check may take (a server out of descriptors
+#: leaves the request in its listen backlog: without this the run would wait 600 s).
+PROBE_TIMEOUT = 60.0
+
+
+class RunAborted(RuntimeError):
+    """The server stopped serving during a run; ``details`` holds what the run saw."""
+
+    def __init__(self, message: str, details: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.details = details
 
 
 @dataclass(frozen=True)
@@ -50,12 +74,24 @@ class Workload:
     latency_events: int = 50
     churn_cycles: int = 100_000
     max_seconds: float = 120.0
+    #: CPUs the load generators are pinned to; empty: not pinned.
+    generator_cpus: tuple[int, ...] = ()
+    #: The clients offer permessage-deflate, as browsers do.
+    offer_deflate: bool = True
 
 
 class Generators:
     """Load-generator processes sharing ``connections`` between them; a context manager."""
 
-    def __init__(self, port: int, connections: int, processes: int, churn_cycles: int = 0):
+    def __init__(
+        self,
+        port: int,
+        connections: int,
+        processes: int,
+        churn_cycles: int = 0,
+        cpus: tuple[int, ...] = (),
+        offer_deflate: bool = True,
+    ):
         context = multiprocessing.get_context("fork")
         processes = max(1, min(processes, connections))
         shares = [
@@ -65,7 +101,9 @@ class Generators:
         self.processes = []
         for share in shares:
             ours, theirs = context.Pipe()
-            spec = WorkerSpec("127.0.0.1", port, "/graphql", share, TOPIC, churn_cycles)
+            spec = WorkerSpec(
+                "127.0.0.1", port, "/graphql", share, TOPIC, churn_cycles, cpus, offer_deflate
+            )
             process = context.Process(target=worker_main, args=(spec, theirs), daemon=True)
             process.start()
             theirs.close()
@@ -103,11 +141,30 @@ class Generators:
         return sum(status[key] for status in self.ask("status"))
 
 
-def publish(server: ServerProcess, count: int, size: int, probe: bool = False) -> None:
+def _generators(server: ServerProcess, workload: Workload, churn: bool = False) -> Generators:
+    """The load generators of one run (one connection churning with ``churn``)."""
+    return Generators(
+        server.port,
+        1 if churn else workload.n,
+        1 if churn else workload.generators,
+        workload.churn_cycles if churn else 0,
+        workload.generator_cpus,
+        workload.offer_deflate,
+    )
+
+
+def publish(
+    server: ServerProcess,
+    count: int,
+    size: int,
+    probe: bool = False,
+    timeout: float = PUBLISH_TIMEOUT,
+) -> None:
     """POST the publish mutation (one HTTP request) and check it succeeded.
 
     Raises:
         RuntimeError: the server answered with an error.
+        OSError: no answer (refused, reset, or nothing within ``timeout`` seconds).
     """
     body = json.dumps(
         {
@@ -115,7 +172,7 @@ def publish(server: ServerProcess, count: int, size: int, probe: bool = False) -
             "variables": {"topic": TOPIC, "count": count, "size": size, "probe": probe},
         }
     )
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=PUBLISH_TIMEOUT)
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
     try:
         headers = {"content-type": "application/json", "accept": "application/json"}
         connection.request("POST", "/graphql", body, headers)
@@ -149,8 +206,10 @@ def _publishing(server: ServerProcess, count: int, size: int) -> Iterator[None]:
 
 
 def _subscribe_all(server: ServerProcess, load: Generators, n: int, progress: Progress) -> int:
-    """Wait for every subscriber to be acked, then live (probing shared hubs); return live."""
+    """Wait until every connection is acked or failed, then every acked one live (probing
+    shared hubs); return how many are live."""
     deadline = time.monotonic() + 60 + n / 50
+    acked = 0
     while time.monotonic() < deadline:
         statuses = load.ask("status")
         acked = sum(s["acked"] for s in statuses)
@@ -163,14 +222,84 @@ def _subscribe_all(server: ServerProcess, load: Generators, n: int, progress: Pr
     while time.monotonic() < deadline:
         live = load.total("live")
         progress.update(f"{server.kind}: waiting until live", live, n)
-        if live >= n:
+        if live >= acked:
             break
         if time.monotonic() - last_probe > probe_every:
-            publish(server, 1, 1, probe=True)  # late subscribers of a shared hub missed "ready"
+            try:  # late subscribers of a shared hub missed "ready"
+                publish(server, 1, 1, probe=True, timeout=PROBE_TIMEOUT)
+            except OSError as error:
+                progress.done()
+                report = subscribe_report(server, load, n)
+                message = (
+                    f"the server stopped answering HTTP ({report['acked']:,} connections "
+                    f"acked, {live:,} subscribers live)"
+                )
+                raise RunAborted(f"{message}: {error!r}", {"subscribe": report}) from error
             last_probe = time.monotonic()
         time.sleep(0.05)
     progress.done()
     return live
+
+
+def subscribe_report(server: ServerProcess, load: Generators, n: int) -> dict[str, Any]:
+    """How the N connections went: counts, failures by kind, the first failure.
+
+    Returns:
+        ``{"connected", "acked", "live", "failed", "deflated", "failures", "first_failure",
+        "server_log"}``; ``server_log`` (the server's last warnings and errors) only when
+        some connection did not go live.
+    """
+    statuses = load.ask("status")
+    report: dict[str, Any] = {
+        key: sum(s[key] for s in statuses)
+        for key in ("connected", "acked", "live", "failed", "deflated")
+    }
+    failures: Counter[str] = Counter()
+    firsts = []
+    for reply in load.ask("failures"):
+        failures.update(reply["failures"])
+        if reply["first_failure"] is not None:
+            firsts.append(tuple(reply["first_failure"]))
+    report["failures"] = dict(failures)
+    report["first_failure"] = min(firsts)[1] if firsts else None
+    if report["live"] < n:
+        report["server_log"] = notable_lines(server.log_tail(500).splitlines())
+    return report
+
+
+def _check_serving(server: ServerProcess, load: Generators, n: int) -> dict[str, Any]:
+    """The subscribe report; when connections failed, first check the server still answers.
+
+    Raises:
+        RunAborted: it does not (e.g. its accept loop died or it is out of descriptors).
+    """
+    report = subscribe_report(server, load, n)
+    if report["failed"]:
+        try:
+            publish(server, 0, 0, timeout=PROBE_TIMEOUT)
+        except OSError as error:
+            raise RunAborted(
+                f"the server stopped answering HTTP ({report['acked']:,} connections acked, "
+                f"{report['live']:,} subscribers live): {error!r}",
+                {"subscribe": report},
+            ) from error
+    return report
+
+
+#: Words in a server's log that name why connections failed.
+CAUSES = ("Errno", "Too many open files", "EMFILE", "max_connections", "MemoryError")
+
+
+def notable_lines(lines: list[str], most: int = 10) -> list[str]:
+    """The log lines that can say why connections failed, causes first.
+
+    Returns:
+        Up to ``most`` lines: distinct lines naming a cause (``CAUSES``), then the last
+        lines that are not the access log's INFO lines.
+    """
+    causes = list(dict.fromkeys(line.strip() for line in lines if any(c in line for c in CAUSES)))
+    rest = [line.strip() for line in lines if " INFO " not in line]
+    return (causes[: most // 2] + rest[-(most - min(len(causes), most // 2)) :])[:most]
 
 
 def _collect(load: Generators) -> dict[str, Any]:
@@ -207,14 +336,25 @@ def _wait_deliveries(load: Generators, expected: int, label: str, progress: Prog
         time.sleep(0.02 if expected < 5000 else 0.05)
 
 
+def _sharing(server: ServerProcess) -> str | None:
+    if server.kind == "baseline":
+        return None  # encodes each event once, then addresses each subscriber
+    if server.kind in ("strawberry", "node"):
+        return "unshared"  # they execute the selection per subscriber and event
+    return server.sharing
+
+
 def _base(server: ServerProcess, mode: str, workload: Workload) -> dict[str, Any]:
     return {
         "mode": mode,
         "server": server.kind,
-        "sharing": server.sharing if server.kind not in ("baseline", "strawberry") else None,
+        "sharing": _sharing(server),
         "n": workload.n,
         "payload": workload.payload,
         "loadavg_before": list(os.getloadavg()),
+        "server_process": server.placement(),
+        "generator_cpus": list(workload.generator_cpus),
+        "max_connections": server.max_connections,
     }
 
 
@@ -273,10 +413,11 @@ def run_fanout(
     publish(server, 0, 0)  # warm the server (parse cache, first request) before measuring
     time.sleep(0.3)
     rss_before = server.rss()
-    with Generators(server.port, n, workload.generators) as load:
+    with _generators(server, workload) as load:
         live = _subscribe_all(server, load, n, progress)
         time.sleep(0.5)
         rss_after = server.rss()
+        result["subscribe"] = _check_serving(server, load, n)
         sampler = Sampler(server.pid, profile, native=native) if profile else None
         with sampler or nullcontext():
             totals = _bursts(server, load, workload, live, progress)
@@ -304,7 +445,8 @@ def _figures(workload: Workload, totals: Bursts, live: int, rss: tuple[int, int]
         latency_ms={key: v * 1000 for key, v in percentiles(totals.samples).items()},
         rss_before_kib=rss[0],
         rss_after_kib=rss[1],
-        rss_per_subscriber_kib=(rss[1] - rss[0]) / n,
+        # idle subscribed connections only: the connections that failed hold nothing
+        rss_per_subscriber_kib=(rss[1] - rss[0]) / (live or n),
         closed_connections=totals.last.get("closed", 0),
         close_codes=totals.last.get("close_codes", {}),
         errors=totals.last.get("errors", []),
@@ -320,8 +462,9 @@ def run_latency(server: ServerProcess, workload: Workload, progress: Progress) -
     n = workload.n
     result = _base(server, "latency", workload)
     publish(server, 0, 0)
-    with Generators(server.port, n, workload.generators) as load:
+    with _generators(server, workload) as load:
         live = _subscribe_all(server, load, n, progress)
+        result["subscribe"] = _check_serving(server, load, n)
         samples: array[float] = array("d")
         completions: list[float] = []
         received = 0
@@ -363,7 +506,7 @@ def run_churn(server: ServerProcess, workload: Workload, progress: Progress) -> 
     result["n"] = 1
     publish(server, 0, 0)
     series: list[tuple[int, int]] = []
-    with Generators(server.port, 1, 1, churn_cycles=cycles) as load:
+    with _generators(server, workload, churn=True) as load:
         wall_start = time.time()
         started = time.monotonic()
         deadline = started + workload.max_seconds

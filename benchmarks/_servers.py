@@ -1,15 +1,24 @@
 """Servers under test: how to start each kind in its own process, and what /proc says of it.
 
-Owns ``SERVER_KINDS``, ``ServerProcess`` (start, wait until listening, stop) and the
-process accounting: CPU seconds (``utime + stime`` from ``/proc/<pid>/stat``) and RSS
-(``VmRSS`` from ``/proc/<pid>/status``), each summed over the server process and its live
-descendants (hypercorn runs its app in a worker child). Linux only. Imports the standard
-library only.
+Owns ``SERVER_KINDS``, ``ServerProcess`` (start, wait until listening, stop), the process
+accounting: CPU seconds (``utime + stime`` from ``/proc/<pid>/stat``) and RSS (``VmRSS``
+from ``/proc/<pid>/status``), each summed over the server process and its live descendants
+(hypercorn runs its app in a worker child), and the process placement: ``Placement`` (the
+server on one CPU, the generators on the others, ``sched_setaffinity``; a child inherits
+its parent's affinity, so a server's descendants stay with it) and ``raise_nofile`` (the
+descriptor limit a large N needs; children inherit it too). A server whose N is above
+anyql's default ``max_connections`` gets ``--limit max_connections=...`` (``anyql
+serve``) or ``ANYQL_BENCH_MAX_CONNECTIONS`` (hypercorn, read by ``benchmarks/app.py``).
+``missing`` says why a reference server cannot run here (no node or node_modules, no bench
+extra). Linux only. Imports the standard library only.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,22 +26,134 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 __all__ = [
     "ANYQL_KINDS",
+    "REFERENCE_KINDS",
     "SERVER_KINDS",
+    "Placement",
     "ServerProcess",
     "cpu_seconds",
     "free_port",
+    "missing",
+    "nofile_of",
+    "raise_nofile",
     "rss_kib",
     "tree",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
 ANYQL_KINDS = ("native-trio", "native-asyncio", "hypercorn-trio", "hypercorn-asyncio")
-SERVER_KINDS = (*ANYQL_KINDS, "baseline", "strawberry")
+#: Servers that are not anyql: the comparison servers and the pre-encoded-frame floor.
+REFERENCE_KINDS = ("strawberry", "node", "baseline")
+SERVER_KINDS = (*ANYQL_KINDS, *REFERENCE_KINDS)
+NODE_SERVER = ROOT / "benchmarks" / "node_server.mjs"
+NODE_MODULES = ROOT / "tests" / "node" / "node_modules"
+#: ``Limits.max_connections``'s default: above it anyql refuses handshakes with 503.
+ANYQL_DEFAULT_MAX_CONNECTIONS = 10_000
+#: Connections a server may need beyond N (the driver's HTTP requests, probes).
+CONNECTION_MARGIN = 100
+#: Descriptors a process needs beyond its connections (files, pipes, the listener).
+DESCRIPTOR_MARGIN = 1024
 _TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def missing(kind: str) -> str | None:
+    """Why ``kind`` cannot be started on this machine, or None when it can.
+
+    Args:
+        kind: one of ``SERVER_KINDS``.
+
+    Returns:
+        A sentence saying what to install, or None.
+    """
+    if kind == "node":
+        if shutil.which("node") is None:
+            return "node is not on PATH (the Node reference server needs node 18 or newer)"
+        if not (NODE_MODULES / "graphql-ws").is_dir():
+            return "tests/node/node_modules is missing: run `npm ci --prefix tests/node`"
+    if kind == "strawberry":
+        for module in ("strawberry", "uvicorn", "websockets"):
+            if importlib.util.find_spec(module) is None:
+                return f"{module} is not installed: pip install -e '.[bench]'"
+    return None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which CPUs the server and the load generators (and the driver) run on."""
+
+    server: tuple[int, ...] = ()
+    generators: tuple[int, ...] = ()
+    note: str = "not pinned"
+
+    @classmethod
+    def choose(cls, mode: str) -> Placement:
+        """``"auto"``: the server on the first usable CPU, the rest for the generators.
+
+        Args:
+            mode: ``"auto"`` or ``"off"``.
+
+        Returns:
+            Empty CPU sets (nothing pinned) when ``mode`` is ``"off"`` or there is one CPU.
+        """
+        usable = sorted(os.sched_getaffinity(0))
+        if mode == "off":
+            return cls(note="not pinned (--pin off)")
+        if len(usable) < 2:
+            return cls(note=f"not pinned: only CPU {usable} usable")
+        server, generators = (usable[0],), tuple(usable[1:])
+        others = ",".join(map(str, generators))
+        return cls(server, generators, f"server on CPU {usable[0]}, generators on CPU {others}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """For the results JSON."""
+        return {
+            "server_cpus": list(self.server),
+            "generator_cpus": list(self.generators),
+            "note": self.note,
+        }
+
+
+def raise_nofile(wanted: int) -> dict[str, Any]:
+    """Raise this process's RLIMIT_NOFILE to ``wanted`` if it is lower (children inherit it).
+
+    The soft limit goes up to the hard one; past that the hard limit is raised too, which
+    needs privilege (root) and stops at ``/proc/sys/fs/nr_open``.
+
+    Args:
+        wanted: descriptors needed.
+
+    Returns:
+        ``{"wanted", "soft", "hard", "before", "error"}``: the limits in force afterwards.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    before, error = [soft, hard], None
+    if soft < wanted:
+        try:
+            if hard < wanted:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            else:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as failure:
+            error = f"could not raise the hard limit {hard} to {wanted}: {failure}"
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return {"wanted": wanted, "soft": soft, "hard": hard, "before": before, "error": error}
+
+
+def nofile_of(pid: int) -> int | None:
+    """The soft "Max open files" of ``pid`` (from ``/proc/<pid>/limits``), None if unknown."""
+    try:
+        with open(f"/proc/{pid}/limits") as limits:
+            for line in limits:
+                if line.startswith("Max open files"):
+                    value = line.split()[3]
+                    return int(value) if value.isdigit() else None
+    except OSError:
+        pass
+    return None
 
 
 def free_port() -> int:
@@ -42,13 +163,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def command(kind: str, sharing: str, port: int) -> list[str]:
+def command(kind: str, sharing: str, port: int, max_connections: int | None = None) -> list[str]:
     """The command line that serves ``kind`` on ``port``.
 
     Args:
         kind: one of ``SERVER_KINDS``.
         sharing: ``"shared"`` or ``"unshared"`` (anyql kinds only).
         port: the port to bind on 127.0.0.1.
+        max_connections: passed to ``anyql serve`` as ``--limit`` when given.
 
     Returns:
         argv for ``subprocess.Popen``.
@@ -66,11 +188,14 @@ def command(kind: str, sharing: str, port: int) -> list[str]:
             python, "-m", "uvicorn", "benchmarks.strawberry_app:app", *bind,
             "--log-level", "warning", "--no-access-log", "--backlog", "4096", "--ws", "websockets",
         ]  # fmt: skip
+    if kind == "node":
+        return ["node", str(NODE_SERVER), *bind]
     if kind not in ANYQL_KINDS:
         raise ValueError(f"unknown server kind {kind!r}")
     server, backend = kind.split("-")
     if server == "native":
-        return [python, "-m", "anyql", "serve", target, *bind, "--backend", backend]
+        limit = ["--limit", f"max_connections={max_connections}"] if max_connections else []
+        return [python, "-m", "anyql", "serve", target, *bind, "--backend", backend, *limit]
     return [
         python, "-m", "hypercorn", "--worker-class", backend, "--workers", "1",
         "--backlog", "4096", "--bind", f"127.0.0.1:{port}", target,
@@ -136,6 +261,10 @@ class ServerProcess:
     log: Path | None = None
     #: A directory holding an ``anyql`` package to serve instead of the installed one.
     source: Path | None = None
+    #: CPUs to pin the server (and so its descendants) to; empty: leave it alone.
+    cpus: tuple[int, ...] = ()
+    #: WebSocket connections the server must accept (N); raises anyql's limit above 10,000.
+    connections: int = 0
 
     def __enter__(self) -> Self:
         handle, name = tempfile.mkstemp(prefix=f"fanout-{self.kind}-", suffix=".log")
@@ -144,10 +273,11 @@ class ServerProcess:
             self.process = subprocess.Popen(
                 self.command(),
                 cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": self._python_path()},
+                env=self._environment(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=self._in_child,
             )
         try:
             self._wait_listening(time.monotonic() + 30)
@@ -158,11 +288,44 @@ class ServerProcess:
 
     def command(self) -> list[str]:
         """The command line that starts this server."""
-        return command(self.kind, self.sharing, self.port)
+        return command(self.kind, self.sharing, self.port, self.max_connections)
 
-    def _python_path(self) -> str:
+    @property
+    def max_connections(self) -> int | None:
+        """anyql's ``max_connections`` for this run, None when the default is enough."""
+        wanted = self.connections + CONNECTION_MARGIN
+        return wanted if wanted > ANYQL_DEFAULT_MAX_CONNECTIONS else None
+
+    def _environment(self) -> dict[str, str]:
         paths = [str(self.source.resolve())] if self.source is not None else []
-        return os.pathsep.join([*paths, str(ROOT)])
+        environment = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, str(ROOT)])}
+        if self.max_connections:  # hypercorn serves the app as built: benchmarks/app.py reads it
+            environment["ANYQL_BENCH_MAX_CONNECTIONS"] = str(self.max_connections)
+        return environment
+
+    def _in_child(self) -> None:
+        """Between fork and exec: pin, and make sure N connections fit the descriptor limit."""
+        if self.cpus:
+            os.sched_setaffinity(0, self.cpus)
+        wanted = self.connections + DESCRIPTOR_MARGIN
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+
+    def placement(self) -> dict[str, Any]:
+        """What the server's processes run with: the CPUs any of them may use, and the
+        descriptor limit of the one this object started."""
+        cpus: set[int] = set()
+        for pid in self.pids:
+            try:
+                cpus |= os.sched_getaffinity(pid)
+            except OSError:
+                continue
+        return {
+            "processes": len(self.pids),
+            "affinity": sorted(cpus),
+            "nofile": nofile_of(self.pid),
+        }
 
     def __exit__(self, *exc_info: object) -> None:
         process = self.process

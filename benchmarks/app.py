@@ -8,13 +8,17 @@ events that only mark subscribers live). In ``shared_app`` the subscription fiel
 declared ``shared=True``: one source and one execution per event for all subscribers of a
 topic. Limits are the library defaults (what users get) except ``operation_timeout``: a
 saturating burst of K events to N unshared subscribers can keep the publishing mutation
-running longer than the default 30 s. Imports anyql.
+running longer than the default 30 s, and ``max_connections`` when the benchmark sets
+``ANYQL_BENCH_MAX_CONNECTIONS`` (N above the default 10,000 under hypercorn, which has no
+``--limit``). Imports anyql.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from anyql import Broadcast, GraphQL, Limits, Schema
@@ -68,6 +72,8 @@ def make_app(*, shared: bool) -> GraphQL:
                 yield event
 
     limits = Limits(operation_timeout=BURST_TIMEOUT)
+    if "ANYQL_BENCH_MAX_CONNECTIONS" in os.environ:
+        limits = replace(limits, max_connections=int(os.environ["ANYQL_BENCH_MAX_CONNECTIONS"]))
     return GraphQL(schema, broadcast=Broadcast(), graphiql=False, limits=limits)
 
 

@@ -1,12 +1,16 @@
 """The generator-ceiling server: graphql-transport-ws reduced to writing pre-encoded frames.
 
 Owns a trivial asyncio ``Protocol`` server that speaks just enough HTTP/1.1 and WebSocket
-for the benchmark: the Upgrade handshake, ``connection_init`` -> ack, ``subscribe`` ->
-a ready event, ``complete``, and ``POST`` of the publish mutation (it reads only the JSON
-``variables``; no GraphQL at all). Each event is encoded once per distinct operation id and
-the same bytes are written to every subscriber, so its CPU per delivery is the floor a
-Python server can reach and its deliveries/s show the load generator's ceiling. Imports the
-standard library, orjson and ``_frames``; never anyql.
+for the benchmark: the Upgrade handshake (no extensions: it never agrees to
+permessage-deflate), ``connection_init`` -> ack, ``subscribe`` -> a ready event,
+``complete``, and ``POST`` of the publish mutation (it reads only the JSON ``variables``;
+no GraphQL at all). Each event's payload (``{"data":{"events":...}}``) is encoded once with
+orjson; for each subscriber the envelope ``{"id":<its id>,"type":"next","payload":...}``
+and the frame header are then built around those bytes. Clients use a distinct operation
+id per connection (UUIDs), so no frame is cached per id: what a subscriber costs here is
+the floor of any server that executes once per event and still has to address each
+subscription, and its deliveries/s show the load generator's ceiling. Imports the standard
+library, orjson and ``_frames``; never anyql.
 
 Run: ``python -m benchmarks.baseline_server --port 8000``.
 """
@@ -38,29 +42,33 @@ PROBE_SEQ = -1
 
 
 class Hub:
-    """Topic -> {connection: operation id}, and the task group publishes run in."""
+    """Topic -> {connection: its envelope's head}, and the task group publishes run in."""
 
     def __init__(self, group: asyncio.TaskGroup) -> None:
         self.group = group
-        self.topics: dict[str, dict[Connection, str]] = {}
+        self.topics: dict[str, dict[Connection, bytes]] = {}
 
     async def publish(self, topic: str, count: int, size: int, probe: bool) -> None:
         data = "x" * size
         for seq in range(count):
             event = {"seq": PROBE_SEQ if probe else seq, "sentAt": time.time(), "data": data}
-            subscribers = self.topics.get(topic, {})
-            frames: dict[str, bytes] = {}
-            for connection, id in list(subscribers.items()):
-                frame = frames.get(id)
-                if frame is None:
-                    frame = frames[id] = _next_frame(id, event)
-                connection.write(frame)
+            payload = _payload(event)  # once per event, whatever the number of subscribers
+            for connection, head in list(self.topics.get(topic, {}).items()):
+                connection.write(encode_frame(head + payload + b"}", OP_TEXT, masked=False))
             await asyncio.sleep(0)
 
 
+def _payload(event: dict[str, Any]) -> bytes:
+    return orjson.dumps({"data": {"events": event}})
+
+
+def _envelope_head(id: str) -> bytes:
+    """``{"id":<id>,"type":"next","payload":`` with ``id`` JSON-escaped."""
+    return b'{"id":' + orjson.dumps(id) + b',"type":"next","payload":'
+
+
 def _next_frame(id: str, event: dict[str, Any]) -> bytes:
-    message = {"id": id, "type": "next", "payload": {"data": {"events": event}}}
-    return encode_frame(orjson.dumps(message), OP_TEXT, masked=False)
+    return encode_frame(_envelope_head(id) + _payload(event) + b"}", OP_TEXT, masked=False)
 
 
 def _headers(head: bytes) -> tuple[str, dict[str, str]]:
@@ -162,7 +170,7 @@ class Connection(asyncio.Protocol):
             id = message["id"]
             topic = message["payload"]["variables"]["topic"]
             self.subscriptions[id] = topic
-            self.hub.topics.setdefault(topic, {})[self] = id
+            self.hub.topics.setdefault(topic, {})[self] = _envelope_head(id)
             self.write(_next_frame(id, {"seq": READY_SEQ, "sentAt": time.time(), "data": ""}))
         elif kind == "complete":
             topic = self.subscriptions.pop(message["id"], None)

@@ -1,12 +1,18 @@
-"""Connection fan-out benchmark: anyql's servers against Strawberry and a pre-encoded baseline.
+"""Connection fan-out benchmark: anyql's servers against Strawberry, Node and a baseline.
 
 Owns the command line (``python benchmarks/fanout.py --help``) and the run matrix: for each
 mode, N, payload size and repeat, every target in turn (anyql server kinds x shared and
-unshared subscriptions, then Strawberry on uvicorn with ``--compare strawberry``, then the
-baseline server that only writes pre-encoded frames, the load generator's ceiling), each in
-a fresh server process; alternate repeats run the targets in reverse order so a drift in
-machine load does not favour one side. Writes the results JSON and a PNG plot, and prints a
-table and the ratios. Imports the standard library and the ``benchmarks`` helpers.
+unshared subscriptions, then the reference servers ``--compare`` names: Strawberry on
+uvicorn, the Node graphql-ws server; then the baseline server that encodes each event once
+and only addresses it per subscriber, the load generator's ceiling), each in a fresh server
+process; alternate repeats run the targets in reverse order so a drift in machine load does
+not favour one side. The clients look like browsers (``_generator``). With ``--pin auto``
+(the default, on 2 or more CPUs) the server runs on one CPU and the generators and this
+driver on the others. Before the runs it raises the descriptor limit for the largest N,
+and anyql's ``max_connections`` follows N (``_servers``). Writes the results JSON, a PNG
+plot and optionally Markdown tables, and prints one table per N, the ratios to each
+reference server, and what failed first when connections failed. Imports the standard
+library and the ``benchmarks`` helpers.
 """
 
 from __future__ import annotations
@@ -26,19 +32,37 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 
 from benchmarks._profile import summarise
 from benchmarks._report import (
+    REFERENCES,
     Progress,
+    print_failures,
     print_ratios,
     print_table,
     ratio_rows,
     write_json,
+    write_markdown,
     write_plot,
 )
-from benchmarks._runs import Workload, run_churn, run_fanout, run_latency
-from benchmarks._servers import ANYQL_KINDS, ServerProcess
+from benchmarks._runs import (
+    RunAborted,
+    Workload,
+    notable_lines,
+    run_churn,
+    run_fanout,
+    run_latency,
+)
+from benchmarks._servers import (
+    ANYQL_KINDS,
+    DESCRIPTOR_MARGIN,
+    Placement,
+    ServerProcess,
+    missing,
+    raise_nofile,
+)
 
 __all__ = ["main"]
 
 MODES = ("fanout", "latency", "churn")
+COMPARABLE = ("strawberry", "node")
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results" / "fanout.json"
 Runner = Callable[[ServerProcess, Workload, Progress], dict[str, Any]]
 RUNNERS: dict[str, Runner] = {"fanout": run_fanout, "latency": run_latency, "churn": run_churn}
@@ -113,11 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_comparison_and_output_options(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    add("--compare", choices=("strawberry",), help="also run Strawberry on uvicorn (bench extra)")
+    add(
+        "--compare",
+        type=lambda t: _names(t, COMPARABLE),
+        default=[],
+        help="comma list of reference servers to run beside anyql: strawberry (Strawberry on "
+        "uvicorn, the bench extra), node (graphql-ws 6 on ws 8, benchmarks/node_server.mjs; "
+        "needs node and `npm ci --prefix tests/node`)",
+    )
     add(
         "--no-baseline",
         action="store_true",
-        help="skip the pre-encoded-frame baseline server (the generator ceiling)",
+        help="skip the baseline server (encodes each event once, no GraphQL: the floor of "
+        "CPU per delivery and the generator's ceiling)",
     )
     add("--latency-events", type=int, default=50, help="single events per latency run (default 50)")
     add(
@@ -158,13 +190,31 @@ def _add_comparison_and_output_options(parser: argparse.ArgumentParser) -> None:
         help="serve the anyql package found in DIR (e.g. `git archive HEAD src | tar -x`) "
         "instead of the installed one, to measure a fixed version",
     )
+    add(
+        "--pin",
+        choices=("auto", "off"),
+        default="auto",
+        help="auto (default): with 2+ CPUs, the server on the first CPU, the load generators "
+        "and this driver on the others; off: let the scheduler place them",
+    )
+    add(
+        "--no-deflate-offer",
+        action="store_true",
+        help="clients do not offer permessage-deflate (browsers do, and uvicorn and "
+        "hypercorn accept it by default): measures every server without compression",
+    )
+    add(
+        "--markdown",
+        type=Path,
+        metavar="FILE",
+        help="also write the fan-out results as Markdown tables, one per N",
+    )
     add("--quiet", action="store_true", help="no progress bar")
 
 
 def _targets(args: argparse.Namespace, mode: str, repeat: int) -> list[tuple[str, str]]:
     targets = [(kind, sharing) for kind in args.servers for sharing in args.sharing]
-    if args.compare == "strawberry":
-        targets.append(("strawberry", "unshared"))
+    targets += [(reference, "unshared") for reference in args.compare]
     if not args.no_baseline:
         targets.append(("baseline", "shared"))
     return targets[::-1] if repeat % 2 else targets
@@ -178,16 +228,42 @@ def _one_run(
     workload: Workload,
     progress: Progress,
 ) -> dict[str, Any]:
-    with ServerProcess(kind, sharing, source=args.anyql_src) as server:
-        if mode == "fanout" and args.profile and kind not in ("baseline", "strawberry"):
-            args.profile.mkdir(parents=True, exist_ok=True)
-            stem = f"{kind}-{sharing}-n{workload.n}-{workload.payload}b"
-            raw = args.profile / f"{stem}.txt"
-            result = run_fanout(server, workload, progress, raw, args.profile_native)
-            if raw.exists():
-                (args.profile / f"{stem}.summary.txt").write_text(summarise(raw) + "\n")
-            return result
-        return RUNNERS[mode](server, workload, progress)
+    """One run in a fresh server process.
+
+    Raises:
+        RunAborted: the run failed; its details hold the server's last warnings and errors.
+    """
+    placement: Placement = args.placement
+    server = ServerProcess(
+        kind, sharing, source=args.anyql_src, cpus=placement.server, connections=workload.n
+    )
+    with server:
+        try:
+            return _measure(args, mode, server, workload, progress)
+        except Exception as error:
+            details = dict(getattr(error, "details", {}))
+            details["server_log"] = notable_lines(server.log_tail(500).splitlines())
+            details["server_exit_code"] = server.process.poll() if server.process else None
+            text = str(error) if isinstance(error, RunAborted) else repr(error)
+            raise RunAborted(text, details) from error
+
+
+def _measure(
+    args: argparse.Namespace,
+    mode: str,
+    server: ServerProcess,
+    workload: Workload,
+    progress: Progress,
+) -> dict[str, Any]:
+    if mode == "fanout" and args.profile and server.kind not in REFERENCES:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        stem = f"{server.kind}-{server.sharing}-n{workload.n}-{workload.payload}b"
+        raw = args.profile / f"{stem}.txt"
+        result = run_fanout(server, workload, progress, raw, args.profile_native)
+        if raw.exists():
+            (args.profile / f"{stem}.summary.txt").write_text(summarise(raw) + "\n")
+        return result
+    return RUNNERS[mode](server, workload, progress)
 
 
 def _matrix(args: argparse.Namespace, progress: Progress) -> list[dict[str, Any]]:
@@ -201,6 +277,8 @@ def _matrix(args: argparse.Namespace, progress: Progress) -> list[dict[str, Any]
                     n=n, k=args.events, bursts=args.bursts, payload=payload,
                     generators=args.generators, latency_events=args.latency_events,
                     churn_cycles=args.churn_cycles, max_seconds=args.max_seconds,
+                    generator_cpus=args.placement.generators,
+                    offer_deflate=not args.no_deflate_offer,
                 )  # fmt: skip
                 for repeat in range(args.repeats):
                     for kind, sharing in _targets(args, mode, repeat):
@@ -209,8 +287,10 @@ def _matrix(args: argparse.Namespace, progress: Progress) -> list[dict[str, Any]
                         try:
                             result = _one_run(args, mode, kind, sharing, workload, progress)
                         except Exception as error:  # one failed run must not lose the others
-                            progress.say(f"run failed: {label}: {error!r}")
-                            result = {"mode": mode, "server": kind, "n": n, "failed": repr(error)}
+                            progress.say(f"run failed: {label}: {error}")
+                            result = {"mode": mode, "server": kind, "sharing": sharing, "n": n}
+                            result.update(payload=payload, failed=str(error))
+                            result.update(getattr(error, "details", {}))
                         result["repeat"] = repeat
                         runs.append(result)
     return runs
@@ -231,6 +311,28 @@ def _source_state() -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD"), "changed": changed.splitlines()}
 
 
+def _prepare(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    """Drop the reference servers that cannot run here, pin this driver, raise the fd limit.
+
+    Returns:
+        What was done, for the results' ``meta``.
+    """
+    skipped = {}
+    for reference in list(args.compare):
+        reason = missing(reference)
+        if reason is not None:
+            progress.say(f"skipping --compare {reference}: {reason}")
+            skipped[reference] = reason
+            args.compare.remove(reference)
+    args.placement = Placement.choose(args.pin)
+    if args.placement.generators:
+        os.sched_setaffinity(0, args.placement.generators)  # the driver stays off the server
+    nofile = raise_nofile(max(args.subscribers) + DESCRIPTOR_MARGIN)
+    if nofile["soft"] < max(args.subscribers) + DESCRIPTOR_MARGIN:
+        progress.say(f"warning: descriptor limit {nofile['soft']}: {nofile['error']}")
+    return {"skipped": skipped, "pinning": args.placement.as_dict(), "nofile": nofile}
+
+
 def _meta(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]:
     return {
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -241,8 +343,12 @@ def _meta(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any
         "loadavg_at_start": list(os.getloadavg()),
         "anyql_source": _source_state(),
         "anyql_src_override": str(args.anyql_src) if args.anyql_src else None,
-        "note": "loopback only; generators and server share the machine's cores; other "
-        "processes on the machine make the figures noisy (see loadavg_before per run)",
+        "clients": "browser-like: Chrome's upgrade headers (Origin, User-Agent, "
+        "permessage-deflate offered), a UUID4 operation id per connection",
+        "deflate_offered": not args.no_deflate_offer,
+        "note": "loopback only; see pinning for which cores the server and the generators "
+        "had; other processes on the machine make the figures noisy (see loadavg_before "
+        "per run)",
     }
 
 
@@ -258,17 +364,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     progress = Progress(enabled=not args.quiet)
     meta = _meta(args, argv)
+    meta.update(_prepare(args, progress))
     runs = _matrix(args, progress)
     good = [r for r in runs if "failed" not in r]
     print_table(good)
-    comparisons = []
-    for versus in ("strawberry", "baseline"):
-        rows = ratio_rows(good, versus)
-        print_ratios(rows)
-        comparisons.extend(rows)
+    comparisons = [row for versus in REFERENCES for row in ratio_rows(good, versus)]
+    print_ratios(comparisons)
+    print_failures(runs)
     meta["loadavg_at_end"] = list(os.getloadavg())
     write_json(args.json, {"meta": meta, "runs": runs, "comparisons": comparisons})
     print(f"results written to {args.json}")
+    if args.markdown:
+        write_markdown(args.markdown, good, comparisons)
+        print(f"tables written to {args.markdown}")
     if not args.no_plot:
         print(write_plot(args.plot or args.json.with_suffix(".png"), good))
     failed = len(runs) - len(good) + sum(1 for r in good if r.get("missed", 0) > 0)

@@ -521,3 +521,40 @@ async def test_client_caused_failures_are_not_logged_at_error(
         await client.aclose()
     assert app.session_ends == [1002, 1006, 1000]
     assert [r for r in caplog.records if r.levelno >= 30] == []
+
+
+class _FlakyListener:
+    """Fails to accept the way a process out of file descriptors does, then blocks."""
+
+    def __init__(self, failures: list[BaseException]) -> None:
+        self.failures = failures
+        self.calls = 0
+        self.waiting = anyio.Event()
+
+    async def accept(self) -> anyio.abc.SocketStream:
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        self.waiting.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+@pytest.mark.autojump
+async def test_accept_survives_running_out_of_file_descriptors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from anyql.transports.native import _accept_forever
+
+    emfile = OSError(24, "Too many open files")
+    broken = anyio.BrokenResourceError()
+    broken.__cause__ = emfile  # how anyio reports it on Trio
+    listener = _FlakyListener([broken, emfile])
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(_accept_forever, listener, tasks, None)
+        with anyio.fail_after(10):
+            await listener.waiting.wait()
+        tasks.cancel_scope.cancel()
+    assert listener.calls == 3
+    failures = [r.getMessage() for r in caplog.records if "accept() failed" in r.getMessage()]
+    assert failures == ["anyql: accept() failed: [Errno 24] Too many open files"] * 2

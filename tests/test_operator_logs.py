@@ -12,6 +12,7 @@ import pytest
 
 from anyql import GraphQL, Limits, Schema
 from anyql.testing import TestClient, WebSocketRejected
+from anyql.types import RequestInfo
 
 pytestmark = pytest.mark.anyio
 
@@ -81,3 +82,31 @@ async def test_an_operation_cancelled_by_the_timeout_is_logged_with_the_peer(
     assert len(warned) == 1
     assert warned[0].startswith("cancelled query 'Slow' from ")
     assert warned[0].endswith("operation_timeout (0.05 s) reached")
+
+
+async def test_handshakes_that_race_past_max_connections_are_closed_1013(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tests.memory_socket import PEER, MemorySocket
+
+    app = make_app(limits=Limits(max_connections=1))
+    info = RequestInfo(method="GET", path="/graphql", headers=(("host", "t"),), client=PEER)
+    async with app.running(), anyio.create_task_group() as tasks:
+        # Both pass the handshake's check before either session counts itself.
+        assert app.websocket_handshake(info) is None
+        assert app.websocket_handshake(info) is None
+        sockets = []
+        for _ in range(2):
+            to_server, server_in = anyio.create_memory_object_stream[str | bytes](10)
+            server_out, from_server = anyio.create_memory_object_stream[str](10)
+            socket = MemorySocket("graphql-transport-ws", server_in, server_out)
+            sockets.append((socket, to_server, from_server))
+        first, second = sockets
+        tasks.start_soon(app.serve_websocket, first[0], info)
+        await anyio.wait_all_tasks_blocked()
+        with caplog.at_level(logging.WARNING, logger="anyql"):
+            await app.serve_websocket(second[0], info)
+        assert second[0].close_frame == (1013, "Too many connections")
+        assert first[0].close_frame is None
+        await first[1].aclose()  # the first client leaves
+    assert any("max_connections (1) reached" in r.getMessage() for r in caplog.records)

@@ -26,7 +26,7 @@ from .execution import Engine
 from .fanout import Fanout
 from .limits import Limits
 from .ports import WebSocketTransport
-from .protocol import SUBPROTOCOLS, select_subprotocol
+from .protocol import SUBPROTOCOLS, CloseCode, select_subprotocol
 from .schema import Schema, as_schema
 from .session import serve_session
 from .transports.asgi import serve_asgi
@@ -507,6 +507,15 @@ class GraphQL:
         """Run one GraphQL-over-WebSocket session until the socket is closed."""
         handle = self._handle
         if handle is not None:
+            if handle.connections >= self.limits.max_connections:
+                # Handshakes that raced past the 503 check: the count is only taken here.
+                logger.warning(
+                    "closed a WebSocket from %s: max_connections (%d) reached",
+                    info.peer,
+                    self.limits.max_connections,
+                )
+                await transport.close(CloseCode.TRY_AGAIN_LATER, "Too many connections")
+                return
             handle.connections += 1
         try:
             await serve_session(self, transport, info)

@@ -216,8 +216,12 @@ async def _accept_forever(
     while True:
         try:
             stream = await listener.accept()
-        except OSError as exc:
-            logger.warning("anyql: accept() failed: %s", exc)
+        except (OSError, anyio.BrokenResourceError) as exc:
+            # Out of file descriptors (EMFILE, ENFILE) or a connection reset before it was
+            # accepted: the listener is fine, so wait a little and go on accepting. (anyio
+            # reports the OSError as BrokenResourceError on Trio, as OSError on asyncio.)
+            cause = exc.__cause__ if isinstance(exc, anyio.BrokenResourceError) else exc
+            logger.warning("anyql: accept() failed: %s", cause or exc)
             await anyio.sleep(_ACCEPT_RETRY_SECONDS)
             continue
         tasks.start_soon(handler, stream)
