@@ -70,6 +70,16 @@ class Outbox:
         on_ready: called (it must not block) when a message arrives in an empty outbox.
     """
 
+    __slots__ = (
+        "_bytes",
+        "_closed",
+        "_items",
+        "_max_bytes",
+        "_max_messages",
+        "_on_ready",
+        "_writable",
+    )
+
     def __init__(self, max_messages: int, max_bytes: int, on_ready: Callable[[], None]) -> None:
         #: A list, not a deque: an idle connection's empty list costs 56 bytes, a deque 600.
         self._items: list[OutboxItem] = []

@@ -101,6 +101,26 @@ class SessionState(enum.Enum):
 
 
 class Session:
+    __slots__ = (
+        "_close",
+        "_deadline",
+        "_direct",
+        "_parked",
+        "_reading",
+        "_state",
+        "_writer_done",
+        "_writing",
+        "app",
+        "context",
+        "info",
+        "limits",
+        "machine",
+        "operations",
+        "outbox",
+        "tg",
+        "transport",
+    )
+
     def __init__(
         self, app: SessionHost, transport: WebSocketTransport, info: RequestInfo, subprotocol: str
     ) -> None:
@@ -118,6 +138,8 @@ class Session:
         self._writing = False
         #: Set by the writer when it ends, once the session is closing.
         self._writer_done: anyio.Event | None = None
+        #: What a parked writer waits on (transports without ``write_now``, see below).
+        self._parked: anyio.Event | None = None
         self.operations: dict[str, Owner] = {}
         self.context: Any = None
         self._state = SessionState.OPEN
@@ -169,6 +191,8 @@ class Session:
         close = self._close
         if close is not None and self._state is not SessionState.LOST:
             self.outbox.close()
+            if self._parked is not None:
+                self._parked.set()  # a parked writer finds nothing more and ends
             if self._state is SessionState.CLOSING and self._writing:
                 self._writer_done = anyio.Event()
                 with anyio.move_on_after(CLOSE_FLUSH_TIMEOUT):
@@ -270,22 +294,38 @@ class Session:
     # --- writing -------------------------------------------------------------------
 
     def _start_writer(self) -> None:
-        """The outbox's ``on_ready``: start a writer unless one runs (or nothing can)."""
+        """The outbox's ``on_ready``: start (or wake) the writer unless nothing can be sent."""
+        if self._parked is not None:
+            self._parked.set()
+            return
         if self._writing or self._state in (SessionState.CLOSING_NOW, SessionState.LOST):
             return
         self._writing = True
         self.tg.start_soon(self._write_loop)
 
     async def _write_loop(self) -> None:
+        """Drain the outbox. On a transport with ``write_now`` the writer ends when the
+        outbox is empty (most frames never queue); on one without (ASGI, in-memory) every
+        frame queues, so the writer parks instead of costing a new task per frame."""
         direct = self._direct
         try:
-            while (items := self.outbox.take()) or (direct is not None and direct.needs_flush):
-                messages = [i.data for i in items if i.owner is None or not i.owner.cancelled]
-                if direct is not None:
-                    await direct.send_encoded(messages)  # after any part write_now left
-                else:
-                    for message in messages:
-                        await self.transport.send_text(message.decode("utf-8"))
+            while True:
+                items = self.outbox.take()
+                if items or (direct is not None and direct.needs_flush):
+                    messages = [i.data for i in items if i.owner is None or not i.owner.cancelled]
+                    if direct is not None:
+                        await direct.send_encoded(messages)  # after any part write_now left
+                    else:
+                        for message in messages:
+                            await self.transport.send_text(message.decode("utf-8"))
+                    continue
+                if direct is not None or self._state is not SessionState.OPEN:
+                    return
+                self._parked = anyio.Event()
+                try:
+                    await self._parked.wait()
+                finally:
+                    self._parked = None
         except ConnectionClosed:
             self._request_close(None)
         finally:

@@ -173,6 +173,8 @@ class ServerConnection(ABC):
     how events become text (``send``). See the module docstring for the bookkeeping.
     """
 
+    __slots__ = ("_live", "_owed", "_pending", "_state")
+
     #: The ``Sec-WebSocket-Protocol`` token this machine speaks.
     subprotocol: ClassVar[str]
 

@@ -146,6 +146,8 @@ class LegacyWSConnection(ServerConnection):
 
     subprotocol = SUBPROTOCOL
 
+    __slots__ = ("_held",)
+
     def __init__(self) -> None:
         super().__init__()
         #: Valid ``start`` requests received while INITIALISING, in arrival order.

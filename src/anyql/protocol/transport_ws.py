@@ -164,6 +164,7 @@ class TransportWSConnection(ServerConnection):
     """The server side of one graphql-transport-ws connection (see the module docstring)."""
 
     subprotocol = SUBPROTOCOL
+    __slots__ = ()
 
     def receive_bytes(self, data: bytes) -> None:
         """A binary frame: close 4400 (the protocol is text only)."""
