@@ -34,6 +34,7 @@ first; its caller (the session) starts an awaited write for it at once.
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 from collections.abc import AsyncIterator, Sequence
@@ -220,6 +221,24 @@ async def native_websocket(
     yield NativeWebSocket(stream, accepted, subprotocol, limits, direct)
 
 
+class SocketState(enum.IntEnum):
+    """Where a native WebSocket stands; it only moves on (see ``NativeWebSocket._end``).
+
+    wsproto's own state says where the closing handshake is; this says what the session
+    and the reader may still do.
+    """
+
+    #: Messages flow both ways.
+    OPEN = 0
+    #: Over for the session (a close sent or received, or a message too big): only the
+    #: closing handshake remains.
+    ENDED = 1
+    #: wsproto could not parse the input: its close is answered, later input is dropped.
+    PARSER_FAILED = 2
+    #: The TCP connection failed or was aborted: nothing more is written.
+    LOST = 3
+
+
 class NativeWebSocket:
     """One accepted WebSocket on a byte stream; implements ``WebSocketTransport``.
 
@@ -233,14 +252,13 @@ class NativeWebSocket:
         "_direct",
         "_ended",
         "_limits",
-        "_lost",
         "_next_ping",
-        "_parser_failed",
         "_pending_close",
         "_pending_pongs",
         "_ping_ids",
         "_pong_due",
         "_residue",
+        "_state",
         "_stream",
         "_subprotocol",
         "_write_lock",
@@ -265,6 +283,7 @@ class NativeWebSocket:
         self._write_lock = anyio.Lock(fast_acquire=True)
         #: The unsent tail of a frame the kernel took only in part; goes before anything.
         self._residue = b""
+        self._state = SocketState.OPEN
         #: (code, reason) once the socket is over for the session, whoever ended it.
         self._ended: tuple[int, str] | None = None
         #: A close frame decided by the reader and not yet written.
@@ -276,8 +295,6 @@ class NativeWebSocket:
         self._next_ping = anyio.current_time() + interval if interval > 0 else math.inf
         self._pong_due = math.inf
         self._ping_ids = count()
-        self._parser_failed = False
-        self._lost = False
 
     @property
     def subprotocol(self) -> str | None:
@@ -404,8 +421,7 @@ class NativeWebSocket:
             code: the close code.
             reason: the close reason.
         """
-        if self._ended is None:
-            self._ended = (code, reason)
+        self._end(SocketState.ENDED, (code, reason))
         await self._send_close(CloseConnection(code=code, reason=truncate_reason(reason)))
 
     async def abort(self) -> None:
@@ -429,7 +445,7 @@ class NativeWebSocket:
             while self._awaiting_close_reply():
                 for event in self._ws.events():
                     if isinstance(event, CloseConnection) and self._ws.state is not _CLOSED:
-                        self._parser_failed = True  # not the reply: a parse failure
+                        self._end(SocketState.PARSER_FAILED)  # not the reply: a parse failure
                 if self._awaiting_close_reply():
                     await self._read()
 
@@ -481,20 +497,25 @@ class NativeWebSocket:
         if self._ws.state is ConnectionState.REMOTE_CLOSING:
             # The client started the closing handshake: answer with its code, once.
             self._pending_close = CloseConnection(code=event.code)
-            self._ended = (event.code, event.reason or "")
+            self._end(SocketState.ENDED, (event.code, event.reason or ""))
         else:
             # Still OPEN: wsproto could not parse the input and tells us which code to use.
-            self._parser_failed = True
-            self._fail(event.code, event.reason or "")
+            self._fail(event.code, event.reason or "", SocketState.PARSER_FAILED)
 
-    def _fail(self, code: int, reason: str) -> None:
+    def _fail(self, code: int, reason: str, state: SocketState = SocketState.ENDED) -> None:
         self._pending_close = CloseConnection(code=code, reason=truncate_reason(reason))
-        self._ended = (code, reason)
+        self._end(state, (code, reason))
+
+    def _end(self, state: SocketState, ended: tuple[int, str] | None = None) -> None:
+        """The one place the state changes: it only moves on, and the first end is kept."""
+        if state > self._state:
+            self._state = state
+        if self._ended is None and ended is not None:
+            self._ended = ended
 
     def _awaiting_close_reply(self) -> bool:
         return (
-            not self._lost
-            and not self._parser_failed
+            self._state < SocketState.PARSER_FAILED
             and self._ws.state is ConnectionState.LOCAL_CLOSING
         )
 
@@ -504,7 +525,7 @@ class NativeWebSocket:
         except _STREAM_ERRORS:
             self._mark_lost("")
             return
-        if self._parser_failed:
+        if self._state >= SocketState.PARSER_FAILED:
             return  # wsproto's parser is dead after a failure; drop the input
         if self._ws.state in (ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING):
             self._ws.receive_data(data)
@@ -512,7 +533,7 @@ class NativeWebSocket:
     async def _send_close(self, frame: CloseConnection) -> None:
         with anyio.move_on_after(CLOSE_TIMEOUT):
             async with self._write_lock:
-                if not self._lost and self._ws.state in _CLOSABLE:
+                if self._state is not SocketState.LOST and self._ws.state in _CLOSABLE:
                     await self._write(self._ws.send(frame))
                 return
         await self.abort()  # the peer has taken no data for CLOSE_TIMEOUT: give up on it
@@ -537,7 +558,7 @@ class NativeWebSocket:
 
     def _sendable(self) -> bool:
         """Whether data may still be written: open for the session and on the wire."""
-        return not self._lost and self._ended is None and self._ws.state is ConnectionState.OPEN
+        return self._state is SocketState.OPEN and self._ws.state is ConnectionState.OPEN
 
     def _check_open(self) -> None:
         if not self._sendable():
@@ -575,10 +596,8 @@ class NativeWebSocket:
         return False
 
     def _mark_lost(self, reason: str) -> None:
-        self._lost = True
+        self._end(SocketState.LOST, (_ABNORMAL, reason))
         self._residue = b""
-        if self._ended is None:
-            self._ended = (_ABNORMAL, reason)
 
 
 def _byte_length(data: str | bytes | bytearray) -> int:
