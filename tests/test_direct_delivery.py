@@ -10,9 +10,11 @@ A wsproto client checks every frame. In-memory streams never take this path.
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import anyio
 import anyio.abc
@@ -177,3 +179,78 @@ def test_frames_are_what_a_websocket_client_parses(size: int) -> None:
     events = list(client.events())
     assert all(isinstance(event, TextMessage) and event.message_finished for event in events)
     assert [event.data for event in events] == [body.decode(), "{}", body.decode()]
+
+
+ITEMS = 300_000
+
+
+def _flooding_client(port: int, first_seen: threading.Event) -> None:
+    """A client on its own thread that reads as fast as the kernel delivers, and sends
+    ``complete`` as soon as the first ``next`` arrives."""
+    import json
+
+    client = WSConnection(ConnectionType.CLIENT)
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(
+            client.send(Request(host="t", target="/graphql", subprotocols=["graphql-transport-ws"]))
+        )
+
+        def send(message: dict[str, object]) -> None:
+            sock.sendall(client.send(TextMessage(data=json.dumps(message))))
+
+        completed = False
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return
+            client.receive_data(data)
+            for event in client.events():
+                if isinstance(event, AcceptConnection):
+                    send({"type": "connection_init"})
+                elif isinstance(event, TextMessage):
+                    message = json.loads(event.data)
+                    if message["type"] == "connection_ack":
+                        send(
+                            {
+                                "id": "1",
+                                "type": "subscribe",
+                                "payload": {"query": "subscription { flood }"},
+                            }
+                        )
+                    elif message["type"] == "next" and not completed:
+                        completed = True
+                        send({"id": "1", "type": "complete"})
+                        first_seen.set()
+                elif isinstance(event, CloseConnection):
+                    return
+
+
+async def test_a_source_that_never_awaits_does_not_hold_the_loop() -> None:
+    from anyql import GraphQL, Schema
+    from anyql.transports.native import serve
+
+    schema = Schema("type Query { ok: Int } type Subscription { flood: Int! }")
+    yielded: list[int] = []
+    ended = anyio.Event()
+
+    @schema.field("Subscription.flood")
+    async def flood(root: object, info: object) -> AsyncIterator[int]:
+        try:
+            for i in range(ITEMS):  # never awaits: only the session can let others run
+                yielded.append(i)
+                yield i
+        finally:
+            ended.set()
+
+    app = GraphQL(schema)
+    first_seen = threading.Event()
+    async with anyio.create_task_group() as tasks:
+        port = await tasks.start(partial(serve, app, port=0))
+        client = threading.Thread(target=_flooding_client, args=(port, first_seen), daemon=True)
+        client.start()
+        with anyio.fail_after(60):
+            await ended.wait()
+        tasks.cancel_scope.cancel()
+    # The client's complete was read and acted on while the source still had items left.
+    assert first_seen.is_set()
+    assert len(yielded) < ITEMS

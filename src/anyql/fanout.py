@@ -98,9 +98,10 @@ class Hub:
     async def _offer(self, payload: bytes) -> None:
         current = self.subscribers
         for index, subscriber in enumerate(list(current)):
-            if index and not index % DELIVERY_SLICE:
-                # Let the rest of the server run between slices: delivering to 20,000
-                # sockets at once would hold the loop for tens of milliseconds.
+            if not index % DELIVERY_SLICE:
+                # Let the rest of the server run before each slice: delivering to 20,000
+                # sockets at once would hold the loop for tens of milliseconds, and a
+                # source that never awaits would hold it for good.
                 await anyio.lowlevel.checkpoint()
             if subscriber not in current:
                 continue  # detached meanwhile

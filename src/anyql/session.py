@@ -245,6 +245,8 @@ class Session:
                 await self._read_loop()
             if self._state is not SessionState.OPEN:
                 return
+            if anyio.current_time() < self._deadline:
+                continue  # the deadline moved (the ack) after it had already fired
             if self.machine.state is ConnectionState.ACKNOWLEDGED:
                 self._request_close(EXPIRED)
                 return
@@ -278,6 +280,8 @@ class Session:
         elif isinstance(event, Ping):
             await self._send(Pong(event.payload))
         elif isinstance(event, ConnectionInit):
+            # The init timeout guards only the wait for connection_init (P01, P02).
+            self._deadline = self._reading.deadline = math.inf
             self.tg.start_soon(self._connect, event.payload)
         elif isinstance(event, BadMessage):
             await self.outbox.put(event.reply.encode("utf-8"))
@@ -548,10 +552,16 @@ class Session:
             await anyio.lowlevel.checkpoint()
             return
         try:
-            if self._deliver_now(owner, payload):
-                return
+            sent = self._deliver_now(owner, payload)
         except ConnectionClosed:
             self._request_close(None)
+            sent = True
+        if sent:
+            # A direct write never waits: without this, a source that never awaits would
+            # hold the loop (every other connection, and this session's own reader, which
+            # could not even read the client's complete) for as long as the kernel takes
+            # bytes.
+            await anyio.lowlevel.checkpoint()
             return
         envelope = self.machine.next_envelope(owner.id)
         if envelope is not None:

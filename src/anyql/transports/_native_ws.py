@@ -464,8 +464,9 @@ class NativeWebSocket:
             await self.abort()
         elif now >= self._next_ping:
             payload = str(next(self._ping_ids)).encode("ascii")
-            self._next_ping = math.inf
-            if await self._send_control(Ping(payload=payload)):
+            sent = await self._send_control(Ping(payload=payload))
+            self._next_ping = math.inf  # not before: a cancelled send is tried again
+            if sent:
                 self._pong_due = now + self._limits.pong_timeout
 
     def _next_message(self) -> str | bytes | None:
