@@ -145,8 +145,8 @@ class Session:
         self._state = SessionState.OPEN
         #: The close frame to send, once the state is CLOSING or CLOSING_NOW.
         self._close: CloseConnection | None = None
-        #: The reader's deadline: the init timeout until the ack, then ``on_connect``'s
-        #: expiry (or none).
+        #: The reader's deadline: the init timeout until ``connection_init``, then
+        #: ``on_connect``'s expiry (or none).
         self._deadline = math.inf
         #: The scope of the current read; a close request cancels it.
         self._reading = anyio.CancelScope()
@@ -236,8 +236,8 @@ class Session:
     async def _read_until_closed(self) -> None:
         """The session's own task reads: until a close is requested or the socket ends.
 
-        The timers are deadlines on this read: the init timeout until the ack, then the
-        expiry ``on_connect`` gave, if any.
+        The timers are deadlines on this read: the init timeout until ``connection_init``,
+        then the expiry ``on_connect`` gave, if any.
         """
         self._deadline = anyio.current_time() + self.limits.connection_init_timeout
         while self._state is SessionState.OPEN:
@@ -337,27 +337,28 @@ class Session:
             if self._writer_done is not None:
                 self._writer_done.set()
 
-    def _deliver_now(self, owner: Owner, payload: bytes) -> bool:
+    def _send_next_now(self, owner: Owner, payload: bytes) -> bytes | None:
         """Send a ``next`` straight to the socket when nothing is queued before it.
 
         Returns:
-            True when it was sent (or was not due: the id is no longer live); False when it
-            must be queued.
-
-        Raises:
-            ConnectionClosed: the socket is gone.
+            None when nothing is left to do: it was sent, the id is no longer live, or the
+            socket is gone (the close is requested); else the message, to be queued.
         """
-        direct = self._direct
-        if direct is None or self._writing or len(self.outbox):
-            return False
         envelope = self.machine.next_envelope(owner.id)
         if envelope is None:
-            return True
-        if not direct.write_now(envelope, payload, b"}"):
-            return False
-        if direct.needs_flush:
-            self._start_writer()  # the kernel took part of the frame: the rest goes next
-        return True
+            return None
+        direct = self._direct
+        if direct is not None and not self._writing and not len(self.outbox):
+            try:
+                sent = direct.write_now(envelope, payload, b"}")
+            except ConnectionClosed:
+                self._request_close(None)
+                return None
+            if sent:
+                if direct.needs_flush:
+                    self._start_writer()  # the kernel took part of the frame: the rest next
+                return None
+        return envelope + payload + b"}"
 
     # --- connection_init -----------------------------------------------------------
 
@@ -486,20 +487,14 @@ class Session:
         def deliver(payload: bytes) -> bool:
             if owner.cancelled:
                 return False
-            try:
-                if self._deliver_now(owner, payload):
-                    return True
-            except ConnectionClosed:
-                self._request_close(None)
-                return False
-            envelope = self.machine.next_envelope(owner.id)
-            if envelope is not None:
+            message = self._send_next_now(owner, payload)
+            if message is not None:
                 try:
-                    self.outbox.offer(envelope + payload + b"}", owner=owner, policy=policy)
+                    self.outbox.offer(message, owner=owner, policy=policy)
                 except SlowConsumer:
                     self._close_slow_consumer(owner)
                     return False
-            return True
+            return self._state is not SessionState.LOST
 
         def ended(errors: tuple[FormattedError, ...] | None) -> None:
             if self.operations.get(owner.id) is owner:
@@ -551,19 +546,12 @@ class Session:
             # source that never awaits (the fast path itself never does).
             await anyio.lowlevel.checkpoint()
             return
-        try:
-            sent = self._deliver_now(owner, payload)
-        except ConnectionClosed:
-            self._request_close(None)
-            sent = True
-        if sent:
+        message = self._send_next_now(owner, payload)
+        if message is None:
             # A direct write never waits: without this, a source that never awaits would
             # hold the loop (every other connection, and this session's own reader, which
             # could not even read the client's complete) for as long as the kernel takes
             # bytes.
             await anyio.lowlevel.checkpoint()
             return
-        envelope = self.machine.next_envelope(owner.id)
-        if envelope is not None:
-            message = envelope + payload + b"}"
-            await self.outbox.put(message, owner=owner, policy=policy, droppable=True)
+        await self.outbox.put(message, owner=owner, policy=policy, droppable=True)
