@@ -12,10 +12,18 @@ the floor of any server that executes once per event and still has to address ea
 subscription, and its deliveries/s show the load generator's ceiling. Imports the standard
 library, orjson and ``_frames``; never anyql.
 
-Run: ``python -m benchmarks.baseline_server --port 8000``.
+Run: ``python -m benchmarks.baseline_server --port 8000`` (or ``python
+benchmarks/baseline_server.py --port 8000``).
 """
 
 from __future__ import annotations
+
+import os
+import sys
+
+# Run as a script: the repository root, not benchmarks/ (its http.py shadows http), goes first.
+if os.path.realpath(sys.path[0]) == os.path.dirname(os.path.realpath(__file__)):
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 
 import argparse
 import asyncio

@@ -17,18 +17,20 @@ library and the ``benchmarks`` helpers.
 
 from __future__ import annotations
 
+import os
+import sys
+
+# Run as a script: the repository root, not benchmarks/ (its http.py shadows http), goes first.
+if os.path.realpath(sys.path[0]) == os.path.dirname(os.path.realpath(__file__)):
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+
 import argparse
 import datetime
-import os
 import platform
 import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._profile import summarise
 from benchmarks._report import (

@@ -11,17 +11,19 @@ Run: ``python benchmarks/memory_probe.py -n 1000 --sharing shared --backend trio
 
 from __future__ import annotations
 
+import os
+import sys
+
+# Run as a script: the repository root, not benchmarks/ (its http.py shadows http), goes first.
+if os.path.realpath(sys.path[0]) == os.path.dirname(os.path.realpath(__file__)):
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+
 import argparse
 import gc
-import os
 import signal
-import sys
 import time
 import tracemalloc
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._report import Progress
 from benchmarks._runs import Generators, _subscribe_all, publish

@@ -35,12 +35,18 @@ events).
 
 from __future__ import annotations
 
+import os
+import sys
+
+# Run as a script: the repository root, not benchmarks/ (its http.py shadows http), goes first.
+if os.path.realpath(sys.path[0]) == os.path.dirname(os.path.realpath(__file__)):
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+
 import argparse
 import json
 import logging
 import random
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence

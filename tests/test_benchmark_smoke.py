@@ -1,17 +1,28 @@
-"""Smoke runs of benchmarks/fanout.py and benchmarks/soak.py, so they keep working.
+"""Smoke runs of benchmarks/fanout.py, soak.py and http.py, so they keep working.
 
 fanout: a real native Trio server with shared subscriptions, 20 subscribers, one burst of
 10 events, no baseline, no Strawberry, no plot: it needs nothing beyond the core and test
 dependencies; the same beside the Node graphql-ws reference server (``--compare node``,
 skipped when node or tests/node/node_modules is missing). The generator's browser-like
 handshake and its permessage-deflate reading are checked without a server. soak: 20 client
-slots for a few seconds, on both backends. Full runs are not part of the suite (see
-docs/performance.md and docs/reliability.md).
+slots for a few seconds, on both backends. http (HTTP queries): the native Trio server
+only, every workload, a 1 s warm-up and one 1 s round on 4 connections, no plot; it needs
+node and autocannon (``./dev test`` installs it with ``npm ci`` in benchmarks/; skipped
+with the reason when missing); without a server, the workloads' field counts, the schema
+and data each reference server serves (when the bench extra is installed), the plan column
+and the message a missing autocannon gets. Every script that can be run directly answers
+``--help`` from the repository root and from benchmarks/, where benchmarks/http.py would
+shadow the standard library's ``http`` without the guard each script starts with (checked
+too). Full runs are not part of the suite (see docs/performance.md and
+docs/reliability.md).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import shutil
 import subprocess
 import sys
 import zlib
@@ -19,12 +30,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from graphql import build_schema, graphql_sync, lexicographic_sort_schema, print_schema
 
+from benchmarks import _http_runs
 from benchmarks._frames import OP_CONTINUATION, OP_TEXT, FrameParser, Inflater
 from benchmarks._generator import browser_handshake
+from benchmarks._http_report import plan_text
+from benchmarks._http_schema import SDL, WORKLOADS, count_fields
 from benchmarks._servers import missing
+from benchmarks.http import main as http_main
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The scripts in benchmarks/ that can be run directly (``python benchmarks/<script>.py``).
+SCRIPTS = ("fanout.py", "soak.py", "memory_probe.py", "baseline_server.py", "http.py")
+#: What each of them starts with: benchmarks/ (holding http.py) must not stay on sys.path.
+PATH_GUARD = """from __future__ import annotations
+
+import os
+import sys
+
+# Run as a script: the repository root, not benchmarks/ (its http.py shadows http), goes first.
+if os.path.realpath(sys.path[0]) == os.path.dirname(os.path.realpath(__file__)):
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+"""
 
 RUN_FIELDS = {
     "mode",
@@ -193,3 +221,148 @@ def test_long_lived_soak_smoke_run_delivers_every_event(tmp_path: Path, backend:
     assert document["leaked_tasks"] == 0
     assert document["server_errors_logged"] == 0
     assert document["clients"]["failure_count"] == 0
+
+
+HTTP_SUMMARY_FIELDS = {
+    "server",
+    "workload",
+    "rounds",
+    "fields_per_request",
+    "req_per_s",
+    "latency_ms",
+    "server_cpu_us_per_request",
+    "server_cpu_us_per_field",
+    "generator_cpu_percent",
+    "errors",
+    "flagged",
+    "plan_stats",
+}
+
+
+@pytest.mark.e2e
+def test_http_smoke_run_measures_every_workload_with_correct_answers(tmp_path: Path) -> None:
+    reason = _http_runs.autocannon_missing()
+    if reason is not None:
+        pytest.skip(f"the HTTP benchmark needs autocannon: {reason}")
+    results = tmp_path / "http.json"
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "http.py"),
+        "--backend", "trio", "--duration", "1", "--warmup", "1", "--rounds", "1",
+        "--connections", "4", "--no-plot", "--quiet", "--json", str(results),
+    ]  # fmt: skip
+    finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=100)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+
+    document = json.loads(results.read_text())
+    server = document["servers"]["native-trio"]
+    for name, workload in WORKLOADS.items():
+        for check in (server["verified"][name], server["verified_after"][name]):
+            assert check["ok"], check["problem"]
+            assert check["status"] == 200
+            assert check["fields"] == workload.fields
+    assert {(r["workload"], r["warmup"]) for r in document["runs"]} == {
+        (name, warmup) for name in WORKLOADS for warmup in (True, False)
+    }
+    rows = {row["workload"]: row for row in document["summary"]}
+    assert rows.keys() == WORKLOADS.keys()
+    for name, row in rows.items():
+        assert row.keys() >= HTTP_SUMMARY_FIELDS
+        assert row["server"] == "native-trio"
+        assert (row["rounds"], row["errors"], row["flagged"]) == (1, 0, False)
+        assert row["fields_per_request"] == WORKLOADS[name].fields
+        assert row["req_per_s"]["median"] > 0
+        assert row["server_cpu_us_per_request"] > 0
+        assert row["server_cpu_us_per_field"] == pytest.approx(
+            row["server_cpu_us_per_request"] / row["fields_per_request"]
+        )
+        assert {"p50", "p99"} <= row["latency_ms"].keys()
+        assert row["plan_stats"] is None or isinstance(row["plan_stats"], dict)
+    assert document["meta"]["generator"].startswith("autocannon ")
+    assert "native-trio" in finished.stdout
+
+
+def test_workloads_count_every_resolved_field() -> None:
+    assert [w.fields for w in WORKLOADS.values()] == [1, 701, 3261]
+    # a list field counts once, each of its objects' fields once, a list of scalars once
+    assert count_fields({"a": [{"b": 1, "c": ["x", "y"]}, {"b": 2, "c": []}]}) == 5
+    nested = WORKLOADS["nested"].expected
+    assert len(nested["users"]) == 20
+    assert {len(user["posts"]) for user in nested["users"]} == {10}
+
+
+def test_the_reference_servers_serve_the_same_schema_and_data() -> None:
+    for module in ("strawberry", "ariadne"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed (the bench extra)")
+    from benchmarks import http_ariadne_app, http_strawberry_app
+
+    def printed(schema: object) -> str:
+        return print_schema(lexicographic_sort_schema(schema))  # type: ignore[arg-type]
+
+    assert printed(http_strawberry_app.schema._schema) == printed(build_schema(SDL))
+    assert printed(http_ariadne_app.schema) == printed(build_schema(SDL))
+    for workload in WORKLOADS.values():
+        strawberry = http_strawberry_app.schema.execute_sync(workload.query)
+        ariadne = graphql_sync(http_ariadne_app.schema, workload.query)
+        assert (strawberry.errors, strawberry.data) == (None, workload.expected)
+        assert (ariadne.errors, ariadne.data) == (None, workload.expected)
+
+
+def test_missing_autocannon_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(_http_runs, "AUTOCANNON", ROOT / "benchmarks" / "no-such-autocannon")
+    assert http_main(["--quiet", "--no-plot"]) == 2
+    error = capsys.readouterr().err
+    assert "http.py needs autocannon" in error
+    if shutil.which("node") is not None:  # without node, the message asks for node first
+        assert _http_runs.INSTALL_AUTOCANNON in error
+
+
+def test_plan_share_is_na_without_counters() -> None:
+    row = {"server": "native-trio", "plan_stats": None}
+    assert plan_text(row) == "n/a"
+    row["plan_stats"] = {
+        "operations_planned": 3,
+        "operations_unplanned": 1,
+        "fields_planned": 10,
+        "fields_unplanned": 0,
+    }
+    assert plan_text(row) == "ops 75% fields 100%"
+    assert plan_text({"server": "strawberry", "plan_stats": None}) == "-"
+
+
+def test_every_runnable_script_starts_with_the_path_guard() -> None:
+    runnable = {
+        path.name
+        for path in (ROOT / "benchmarks").glob("*.py")
+        if 'if __name__ == "__main__":' in path.read_text()
+    }
+    assert runnable == set(SCRIPTS)
+    for name in SCRIPTS:
+        text = (ROOT / "benchmarks" / name).read_text()
+        docstring_end = text.index('"""', 3) + 3
+        assert text[docstring_end:].lstrip("\n").startswith(PATH_GUARD), name
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["from-root", "from-benchmarks"])
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_scripts_run_directly_despite_benchmarks_http_py(script: str, inside: bool) -> None:
+    # benchmarks/http.py is ``http`` for a script whose directory leads sys.path; without
+    # PYTHONPATH, ``benchmarks`` itself is importable only through the guard too.
+    cwd, path = (ROOT / "benchmarks", script) if inside else (ROOT, f"benchmarks/{script}")
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("PYTHONPATH", "PYTHONSAFEPATH")
+    }
+    finished = subprocess.run(
+        [sys.executable, path, "--help"],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert finished.stdout.startswith(f"usage: {script}")

@@ -21,7 +21,8 @@ from __future__ import annotations
 import re
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from graphql import (
     ASTValidationRule,
@@ -66,10 +67,15 @@ MAX_VALIDATION_ERRORS = 100
 
 @dataclass(frozen=True, slots=True)
 class CheckedDocument:
-    """The parsed, valid document, or the errors that make the source unusable."""
+    """The parsed, valid document, or the errors that make the source unusable.
+
+    ``plans`` is the execution layer's store of operation plans for this document: kept
+    here so that a plan lives exactly as long as its document stays cached.
+    """
 
     document: DocumentNode | None
     errors: tuple[GraphQLError, ...]
+    plans: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 class DocumentCache:

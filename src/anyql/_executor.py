@@ -18,14 +18,37 @@ and replaces only the places that touch asyncio:
   longer needed after a synchronous error) only records them; ``run_executor`` runs them
   at the end of the execution in an already-cancelled, shielded scope, so they stop at
   their first checkpoint and their ``finally`` blocks run. Nothing outlives the execution.
-- ``track_async_work`` (``info.async_helpers.track``) records work that ``run_executor``
-  awaits to completion before returning.
-- ``with_abort_signal``, ``with_aborted_execution_error``, ``cancellable_iterable``,
-  ``cancel_incremental_work``, ``track_incremental_future`` and
-  ``run_async_work_finished_hook`` use asyncio only with an ``abort_signal``, ``hooks`` or
-  incremental delivery; anyql passes none of these (cancellation is anyio's), and the
-  overrides make that explicit. ``@defer``/``@stream`` are rejected, as graphql-core's
-  ``ExecutorThrowingOnIncremental`` (the base class) does.
+- ``track_async_work`` (``info.async_helpers.track``) records work that is started once
+  the result is complete and awaited to completion before it is delivered.
+- ``run_executor`` (anyql's entry point) and ``execute_operation`` (what graphql-core's
+  ``execute`` and ``subscribe`` call when this class is their ``executor_class``) both
+  settle that work before delivering: a result or error graphql-core would deliver at once
+  while work is pending is delivered by a coroutine that settles it first.
+- The abort signal (``abort_signal``: graphql-core's ``AbortSignal``, or anything with
+  ``aborted`` and ``reason``) works on both backends. graphql-core's signal waits on an
+  ``asyncio.Event``, so the executor polls ``signal.aborted`` instead, every
+  ``abort_poll_interval`` seconds, from one task per asynchronous execution: the one
+  ``with_aborted_execution_error`` (which wraps the execution) runs beside it. Every
+  awaitable graphql-core hands to ``with_abort_signal`` (a resolver's result, a list item,
+  an async ``resolve_type``/``is_type_of``, the ``__anext__`` of an async iterator wrapped
+  by ``cancellable_iterable``) is awaited in a cancel scope registered with that task,
+  which cancels them all when it sees the abort; the aborted field then fails with the
+  abort reason, as in graphql-core. Awaits outside an execution (the subscribe resolver,
+  a subscription's source stream) poll in a task of their own. graphql-core's synchronous
+  checks are kept: before execution, between serial fields, on entering and leaving each
+  wrapped await, and when a synchronous execution finishes.
+- ``with_aborted_execution_error`` lets the aborted execution settle (the in-flight awaits
+  are cancelled at once; iterators are closed) and then raises graphql-core's
+  ``AbortedGraphQLExecutionError``; its ``aborted_result`` is an awaitable that is
+  already settled.
+- The ``async_work_finished`` hook runs once all work of the execution (tracked and
+  orphaned) has settled: at once when there is none, else when the delivering coroutine
+  has settled it. Its errors are ignored.
+- Without an ``abort_signal`` and ``hooks`` none of this costs anything: no task, no
+  polling, ``with_abort_signal`` returns its argument and ``cancellable_iterable`` its
+  iterable. anyql's server passes neither (its cancellation is anyio's cancel scopes).
+- ``@defer``/``@stream`` are rejected, as graphql-core's ``ExecutorThrowingOnIncremental``
+  (the base class) does; so ``cancel_incremental_work`` only calls ``abort``.
 - ``build_response`` orders errors by their position in the response (see
   ``order_errors``), so Trio's randomised scheduling never changes the order.
 """
@@ -34,18 +57,42 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, Sequence
-from typing import Any, TypeVar
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Sequence,
+)
+from contextlib import suppress
+from typing import Any, Generic, TypeVar, cast
 
 import anyio
-from graphql import ExecutionResult, GraphQLError, located_error
+from graphql import (
+    ExecutionResult,
+    ExperimentalIncrementalExecutionResults,
+    GraphQLError,
+    located_error,
+)
 from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
-from graphql.execution.executor import collect_iterator_awaitables, to_nodes
+from graphql.execution.executor import (
+    AsyncWorkFinishedInfo,
+    collect_iterator_awaitables,
+    to_nodes,
+)
 from graphql.execution.executor_throwing_on_incremental import ExecutorThrowingOnIncremental
-from graphql.pyutils import Path, Undefined
-from graphql.type import GraphQLObjectType, GraphQLOutputType, GraphQLResolveInfo
+from graphql.pyutils import AbortSignal, AwaitableOrValue, Path, Undefined
+from graphql.type import (
+    GraphQLObjectType,
+    GraphQLOutputType,
+    GraphQLResolveInfo,
+    GraphQLResolveInfoHelpers,
+)
 
-__all__ = ["AnyioExecutor", "gather", "order_errors", "run_executor"]
+__all__ = ["AnyioExecutor", "gather", "order_errors", "run_executor", "run_work"]
 
 logger = logging.getLogger("anyql.execution")
 
@@ -87,14 +134,34 @@ class AnyioExecutor(ExecutorThrowingOnIncremental):
     """graphql-core's executor running concurrent work in anyio task groups.
 
     Build it with ``AnyioExecutor.build(...)`` (graphql-core's own constructor) and run it
-    with ``run_executor``. Neither ``abort_signal`` nor ``hooks`` is supported.
+    with ``run_executor``, or pass it as ``executor_class`` to graphql-core's ``execute``
+    or ``subscribe``. ``abort_signal`` and ``hooks`` work on both backends.
+
+    Args (besides graphql-core's):
+        cleanup_grace: how long closing an async iterator may take, in seconds.
+        abort_poll_interval: how often ``abort_signal.aborted`` is polled while the
+            execution waits, in seconds (only with an ``abort_signal``).
     """
 
-    def __init__(self, *args: Any, cleanup_grace: float = 5.0, **kwargs: Any) -> None:
+    #: Fields completed by this generic path, in this process (``Engine.plan_stats``).
+    generic_fields = 0
+
+    def __init__(
+        self,
+        *args: Any,
+        cleanup_grace: float = 5.0,
+        abort_poll_interval: float = 0.01,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.cleanup_grace = cleanup_grace
+        self.abort_poll_interval = abort_poll_interval
         self._orphans: list[Awaitable[Any]] = []
         self._tracked: list[Awaitable[Any]] = []
+        #: while an asynchronous execution with an abort signal runs: its polling task.
+        self._abort_watch: _AbortWatch | None = None
+        #: the async_work_finished hook waits for pending work to settle.
+        self._hook_due = False
 
     def build_per_event_executor(self, payload: Any) -> AnyioExecutor:
         """A copy for one subscription event, with its own errors, pending work and memo.
@@ -111,6 +178,13 @@ class AnyioExecutor(ExecutorThrowingOnIncremental):
         executor._relevant_sub_fields = {}
         executor._orphans = []
         executor._tracked = []
+        # graphql-core's copy keeps the helpers bound to the subscription's executor, whose
+        # tracked work nobody awaits once it is subscribed
+        executor.async_helpers = GraphQLResolveInfoHelpers(
+            gather=executor.gather_async_work, track=executor.track_async_work
+        )
+        executor._abort_watch = None
+        executor._hook_due = False
         return executor
 
     # --- concurrency -----------------------------------------------------------------
@@ -124,6 +198,7 @@ class AnyioExecutor(ExecutorThrowingOnIncremental):
         position_context: None,
     ) -> Any:
         """Execute sibling fields; asynchronous ones run concurrently (``gather``)."""
+        AnyioExecutor.generic_fields += len(grouped_field_set)
         results: dict[str, Any] = {}
         pending: list[str] = []
         try:
@@ -255,57 +330,204 @@ class AnyioExecutor(ExecutorThrowingOnIncremental):
         """``info.async_helpers.track``: ``run_executor`` awaits these before returning."""
         self._tracked.extend(value for value in values if self.is_awaitable(value))
 
-    # --- asyncio-only features, never used by anyql -----------------------------------
+    # --- entry point for graphql-core's execute and subscribe ------------------------
 
-    async def with_abort_signal(self, awaitable: Awaitable[T]) -> T:
-        """Await ``awaitable``; anyio cancel scopes replace graphql-core's abort signal."""
-        return await awaitable
+    def execute_operation(
+        self, serially: bool | None = None
+    ) -> AwaitableOrValue[ExecutionResult | ExperimentalIncrementalExecutionResults]:
+        """graphql-core's ``execute_operation``, with pending work settled before delivery.
+
+        graphql-core's ``execute`` and ``subscribe`` (for each event) call this when
+        ``AnyioExecutor`` is their ``executor_class``. Where graphql-core would deliver a
+        result or raise at once while tracked or orphaned work is still pending, this
+        returns a coroutine that settles that work (as ``run_executor`` does) and then
+        delivers the result or raises. Otherwise the result is graphql-core's, unchanged.
+        """
+        try:
+            result = super().execute_operation(serially)
+        except Exception as error:
+            if not (self._tracked or self._orphans):
+                raise
+            return _run(self, serially, _Outcome(error=error))
+        if self.is_awaitable(result) or self._tracked or self._orphans:
+            return _run(self, serially, _Outcome(result))
+        return result
+
+    # --- abort signal ------------------------------------------------------------------
+
+    def with_abort_signal(self, awaitable: Awaitable[T]) -> Awaitable[T]:  # type: ignore[override]
+        """``awaitable`` itself without an abort signal, else a wrapper the abort interrupts.
+
+        With a signal already aborted, ``awaitable`` is discarded (a coroutine is closed
+        before its body runs) and the abort reason raised. Otherwise ``awaitable`` is
+        awaited in a cancel scope that the abort cancels; an abort seen before the value
+        is returned raises the abort reason (``abort_error``) instead of the value.
+        """
+        if self.abort_signal is None:
+            return awaitable
+        return self._abortable(awaitable)
+
+    async def _abortable(self, awaitable: Awaitable[T]) -> T:
+        signal = self.abort_signal
+        assert signal is not None
+        if signal.aborted:
+            _discard(awaitable)
+            raise self.abort_error()
+        watch = self._abort_watch
+        if watch is not None:
+            outcome = await watch.guard(awaitable)
+        else:  # outside an execution: the subscribe resolver, a subscription's source
+            outcome = await _AbortWatch(signal).run(awaitable, self.abort_poll_interval)
+        if outcome is None or signal.aborted:
+            raise self.abort_error()
+        return outcome.unwrap()
 
     async def with_aborted_execution_error(self, awaitable: Awaitable[T]) -> T:
-        """Await ``awaitable`` (only reached with an abort signal, which anyql never sets)."""
-        return await awaitable
+        """Await the whole execution with the abort signal's polling task beside it.
+
+        On abort the in-flight awaits fail with the abort reason at once, so the
+        execution settles into a partial result (closing iterators on the way); then
+        ``AbortedGraphQLExecutionError`` is raised, its ``aborted_result`` an awaitable
+        that is already settled (graphql-core raises first and lets the partial result
+        settle in the background).
+        """
+        signal = self.abort_signal
+        assert signal is not None
+        watch = self._abort_watch = _AbortWatch(signal)
+        try:
+            outcome = await watch.run(awaitable, self.abort_poll_interval, guard=False)
+        finally:
+            self._abort_watch = None
+        assert outcome is not None
+        if signal.aborted:
+            raise self.create_aborted_execution_error(outcome)
+        return outcome.unwrap()
 
     def cancellable_iterable(self, iterable: AsyncIterable[T]) -> AsyncIterable[T]:
-        """Return ``iterable`` itself: cancel scopes interrupt a pending ``__anext__``."""
-        return iterable
+        """``iterable`` itself without an abort signal, else one whose ``__anext__`` is
+        wrapped by ``with_abort_signal`` (``aclose`` goes to the iterator, if it has one).
+        """
+        if self.abort_signal is None:
+            return iterable
+        return _AbortableIterator(self, iterable.__aiter__())
 
     async def cancel_incremental_work(self, reason: BaseException | None = None) -> None:
-        """Nothing to cancel: incremental delivery is rejected."""
+        """Call ``abort``; there is no incremental work (``@defer``/``@stream`` are rejected)."""
+        aborted = self.abort(reason)
+        if self.is_awaitable(aborted):
+            await aborted
 
     def track_incremental_future(self, future: Any) -> None:
         """Never reached: incremental delivery is rejected."""
         raise RuntimeError("incremental delivery is not supported")
 
-    def run_async_work_finished_hook(self) -> None:
-        """No hooks: ``run_executor`` settles all work before it returns."""
+    # --- hooks and results ---------------------------------------------------------------
 
-    # --- results ---------------------------------------------------------------------
+    def run_async_work_finished_hook(self) -> None:
+        """Run ``hooks.async_work_finished`` now, or once the pending work has settled.
+
+        Pending work is what ``track_async_work`` and ``settle_in_background`` recorded;
+        the coroutine delivering the result (``run_executor``, ``execute_operation``)
+        settles it and then runs the hook. Errors raised by the hook are ignored.
+        """
+        hooks = self.hooks
+        if hooks is None or hooks.async_work_finished is None:
+            return
+        if self._tracked or self._orphans:
+            self._hook_due = True
+        else:
+            self._run_hook()
+
+    def _run_hook(self) -> None:
+        self._hook_due = False
+        hook = self.hooks.async_work_finished if self.hooks is not None else None
+        if hook is not None:
+            with suppress(Exception):
+                hook(AsyncWorkFinishedInfo(self))
 
     def build_response(self, data: dict[str, Any] | None) -> ExecutionResult:
         """The result with its errors in response order (``order_errors``)."""
+        if self.hooks is not None:
+            self.run_async_work_finished_hook()
         errors = order_errors(self.collected_errors.errors, data)
         return ExecutionResult(data, errors or None)
 
 
-async def run_executor(executor: AnyioExecutor, *, serially: bool | None = None) -> Any:
-    """Run ``executor.execute_operation`` and settle all its work before returning.
+def run_executor(
+    executor: AnyioExecutor, *, serially: bool | None = None
+) -> Coroutine[Any, Any, Any]:
+    """Run graphql-core's ``execute_operation`` and settle all its work before returning.
+
+    A plain function returning the coroutine to await, so that awaiting it adds no
+    coroutine frame to the execution.
 
     Args:
         executor: a freshly built executor (or a per-event copy).
         serially: as graphql-core's ``execute_operation``; None runs mutations serially.
 
     Returns:
-        graphql-core's ``ExecutionResult``.
+        A coroutine resolving to graphql-core's ``ExecutionResult``. Work recorded by
+        ``track_async_work`` is awaited to completion first (also when the execution
+        raised), work recorded by ``settle_in_background`` (and tracked work, when the
+        execution is cancelled) runs in an already-cancelled, shielded scope; then the
+        ``async_work_finished`` hook runs if it waited for that work.
     """
+    return _run(executor, serially, None)
+
+
+async def _run(
+    executor: AnyioExecutor, serially: bool | None, started: _Outcome[Any] | None
+) -> Any:
+    """``run_executor``'s coroutine; ``started`` is the outcome of an execution begun."""
     try:
-        result = executor.execute_operation(serially)
-        if executor.is_awaitable(result):
-            result = await result
-        await _settle(executor._tracked, cancel=False)
+        try:
+            if started is None:
+                result = super(AnyioExecutor, executor).execute_operation(serially)
+            else:
+                result = started.unwrap()
+            if executor.is_awaitable(result):
+                result = await result
+        except Exception:
+            if executor._tracked:
+                await _settle(executor._tracked, cancel=False)
+            raise
+        if executor._tracked:
+            await _settle(executor._tracked, cancel=False)
         return result
     finally:
-        await _settle(executor._orphans, cancel=True)
-        await _settle(executor._tracked, cancel=True)
+        if executor._orphans or executor._tracked:
+            await _settle(executor._orphans, cancel=True)
+            await _settle(executor._tracked, cancel=True)
+        if executor._hook_due:
+            executor._run_hook()
+
+
+async def run_work(
+    start: Callable[[], Any], executor_of: Callable[[], AnyioExecutor | None]
+) -> Any:
+    """Run ``start()`` (a planned execution) and settle its executor's work, as above.
+
+    Args:
+        start: begins the execution; returns the result or an awaitable of it.
+        executor_of: the executor whose tracked and orphaned work to settle, asked once
+            the execution ended (a planned event makes one only if it needs one).
+
+    Returns:
+        What ``start()`` returned, awaited.
+    """
+    try:
+        result = start()
+        if not isinstance(result, ExecutionResult):
+            result = await result
+        executor = executor_of()
+        if executor is not None:
+            await _settle(executor._tracked, cancel=False)
+        return result
+    finally:
+        executor = executor_of()
+        if executor is not None:
+            await _settle(executor._orphans, cancel=True)
+            await _settle(executor._tracked, cancel=True)
 
 
 async def _settle(awaitables: list[Awaitable[Any]], *, cancel: bool) -> None:
@@ -331,6 +553,110 @@ async def _await_logged(awaitable: Awaitable[Any], log: bool) -> None:
     except Exception:
         if log:
             logger.exception("tracked asynchronous work failed")
+
+
+class _Outcome(Generic[T]):
+    """How an awaitable ended: its value or its exception. Awaiting it returns or raises it.
+
+    It is the settled ``aborted_result`` of an aborted execution: unlike a coroutine, one
+    nobody awaits leaves no "never awaited" warning.
+    """
+
+    __slots__ = ("error", "value")
+
+    def __init__(self, value: T | None = None, error: Exception | None = None) -> None:
+        self.value = value
+        self.error = error
+
+    def unwrap(self) -> T:
+        """The value, or raise the exception."""
+        if self.error is not None:
+            raise self.error
+        return cast(T, self.value)
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self.unwrap()
+        yield  # a generator, so that awaiting works  # pragma: no cover
+
+
+class _AbortWatch:
+    """Polls an abort signal and, once it is aborted, cancels every scope guarding an await.
+
+    graphql-core's ``AbortSignal`` can only be awaited under asyncio; polling its
+    ``aborted`` flag works on every backend, and so does a duck-typed signal.
+    """
+
+    __slots__ = ("scopes", "signal")
+
+    def __init__(self, signal: AbortSignal) -> None:
+        self.signal = signal
+        self.scopes: set[anyio.CancelScope] = set()
+
+    async def run(
+        self, awaitable: Awaitable[T], interval: float, *, guard: bool = True
+    ) -> _Outcome[T] | None:
+        """Await ``awaitable`` (guarded, or plainly) with the polling task beside it."""
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(self.poll, interval)
+            if guard:
+                outcome = await self.guard(awaitable)
+            else:
+                try:
+                    outcome = _Outcome(await awaitable)
+                except Exception as error:
+                    outcome = _Outcome(error=error)
+            task_group.cancel_scope.cancel()
+        return outcome
+
+    async def poll(self, interval: float) -> None:
+        """Wait until the signal is aborted, then cancel the guarding scopes."""
+        signal = self.signal
+        # polling on purpose: the signal's only backend-neutral interface is this flag
+        while not signal.aborted:  # noqa: ASYNC110
+            await anyio.sleep(interval)
+        for scope in list(self.scopes):
+            scope.cancel()
+
+    async def guard(self, awaitable: Awaitable[T]) -> _Outcome[T] | None:
+        """Await ``awaitable`` in a scope the abort cancels; None if it was cancelled."""
+        scopes = self.scopes
+        with anyio.CancelScope() as scope:
+            scopes.add(scope)
+            try:
+                return _Outcome(await awaitable)
+            except Exception as error:
+                return _Outcome(error=error)
+            finally:
+                scopes.discard(scope)
+        return None
+
+
+class _AbortableIterator(AsyncIterator[T]):
+    """``cancellable_iterable``'s wrapper: ``__anext__`` goes through ``with_abort_signal``."""
+
+    __slots__ = ("_executor", "_iterator")
+
+    def __init__(self, executor: AnyioExecutor, iterator: AsyncIterator[T]) -> None:
+        self._executor = executor
+        self._iterator = iterator
+
+    def __aiter__(self) -> _AbortableIterator[T]:
+        return self
+
+    def __anext__(self) -> Awaitable[T]:
+        return self._executor.with_abort_signal(self._iterator.__anext__())
+
+    async def aclose(self) -> None:
+        """Close the wrapped iterator, if it can be closed."""
+        aclose = getattr(self._iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _discard(awaitable: Awaitable[Any]) -> None:
+    """Drop an awaitable nobody will await: a coroutine is closed before its body runs."""
+    if isinstance(awaitable, Coroutine):
+        awaitable.close()
 
 
 async def aclose_within(iterator: AsyncIterator[Any], grace: float, what: str) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, cast
 
@@ -35,7 +35,8 @@ from graphql.execution import create_source_event_stream
 from graphql.language import FieldNode, FragmentDefinitionNode, SelectionSetNode
 
 from ._document_limits import DocumentCache
-from ._executor import AnyioExecutor, aclose_within, run_executor
+from ._executor import AnyioExecutor, aclose_within, run_executor, run_work
+from ._plan import OperationPlan, PlannedRun, PlanStats, plan_for
 from .errors import FormattedError, RequestError, SourceError
 from .limits import Limits
 from .schema import Schema, as_schema
@@ -88,6 +89,8 @@ class PreparedOperation:
     operation_type: OperationKind
     #: subscriptions: the coordinate of the single root field, e.g. "Subscription.count".
     root_field: str | None
+    #: the document's plan store (``_plan.plan_for``), shared by every request for it.
+    plans: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 class Engine:
@@ -128,6 +131,7 @@ class Engine:
         self.limits = limits
         self.introspection = introspection
         self.mask_errors = mask_errors
+        self._plan_stats = PlanStats()
         self._documents = DocumentCache(
             self.schema.graphql_schema,
             limits,
@@ -162,7 +166,7 @@ class Engine:
         root_field = None
         if operation.operation is OperationType.SUBSCRIPTION:
             root_field = self._root_field(document, operation)
-        return PreparedOperation(request, document, operation, kind, root_field)
+        return PreparedOperation(request, document, operation, kind, root_field, checked.plans)
 
     def _root_field(self, document: DocumentNode, operation: OperationDefinitionNode) -> str:
         subscription_type = self.schema.graphql_schema.subscription_type
@@ -180,6 +184,16 @@ class Engine:
                     spread = fragments[selection.name.value].selection_set  # type: ignore[attr-defined]
                 pending.append(spread)
         raise AssertionError("a validated subscription has one root field")
+
+    def plan_stats(self) -> dict[str, int]:
+        """How many operations and fields took the planned path and how many the generic.
+
+        ``operations_planned``/``operations_unplanned`` count executions (queries,
+        mutations and subscription events); ``fields_planned`` counts fields completed by
+        a plan, ``fields_unplanned`` those completed by graphql-core's generic path (in
+        this process, by any engine).
+        """
+        return self._plan_stats.as_dict(AnyioExecutor.generic_fields)
 
     # --- execute ---------------------------------------------------------------------
 
@@ -230,9 +244,10 @@ class Engine:
                 ({"message": "Subscription operations must be run as subscriptions."},)
             )
         executor = self._build(prepared, context, root_value)
+        plan = plan_for(prepared.plans, prepared.document, executor)
         result: ExecutionResult | None = None
         with anyio.move_on_after(self.limits.operation_timeout):
-            result = await run_executor(executor)
+            result = await self._run(executor, plan)
         if result is None:
             operation = prepared.operation.name
             logger.warning(
@@ -263,10 +278,28 @@ class Engine:
             RequestError: the variables cannot be coerced.
         """
         executor = self._build(prepared, context, root_value)
-        return await self._run_event(executor, event)
+        plan = plan_for(prepared.plans, prepared.document, executor)
+        return await self._run_event(executor, plan, event)
 
-    async def _run_event(self, executor: AnyioExecutor, event: Any) -> dict[str, Any]:
-        result = await run_executor(executor.build_per_event_executor(event), serially=False)
+    async def _run(self, executor: AnyioExecutor, plan: OperationPlan | None) -> ExecutionResult:
+        if plan is None:
+            self._plan_stats.operations_unplanned += 1
+            result: ExecutionResult = await run_executor(executor)
+            return result
+        run = PlannedRun(plan, executor, self._plan_stats)
+        result = await run_work(run.start, lambda: run.used_executor)
+        return result
+
+    async def _run_event(
+        self, executor: AnyioExecutor, plan: OperationPlan | None, event: Any
+    ) -> dict[str, Any]:
+        if plan is None:
+            self._plan_stats.operations_unplanned += 1
+            per_event = executor.build_per_event_executor(event)
+            result = await run_executor(per_event, serially=False)
+        else:
+            run = PlannedRun(plan, executor, self._plan_stats, event=event)
+            result = await run_work(run.start, lambda: run.used_executor)
         return self.format_result(result)
 
     def subscribe(
@@ -393,7 +426,8 @@ class SubscriptionContext:
             errors = created.errors or [GraphQLError("Could not create the source stream.")]
             raise RequestError(tuple(engine.format_error(error) for error in errors))
         self._source = created.__aiter__()
-        return _ResultStream(engine, executor, self._source, self._prepared.root_field)
+        plan = plan_for(self._prepared.plans, self._prepared.document, executor)
+        return _ResultStream(engine, executor, plan, self._source, self._prepared.root_field)
 
     async def __aexit__(
         self,
@@ -413,11 +447,13 @@ class _ResultStream:
         self,
         engine: Engine,
         executor: AnyioExecutor,
+        plan: OperationPlan | None,
         source: AsyncIterator[Any],
         field: str | None,
     ) -> None:
         self._engine = engine
         self._executor = executor
+        self._plan = plan
         self._source = source
         self._where = f"the source of {field}" if field else None
 
@@ -432,7 +468,7 @@ class _ResultStream:
         except Exception as error:
             formatted = self._engine.format_error(self._locate(error), self._where)
             raise SourceError((formatted,)) from error
-        return await self._engine._run_event(self._executor, event)
+        return await self._engine._run_event(self._executor, self._plan, event)
 
     def _locate(self, error: Exception) -> GraphQLError:
         if isinstance(error, GraphQLError):
