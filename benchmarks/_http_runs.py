@@ -121,9 +121,10 @@ def server_command(kind: str, port: int) -> list[str]:
             python, "-m", "uvicorn", APPS[kind], "--host", "127.0.0.1", "--port", str(port),
             "--log-level", "warning", "--no-access-log", "--backlog", "4096",
         ]  # fmt: skip
-    if kind not in HTTP_KINDS:
+    base = kind.partition("@")[0]  # "native-trio@before": the same server, older source
+    if base not in HTTP_KINDS:
         raise ValueError(f"unknown server kind {kind!r}")
-    runner, backend = kind.split("-")
+    runner, backend = base.split("-")
     if runner == "native":
         return [
             python, "-m", "anyql", "serve", APPS["anyql"], "--host", "127.0.0.1",

@@ -130,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the anyql package found in DIR instead of the installed one",
     )
     add(
+        "--before",
+        type=Path,
+        metavar="DIR",
+        help="also serve anyql's servers from the anyql package in DIR (e.g. an older "
+        "commit's src/), as KIND@before, alternating with the others in the same run",
+    )
+    add(
         "--json",
         type=Path,
         default=DEFAULT_RESULTS,
@@ -159,7 +166,8 @@ def _seconds(text: str) -> int:
 
 def _kinds(args: argparse.Namespace) -> list[str]:
     anyql = [f"{runner}-{backend}" for runner in args.anyql_server for backend in args.backend]
-    return [*anyql, *args.compare]
+    before = [f"{kind}@before" for kind in anyql] if args.before else []
+    return [*anyql, *before, *args.compare]
 
 
 def _start(
@@ -174,7 +182,8 @@ def _start(
             document["meta"]["skipped"][kind] = reason
             continue
         progress.say(f"starting {kind}")
-        server = HTTPServer(kind, source=args.anyql_src, cpus=args.placement.server)
+        source = args.before if kind.endswith("@before") else args.anyql_src
+        server = HTTPServer(kind, source=source, cpus=args.placement.server)
         try:
             stack.enter_context(server)
         except (RuntimeError, TimeoutError) as error:
@@ -239,6 +248,7 @@ def _meta(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any
         "loadavg_at_start": list(os.getloadavg()),
         "anyql_source": _source_state(),
         "anyql_src_override": str(args.anyql_src) if args.anyql_src else None,
+        "before_src": str(args.before) if args.before else None,
         "generator": f"autocannon {autocannon_version()}",
         "load": {
             "connections": args.connections,

@@ -18,12 +18,14 @@ from typing import Any
 
 import anyio
 import pytest
-from graphql import GraphQLResolveInfo
+from graphql import ExecutionResult, GraphQLResolveInfo, build_schema, parse
+from graphql import execute as graphql_execute
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from anyql import Schema
 from anyql._executor import AnyioExecutor, run_executor
+from anyql._plan import PlannedExecutor
 from anyql.execution import Engine
 from anyql.types import OperationRequest
 
@@ -520,3 +522,46 @@ async def test_incremental_delivery_still_takes_the_generic_path() -> None:
     assert stats["operations_unplanned"] == 1
     assert stats["operations_planned"] == 0
     assert AnyioExecutor.generic_fields >= before
+
+
+@pytest.mark.anyio
+async def test_graphql_cores_execute_runs_the_plan_with_planned_executor() -> None:
+    schema = build_schema("type Query { a: Int b(x: Int): [Int!] c: String! }")
+    before = PlannedExecutor.stats.operations_planned
+
+    async def b(root: Any, info: Any, x: int) -> list[Any]:
+        await anyio.lowlevel.checkpoint()
+        return [x, None]
+
+    result: Any = graphql_execute(
+        schema,
+        parse("{ a b(x: 2) }"),
+        {"a": 1, "b": lambda info, x: b(None, info, x)},
+        executor_class=PlannedExecutor,
+    )
+    if not isinstance(result, ExecutionResult):
+        result = await result
+    assert result.data == {"a": 1, "b": None}
+    assert result.errors is not None
+    assert result.errors[0].message == "Cannot return null for non-nullable field Query.b."
+    assert result.errors[0].path == ["b", 1]
+    assert PlannedExecutor.stats.operations_planned == before + 1
+
+
+@pytest.mark.anyio
+async def test_a_default_field_resolver_given_to_graphql_core_is_used_by_the_plan() -> None:
+    schema = build_schema("type Query { a: Int b: Thing } type Thing { c: String }")
+
+    def upper_keys(source: Any, info: GraphQLResolveInfo[Any], **arguments: Any) -> Any:
+        return source[info.field_name.upper()]
+
+    result: Any = graphql_execute(
+        schema,
+        parse("{ a b { c } }"),
+        {"A": 1, "B": {"C": "x"}},
+        field_resolver=upper_keys,
+        executor_class=PlannedExecutor,
+    )
+    if not isinstance(result, ExecutionResult):
+        result = await result
+    assert result == ExecutionResult({"a": 1, "b": {"c": "x"}}, None)

@@ -332,6 +332,12 @@ class AnyioExecutor(ExecutorThrowingOnIncremental):
 
     # --- entry point for graphql-core's execute and subscribe ------------------------
 
+    def begin_operation(
+        self, serially: bool | None
+    ) -> AwaitableOrValue[ExecutionResult | ExperimentalIncrementalExecutionResults]:
+        """Start the execution: graphql-core's generic one (``_plan.PlannedExecutor`` plans)."""
+        return super().execute_operation(serially)
+
     def execute_operation(
         self, serially: bool | None = None
     ) -> AwaitableOrValue[ExecutionResult | ExperimentalIncrementalExecutionResults]:
@@ -344,7 +350,7 @@ class AnyioExecutor(ExecutorThrowingOnIncremental):
         delivers the result or raises. Otherwise the result is graphql-core's, unchanged.
         """
         try:
-            result = super().execute_operation(serially)
+            result = self.begin_operation(serially)
         except Exception as error:
             if not (self._tracked or self._orphans):
                 raise
@@ -481,10 +487,7 @@ async def _run(
     """``run_executor``'s coroutine; ``started`` is the outcome of an execution begun."""
     try:
         try:
-            if started is None:
-                result = super(AnyioExecutor, executor).execute_operation(serially)
-            else:
-                result = started.unwrap()
+            result = executor.begin_operation(serially) if started is None else started.unwrap()
             if executor.is_awaitable(result):
                 result = await result
         except Exception:

@@ -56,12 +56,16 @@ from graphql.execution.collect_fields import (
     collect_fields,
     collect_subfields,
 )
-from graphql.execution.executor import CollectedErrors, invalid_return_type_error, to_nodes
+from graphql.execution.executor import (
+    CollectedErrors,
+    default_field_resolver,
+    invalid_return_type_error,
+    to_nodes,
+)
 from graphql.execution.values import get_argument_values
 from graphql.language import (
     BooleanValueNode,
     DirectiveNode,
-    DocumentNode,
     EnumValueNode,
     FieldNode,
     FloatValueNode,
@@ -98,7 +102,14 @@ from graphql.type import (
 from ._executor import AnyioExecutor, gather, order_errors
 from .schema import _the_event
 
-__all__ = ["CHECKPOINT_BUDGET", "OperationPlan", "PlanStats", "PlannedRun", "plan_for"]
+__all__ = [
+    "CHECKPOINT_BUDGET",
+    "OperationPlan",
+    "PlanStats",
+    "PlannedExecutor",
+    "PlannedRun",
+    "plan_for",
+]
 
 #: Fields and list items completed synchronously between two checkpoints.
 CHECKPOINT_BUDGET: Final = 2000
@@ -252,7 +263,10 @@ class FieldPlan:
         self.name = self.node.name.value
         self.parent_type = parent_type
         self.definition = definition
-        self.resolver: Callable[..., Any] | None = definition.resolve
+        #: None: graphql-core's default resolution, done inline by the walk
+        self.resolver: Callable[..., Any] | None = definition.resolve or (
+            None if executor.field_resolver is default_field_resolver else executor.field_resolver
+        )
         self.arguments: dict[str, Any] | None = _constant_arguments(executor, definition, details)
         self.completer = Completer(definition.type, details)
         #: the Python type whose values this field returns as they are (str for a String)
@@ -384,14 +398,11 @@ class OperationPlan:
         self.serial = operation.operation is OperationType.MUTATION
 
 
-def plan_for(
-    plans: dict[Any, Any], document: DocumentNode, executor: AnyioExecutor
-) -> OperationPlan | None:
+def plan_for(plans: dict[Any, Any], executor: AnyioExecutor) -> OperationPlan | None:
     """The plan for ``executor``'s operation, from ``plans`` (one cached document's) or new.
 
     Args:
         plans: the document's plan store (kept with the parse/validate cache entry).
-        document: the document ``executor`` was built from.
         executor: a freshly built executor; its variables select the plan.
 
     Returns:
@@ -406,7 +417,7 @@ def plan_for(
     operation = executor.operation
     traits = plans.get(None)
     if traits is None:
-        traits = plans[None] = _DocumentTraits(document)
+        traits = plans[None] = _DocumentTraits(executor)
     if traits.incremental:
         return None
     values = executor.variable_values.coerced
@@ -431,10 +442,11 @@ class _DocumentTraits:
 
     __slots__ = ("collection_variables", "incremental")
 
-    def __init__(self, document: DocumentNode) -> None:
+    def __init__(self, executor: AnyioExecutor) -> None:
         names: set[str] = set()
         incremental = False
-        for directive in _directives(document):
+        definitions = [executor.operation, *executor.fragment_definitions.values()]
+        for directive in _directives(definitions):
             name = directive.name.value
             if name in ("defer", "stream"):
                 incremental = True
@@ -446,9 +458,9 @@ class _DocumentTraits:
         self.incremental = incremental
 
 
-def _directives(document: DocumentNode) -> Iterator[DirectiveNode]:
-    """Every directive used in ``document``, found without recursion."""
-    pending: list[Any] = list(document.definitions)
+def _directives(definitions: list[Any]) -> Iterator[DirectiveNode]:
+    """Every directive used in ``definitions``, found without recursion."""
+    pending: list[Any] = list(definitions)
     while pending:
         node = pending.pop()
         yield from getattr(node, "directives", None) or ()
@@ -519,8 +531,7 @@ class PlannedRun:
             self._event_executor = executor
         return executor
 
-    @property
-    def used_executor(self) -> AnyioExecutor | None:
+    def executor_to_settle(self) -> AnyioExecutor | None:
         """The executor whose tracked and orphaned work must be settled, if any."""
         return self._event_executor if self.for_event else self.executor
 
@@ -1005,3 +1016,24 @@ def _nullable(output_type: GraphQLOutputType) -> GraphQLOutputType:
     if isinstance(output_type, GraphQLNonNull):
         return output_type.of_type
     return output_type
+
+
+class PlannedExecutor(AnyioExecutor):
+    """``AnyioExecutor`` that executes through a plan, for graphql-core's ``executor_class``.
+
+    ``graphql.execute(..., executor_class=PlannedExecutor)`` (and ``subscribe``) run the
+    planned path with everything ``AnyioExecutor`` adds around an execution (settled work,
+    hooks). Each execution plans anew, having no document cache to keep a plan in: it is
+    how graphql-core's own execution tests are run against the plan. anyql's ``Engine``
+    keeps plans with its cached documents instead.
+    """
+
+    #: the counters of every execution through this class
+    stats = PlanStats()
+
+    def begin_operation(self, serially: bool | None) -> Any:
+        """The planned execution when the operation can be planned, else the generic one."""
+        plan = plan_for({}, self)
+        if plan is None or (serially is not None and serially != plan.serial):
+            return super().begin_operation(serially)
+        return PlannedRun(plan, self, PlannedExecutor.stats).start()

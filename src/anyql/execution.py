@@ -15,8 +15,9 @@ anyio backends work.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import AsyncIterator, Hashable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, cast
@@ -244,10 +245,22 @@ class Engine:
                 ({"message": "Subscription operations must be run as subscriptions."},)
             )
         executor = self._build(prepared, context, root_value)
-        plan = plan_for(prepared.plans, prepared.document, executor)
+        plan = plan_for(prepared.plans, executor)
+        if plan is None:
+            self._plan_stats.operations_unplanned += 1
+            begin: Callable[[], Any] = functools.partial(run_executor, executor)
+            executor_of: Callable[[], AnyioExecutor | None] = _no_executor
+        else:
+            run = PlannedRun(plan, executor, self._plan_stats)
+            started = _start(run)
+            if type(started) is ExecutionResult and not (executor._tracked or executor._orphans):
+                # completed without awaiting anything: no timeout scope to enter
+                return self.format_result(started)
+            begin = functools.partial(_unwrap, started)
+            executor_of = run.executor_to_settle
         result: ExecutionResult | None = None
         with anyio.move_on_after(self.limits.operation_timeout):
-            result = await self._run(executor, plan)
+            result = await run_work(begin, executor_of)
         if result is None:
             operation = prepared.operation.name
             logger.warning(
@@ -278,17 +291,8 @@ class Engine:
             RequestError: the variables cannot be coerced.
         """
         executor = self._build(prepared, context, root_value)
-        plan = plan_for(prepared.plans, prepared.document, executor)
+        plan = plan_for(prepared.plans, executor)
         return await self._run_event(executor, plan, event)
-
-    async def _run(self, executor: AnyioExecutor, plan: OperationPlan | None) -> ExecutionResult:
-        if plan is None:
-            self._plan_stats.operations_unplanned += 1
-            result: ExecutionResult = await run_executor(executor)
-            return result
-        run = PlannedRun(plan, executor, self._plan_stats)
-        result = await run_work(run.start, lambda: run.used_executor)
-        return result
 
     async def _run_event(
         self, executor: AnyioExecutor, plan: OperationPlan | None, event: Any
@@ -299,7 +303,7 @@ class Engine:
             result = await run_executor(per_event, serially=False)
         else:
             run = PlannedRun(plan, executor, self._plan_stats, event=event)
-            result = await run_work(run.start, lambda: run.used_executor)
+            result = await run_work(run.start, run.executor_to_settle)
         return self.format_result(result)
 
     def subscribe(
@@ -366,6 +370,33 @@ class Engine:
         return formatted
 
 
+class _Raised:
+    """An exception ``_start`` caught, to be raised where the execution is awaited."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _start(run: PlannedRun) -> Any:
+    """``run.start()``: its result, its awaitable, or what it raised as ``_Raised``."""
+    try:
+        return run.start()
+    except BaseException as error:  # raised again by _unwrap, after the work is settled
+        return _Raised(error)
+
+
+def _no_executor() -> None:
+    """Nothing more to settle: ``run_executor`` settles the generic path's work itself."""
+
+
+def _unwrap(started: Any) -> Any:
+    if type(started) is _Raised:
+        raise started.error
+    return started
+
+
 def _formatted(error: GraphQLError) -> FormattedError:
     """graphql-core's formatted error (a fresh dict on every call)."""
     return cast(FormattedError, error.formatted)
@@ -426,7 +457,7 @@ class SubscriptionContext:
             errors = created.errors or [GraphQLError("Could not create the source stream.")]
             raise RequestError(tuple(engine.format_error(error) for error in errors))
         self._source = created.__aiter__()
-        plan = plan_for(self._prepared.plans, self._prepared.document, executor)
+        plan = plan_for(self._prepared.plans, executor)
         return _ResultStream(engine, executor, plan, self._source, self._prepared.root_field)
 
     async def __aexit__(

@@ -33,6 +33,7 @@ import anyio.abc
 import h11
 
 from anyql.limits import Limits
+from anyql.transports._direct import DirectWriter, direct_writer
 from anyql.types import HTTPResponse, RequestInfo
 
 __all__ = [
@@ -115,6 +116,8 @@ class HTTPConnection:
         client: tuple[str, int] | None = None,
     ) -> None:
         self._stream = stream
+        #: writes what the kernel takes at once, without a timer (None: awaited writes only)
+        self._direct: DirectWriter | None = direct_writer(stream)
         self._limits = limits
         self._client = client
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
@@ -170,14 +173,15 @@ class HTTPConnection:
             if first
             else anyio.current_time() + self._limits.keep_alive_timeout
         )
-        with anyio.CancelScope(deadline=idle_deadline) as idle:
+        # One scope for both waits: its deadline moves from the idle bound to the head's.
+        receiving_head = False
+        with anyio.CancelScope(deadline=idle_deadline) as timer:
             await self._receive()
-        if idle.cancelled_caught:
-            return None
-        started = self._opened_at if first else anyio.current_time()
-        with anyio.CancelScope(deadline=started + self._limits.header_timeout) as timer:
+            receiving_head = True
+            started = self._opened_at if first else anyio.current_time()
+            timer.deadline = started + self._limits.header_timeout
             return await self._next_event()
-        if timer.cancelled_caught:
+        if receiving_head:
             await self.send_error(HTTPStatus.REQUEST_TIMEOUT)
         return None
 
@@ -247,21 +251,40 @@ class HTTPConnection:
             await self._write(
                 _serialise(self._h11, h11.InformationalResponse(status_code=100, headers=[]))
             )
-        outcome: bytes | int | None = HTTPStatus.REQUEST_TIMEOUT
+        body = bytearray()
+        outcome: bytes | int | _NeedData | None
         try:
-            with anyio.move_on_after(self._limits.body_timeout):
-                outcome = await self._collect_body()
+            # a small body usually came with the head: then no timer is needed
+            outcome = self._take_body(body)
+            if outcome is _NEED_DATA:
+                outcome = HTTPStatus.REQUEST_TIMEOUT
+                with anyio.move_on_after(self._limits.body_timeout):
+                    outcome = await self._collect_body(body)
         except h11.RemoteProtocolError as exc:
             outcome = exc.error_status_hint
         if isinstance(outcome, int):
             await self.send_error(outcome, error_headers)
             return None
+        assert not isinstance(outcome, _NeedData)
         return outcome
 
-    async def _collect_body(self) -> bytes | int | None:
-        body = bytearray()
+    async def _collect_body(self, body: bytearray) -> bytes | int | None:
         while True:
-            event = await self._next_event()
+            outcome = self._take_body(body)
+            if not isinstance(outcome, _NeedData):
+                return outcome
+            await self._receive()
+
+    def _take_body(self, body: bytearray) -> bytes | int | _NeedData | None:
+        """Add the body h11 has buffered to ``body``; ``_NEED_DATA`` when it is not all in.
+
+        Returns:
+            The whole body, 413 past the cap, None when the peer closed first.
+        """
+        while True:
+            event = self._h11.next_event()
+            if event is h11.NEED_DATA:
+                return _NEED_DATA
             if isinstance(event, h11.Data):
                 if len(body) + len(event.data) > self._limits.max_body_bytes:
                     return HTTPStatus.REQUEST_ENTITY_TOO_LARGE
@@ -370,10 +393,24 @@ class HTTPConnection:
         if self._broken:
             return
         try:
+            direct = self._direct
+            if direct is not None:
+                # what the kernel takes now needs no timer; the rest waits under one
+                written = direct.write(data)
+                if written == len(data):
+                    return
+                data = data[written:]
             with anyio.fail_after(self._limits.body_timeout):
                 await self._stream.send(data)
         except STREAM_ERRORS:
             self._broken = True
+
+
+class _NeedData:
+    """The body is not all buffered yet."""
+
+
+_NEED_DATA = _NeedData()
 
 
 def is_websocket_upgrade(request: h11.Request) -> bool:

@@ -339,16 +339,18 @@ async def _respond_unless_gone(
     cancelled (what the app shields, a mutation by default, still finishes)."""
     response: HTTPResponse | None = None
     async with anyio.create_task_group() as tasks:
-
-        async def answer() -> None:
-            nonlocal response
-            response = await _respond(app, request)
-            tasks.cancel_scope.cancel()
-
-        tasks.start_soon(answer)
-        await http.wait_for_peer_close()
+        # The answer runs in this task and the watcher beside it: an answer that never
+        # waits ends before the watcher first runs, which then stops at its first
+        # checkpoint without touching the socket.
+        tasks.start_soon(_cancel_when_gone, http, tasks.cancel_scope)
+        response = await _respond(app, request)
         tasks.cancel_scope.cancel()
     return response
+
+
+async def _cancel_when_gone(http: HTTPConnection, scope: anyio.CancelScope) -> None:
+    await http.wait_for_peer_close()
+    scope.cancel()
 
 
 async def _respond(app: ServedApp, request: HTTPRequest) -> HTTPResponse:
