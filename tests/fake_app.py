@@ -33,10 +33,16 @@ class FakeHandle:
     def __init__(self) -> None:
         self.stopping = anyio.Event()
         self.shutdown_calls = 0
+        self.drain_requested = anyio.Event()
+        self.drain_calls = 0
 
     def shutdown(self) -> None:
         self.shutdown_calls += 1
         self.stopping.set()
+
+    async def drain(self, *, delay: float | None = None, window: float | None = None) -> None:
+        self.drain_calls += 1
+        self.drain_requested.set()
 
 
 class FakeApp:

@@ -1,4 +1,4 @@
-"""Smoke runs of benchmarks/fanout.py, soak.py and http.py, so they keep working.
+"""Smoke runs of benchmarks/fanout.py, soak.py, http.py and drain.py, so they keep working.
 
 fanout: a real native Trio server with shared subscriptions, 20 subscribers, one burst of
 10 events, no baseline, no Strawberry, no plot: it needs nothing beyond the core and test
@@ -10,11 +10,13 @@ only, every workload, a 1 s warm-up and one 1 s round on 4 connections, no plot;
 node and autocannon (``./dev test`` installs it with ``npm ci`` in benchmarks/; skipped
 with the reason when missing); without a server, the workloads' field counts, the schema
 and data each reference server serves (when the bench extra is installed), the plan column
-and the message a missing autocannon gets. Every script that can be run directly answers
-``--help`` from the repository root and from benchmarks/, where benchmarks/http.py would
-shadow the standard library's ``http`` without the guard each script starts with (checked
-too). Full runs are not part of the suite (see docs/performance.md and
-docs/reliability.md).
+and the message a missing autocannon gets. drain: 20 connections on a Trio server draining
+over 1 s after a 0.2 s delay, each closed with 1001 and reconnected to a second server (the
+accept-rate ratio is reported, but 20 connections are too few to judge it). Every script
+that can be run directly answers ``--help`` from the repository root and from benchmarks/,
+where benchmarks/http.py would shadow the standard library's ``http`` without the guard
+each script starts with (checked too). Full runs are not part of the suite (see
+docs/performance.md and docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -42,7 +44,14 @@ from benchmarks.http import main as http_main
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The scripts in benchmarks/ that can be run directly (``python benchmarks/<script>.py``).
-SCRIPTS = ("fanout.py", "soak.py", "memory_probe.py", "baseline_server.py", "http.py")
+SCRIPTS = (
+    "fanout.py",
+    "soak.py",
+    "memory_probe.py",
+    "baseline_server.py",
+    "http.py",
+    "drain.py",
+)
 #: What each of them starts with: benchmarks/ (holding http.py) must not stay on sys.path.
 PATH_GUARD = """from __future__ import annotations
 
@@ -221,6 +230,61 @@ def test_long_lived_soak_smoke_run_delivers_every_event(tmp_path: Path, backend:
     assert document["leaked_tasks"] == 0
     assert document["server_errors_logged"] == 0
     assert document["clients"]["failure_count"] == 0
+
+
+DRAIN_RUN_FIELDS = {
+    "server",
+    "n",
+    "limits",
+    "subscribed",
+    "ready_before",
+    "closes",
+    "reconnects",
+    "readiness",
+    "upgrades",
+    "a_exit",
+    "failures",
+    "checks",
+    "ok",
+}
+
+
+@pytest.mark.e2e
+def test_drain_smoke_run_closes_every_connection_1001_and_reconnects_it(tmp_path: Path) -> None:
+    results = tmp_path / "drain.json"
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "drain.py"),
+        "-n", "20", "--drain-delay", "0.2", "--drain-window", "1", "--backend", "trio",
+        "--quiet", "--json", str(results),
+    ]  # fmt: skip
+    document = run_for_json(command, results, timeout=90)
+
+    [run] = document["runs"]
+    assert run.keys() >= DRAIN_RUN_FIELDS
+    assert (run["server"], run["n"]) == ("native-trio", 20)
+    assert run["limits"] == {"drain_delay": 0.2, "drain_window": 1.0, "shutdown_grace": 10.0}
+    assert run["subscribed"]["live_a"] == 20
+    assert run["ready_before"] == {"a": 200, "b": 200}
+    assert set(run["readiness"]["by_phase"]["delay"]) == {"503"}
+    assert [u["status"] for u in run["upgrades"]] == [503, 503]
+    closes = run["closes"]
+    assert closes["codes"] == {"1001": 20}
+    assert closes["count"] == 20 and closes["outside_bounds"] == 0
+    assert 0.2 <= closes["seconds"]["min"] <= closes["seconds"]["max"] <= 1.7
+    assert {"min", "p10", "p50", "p90", "max"} <= closes["seconds"].keys()
+    assert sum(closes["per_second"]) == 20
+    reconnects = run["reconnects"]
+    assert reconnects["accepted"] == reconnects["live"] == 20
+    assert sum(reconnects["per_100ms"]) == 20
+    assert reconnects["mean_per_100ms"] == pytest.approx(2.0)
+    assert reconnects["max_per_100ms"] >= 1
+    assert "ratio" in reconnects and reconnects["ratio_judged"] is False  # 2 per 100 ms: too few
+    assert run["a_exit"]["code"] == 0
+    assert run["a_exit"]["shutdown_s"] <= run["a_exit"]["budget_s"]
+    assert run["failures"] == {}
+    assert run["ok"] is True
+    assert run["checks"]["accept_ratio_at_most_2"] is None
+    assert {"started", "pinning", "nofile"} <= document["meta"].keys()
 
 
 HTTP_SUMMARY_FIELDS = {

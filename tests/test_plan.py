@@ -401,7 +401,7 @@ async def test_resolvers_get_graphql_cores_resolve_info() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_long_synchronous_list_can_be_cancelled_part_way() -> None:
+async def test_R07_a_long_synchronous_list_can_be_cancelled_part_way() -> None:
     schema = Schema("type Query { items: [Item!]! } type Item { n: Int! }")
     total = 1_000_000
     produced = 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -85,6 +86,9 @@ class Settings:
     messages count against ``max_ws_message_bytes``). ``cancel_mutations_on_disconnect``:
     an HTTP client that disconnects while its operation runs cancels a query at once (its
     resolvers' ``finally`` blocks run); a mutation runs to completion unless this is on.
+    ``readiness_path``: a path (off unless set, e.g. ``"/ready"``) that answers 200 while
+    serving and 503 from the start of a drain (``ServerHandle.drain``), for a load
+    balancer's readiness probe.
 
     Raises:
         ValueError: a field of the wrong type or out of range (a ``limits`` that is not a
@@ -114,11 +118,17 @@ class Settings:
     validation_rules: tuple[type[ASTValidationRule], ...] = ()
     permessage_deflate: bool = False
     cancel_mutations_on_disconnect: bool = False
+    readiness_path: str | None = None
 
     def __post_init__(self) -> None:
         _check_settings(self)
         if self.path is not None and not self.path.startswith("/"):
             raise ValueError(f"Settings.path must start with '/', not {self.path!r}")
+        readiness = self.readiness_path
+        if readiness is not None and not (isinstance(readiness, str) and readiness[:1] == "/"):
+            raise ValueError(
+                f"Settings.readiness_path must be None or start with '/', not {readiness!r}"
+            )
         if self.fallback is not None and (self.path is None or not callable(self.fallback)):
             raise ValueError("Settings.fallback takes an ASGI app and needs path=")
         if not isinstance(self.graphiql, bool) and not callable(self.graphiql):
@@ -224,20 +234,76 @@ class SettingsOverrides(TypedDict, total=False):
     validation_rules: tuple[type[ASTValidationRule], ...]
     permessage_deflate: bool
     cancel_mutations_on_disconnect: bool
+    readiness_path: str | None
 
 
 class ServerHandle:
     """Handed out by ``GraphQL.running()``; ``shutdown()`` closes every session with 1001."""
 
-    def __init__(self, task_group: anyio.abc.TaskGroup, fanout: Fanout) -> None:
+    def __init__(
+        self,
+        task_group: anyio.abc.TaskGroup,
+        fanout: Fanout,
+        limits: Limits = Limits(),  # noqa: B008
+    ) -> None:
         self.task_group = task_group
         self.fanout = fanout
+        self.limits = limits
         self.shutting_down = False
+        #: A drain began: the readiness path answers 503, WebSocket upgrades get 503.
+        self.draining = False
+        #: Set when ``drain()`` is first called (the native server then shuts down).
+        self.drain_requested = anyio.Event()
+        self._drained: anyio.Event | None = None
         self.connections = 0
         #: What each live session asked to be called on shutdown (no task per session).
         self._on_shutdown: dict[object, Callable[[], None]] = {}
         #: How each live session describes what it runs (for the shutdown watchdog).
         self._describers: dict[object, Callable[[], list[str]]] = {}
+
+    async def drain(self, *, delay: float | None = None, window: float | None = None) -> None:
+        """Drain without a reconnect storm; returns once every session was asked to close.
+
+        First the readiness path (``Settings.readiness_path``) answers 503 and new WebSocket
+        upgrades get 503, for ``delay`` seconds, so that a load balancer stops routing here;
+        then the live WebSocket sessions are closed with 1001 one by one, in random order,
+        spread evenly over ``window`` seconds with jitter (each in its own slot of
+        ``window / n``), so that their clients reconnect elsewhere at an even rate. New
+        requests are still answered throughout. Calling it again waits for the first call.
+        The native server runs this as the first part of its graceful shutdown (and a call
+        from the app's own code starts that shutdown); under ASGI call it from the server's
+        shutdown trigger (see docs/deployment.md).
+
+        Args:
+            delay: seconds of the first step; None: ``Limits.drain_delay``.
+            window: seconds of the second step; None: ``Limits.drain_window``.
+        """
+        if self._drained is not None:
+            await self._drained.wait()
+            return
+        self._drained = anyio.Event()
+        self.draining = True
+        self.drain_requested.set()
+        try:
+            await anyio.sleep(self.limits.drain_delay if delay is None else delay)
+            await self._close_spread(self.limits.drain_window if window is None else window)
+        finally:
+            self._drained.set()
+
+    async def _close_spread(self, window: float) -> None:
+        sessions = list(self._on_shutdown)
+        random.shuffle(sessions)
+        count = len(sessions)
+        if count:
+            logger.info("draining %d WebSocket session(s) over %s s", count, window)
+        start = anyio.current_time()
+        for slot, key in enumerate(sessions):
+            if window > 0:
+                due = start + window * (slot + random.random()) / count
+                await anyio.sleep(max(0.0, due - anyio.current_time()))
+            callback = self._on_shutdown.pop(key, None)
+            if callback is not None:  # None: the session ended meanwhile
+                callback()
 
     def shutdown(self) -> None:
         """Ask every live WebSocket session to cancel its operations and close with 1001."""
@@ -366,7 +432,7 @@ class GraphQL:
             if self.broadcast is not None and hasattr(self.broadcast, "__aenter__"):
                 await stack.enter_async_context(self.broadcast)
             task_group = await stack.enter_async_context(anyio.create_task_group())
-            handle = ServerHandle(task_group, Fanout(self.engine, task_group))
+            handle = ServerHandle(task_group, Fanout(self.engine, task_group), self.limits)
             self._handle = handle
             try:
                 yield handle
@@ -422,6 +488,9 @@ class GraphQL:
         The rules are ``http.GraphQLHTTP``'s: this method checks the path, builds the
         context and executes what ``receive`` hands back.
         """
+        readiness = self.settings.readiness_path
+        if readiness is not None and request.info.path == readiness:
+            return self._readiness()
         if not self.matches_path(request.info.path):
             return http.error_response(HTTPError(404, "Not Found"))
         endpoint = self.http
@@ -437,6 +506,13 @@ class GraphQL:
         except (HTTPError, RequestError) as error:
             return endpoint.respond(received, error)
         return endpoint.respond(received, results)
+
+    def _readiness(self) -> HTTPResponse:
+        """200 while serving, 503 once a drain began (or outside ``running()``)."""
+        handle = self._handle
+        if handle is None or handle.draining or handle.shutting_down:
+            return http.error_response(HTTPError(503, "Draining", (("retry-after", "5"),)))
+        return HTTPResponse(200, (("content-type", "application/json"),), b'{"status":"ready"}')
 
     async def _execute_http(
         self,
@@ -487,6 +563,10 @@ class GraphQL:
         if self.settings.check_origin and not self._origin_allowed(info):
             return http.error_response(HTTPError(403, "Origin not allowed"))
         handle = self._handle
+        if handle is not None and (handle.draining or handle.shutting_down):
+            return http.error_response(
+                HTTPError(503, "Server is shutting down", (("retry-after", "1"),))
+            )
         if handle is not None and handle.connections >= self.limits.max_connections:
             logger.warning(
                 "refused a WebSocket from %s: max_connections (%d) reached",

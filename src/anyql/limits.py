@@ -25,7 +25,9 @@ ALL: Final = {SERVERS: "all"}
 NATIVE: Final = {SERVERS: "native"}
 
 #: Times that may be zero (0 turns keep-alive off; no grace at all is allowed).
-_ZERO_ALLOWED: Final = frozenset({"keep_alive_interval", "cleanup_grace", "shutdown_grace"})
+_ZERO_ALLOWED: Final = frozenset(
+    {"keep_alive_interval", "cleanup_grace", "shutdown_grace", "drain_delay", "drain_window"}
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,6 +96,12 @@ class Limits:
     cleanup_grace: float = field(default=5.0, metadata=ALL)
     #: Time graceful shutdown waits for cleanup after closing sockets with 1001.
     shutdown_grace: float = field(default=10.0, metadata=NATIVE)
+    #: Drain, first step: how long the readiness path answers 503 (and new WebSocket
+    #: upgrades get 503) before any connection is closed, so a load balancer stops routing.
+    drain_delay: float = field(default=0.0, metadata=NATIVE)
+    #: Drain, second step: the WebSockets are closed with 1001 one by one, spread evenly
+    #: over this many seconds with jitter, so their clients do not reconnect at once.
+    drain_window: float = field(default=0.0, metadata=NATIVE)
     # A broadcast publish is bounded by ``Broadcast(publish_timeout=...)``: the broadcast
     # is made before the app and serves it, so the bound lives with the broker's settings.
 

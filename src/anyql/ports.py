@@ -18,6 +18,8 @@ from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    import anyio
+
     from .context import Accepted, Connection
     from .execution import Engine
     from .fanout import Fanout
@@ -205,6 +207,15 @@ class ShutdownHandle(Protocol):
 
     def shutdown(self) -> None:
         """Make every live session cancel its operations and close with 1001; idempotent."""
+        ...
+
+    @property
+    def drain_requested(self) -> anyio.Event:
+        """Set once ``drain()`` was called: the native server then shuts down."""
+        ...
+
+    async def drain(self, *, delay: float | None = None, window: float | None = None) -> None:
+        """Readiness 503 for ``delay``, then 1001 to every session spread over ``window``."""
         ...
 
 

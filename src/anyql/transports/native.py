@@ -157,10 +157,7 @@ async def serve(
             shown = f"[{bound_host}]" if ":" in bound_host else bound_host
             logger.info("anyql serving on http://%s:%d", shown, bound_port)
             task_status.started(bound_port)
-            if shutdown_trigger is None:
-                await anyio.sleep_forever()
-            else:
-                await shutdown_trigger()
+            await _until_either(shutdown_trigger, handle.drain_requested.wait)
             await _shut_down(app.limits, handle, connections, accepting)
             tasks.cancel_scope.cancel()
     finally:
@@ -185,6 +182,8 @@ async def _shut_down(
     accepting: anyio.CancelScope,
 ) -> None:
     logger.info("anyql shutting down: %d connection(s) open", connections.live)
+    # The listener stays open through the drain: the readiness path must keep answering.
+    await handle.drain()
     accepting.cancel()
     handle.shutdown()
     connections.drain()
@@ -192,6 +191,22 @@ async def _shut_down(
         await connections.wait_all_closed()
     if connections.live:
         logger.warning("anyql: cancelling %d connection(s) after the grace", connections.live)
+
+
+async def _until_either(
+    trigger: Callable[[], Awaitable[object]] | None,
+    drain_requested: Callable[[], Awaitable[object]],
+) -> None:
+    """Return when ``trigger`` returns (never, if None) or a drain was requested."""
+    async with anyio.create_task_group() as waiting:
+
+        async def wait_then_stop(wait: Callable[[], Awaitable[object]]) -> None:
+            await wait()
+            waiting.cancel_scope.cancel()
+
+        if trigger is not None:
+            waiting.start_soon(wait_then_stop, trigger)
+        waiting.start_soon(wait_then_stop, drain_requested)
 
 
 async def _accept_all(
@@ -432,7 +447,8 @@ def run(
         permessage_deflate: accept permessage-deflate offers (see ``serve``).
         shutdown_watchdog: guarantee an exit: from the first signal, a thread outside the
             event loop ends the process with status 70 (``EXIT_SHUTDOWN_OVERRUN``) if the
-            graceful shutdown takes more than ``shutdown_grace`` plus 1.5 s, and a second
+            graceful shutdown takes more than its budget (``drain_delay`` + ``drain_window``
+            + ``shutdown_grace``) plus 1.5 s, and a second
             signal ends it at once the same way. Off by default: a program that embeds
             ``run`` must not be ended by surprise; ``anyql serve`` turns it on.
 
@@ -442,7 +458,9 @@ def run(
     watchdog = None
     if shutdown_watchdog:
         describe = getattr(app, "describe_running", None)
-        watchdog = ShutdownWatchdog(app.limits.shutdown_grace + 1.5, describe)
+        limits = app.limits
+        budget = limits.drain_delay + limits.drain_window + limits.shutdown_grace
+        watchdog = ShutdownWatchdog(budget + 1.5, describe)
     serving = partial(
         _serve_until_signalled,
         app,

@@ -1,0 +1,188 @@
+"""Draining without a reconnect storm (``ServerHandle.drain``, ``Settings.readiness_path``).
+
+The readiness path answers 503 from the start of a drain while requests are still served;
+new WebSocket upgrades get 503; the live sessions are closed with 1001 one by one, each in
+its own slot of the window; the native server shuts down after a drain started by the app's
+own code and its listener answers the readiness probe throughout.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from functools import partial
+from typing import Any
+
+import anyio
+import pytest
+
+from anyql import GraphQL, Limits, Schema
+from anyql.errors import WebSocketClosed, WebSocketRejected
+from anyql.testing import TestClient
+from anyql.transports.native import serve
+
+pytestmark = pytest.mark.anyio
+
+SDL = "type Query { ok: Boolean }  type Subscription { forever: Int }"
+
+
+def make_app(**settings: Any) -> GraphQL:
+    schema = Schema(SDL)
+    schema.field("Query.ok")(lambda root, info: True)
+
+    @schema.field("Subscription.forever")
+    async def forever(root: Any, info: Any) -> AsyncIterator[int]:
+        yield 1
+        await anyio.sleep_forever()
+
+    return GraphQL(schema, **settings)
+
+
+async def test_readiness_answers_200_then_503_once_a_drain_begins() -> None:
+    app = make_app(readiness_path="/ready")
+    async with TestClient(app) as client:
+        ready = await client.request("GET", "/ready")
+        assert (ready.status, ready.json()) == (200, {"status": "ready"})
+        assert app.server is not None
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(partial(app.server.drain, delay=3600, window=0))
+            await anyio.wait_all_tasks_blocked()
+            draining = await client.request("GET", "/ready")
+            assert draining.status == 503
+            assert draining.header("retry-after") == "5"
+            # requests are still answered while the load balancer stops routing here
+            assert (await client.query("{ ok }"))["data"] == {"ok": True}
+            with pytest.raises(WebSocketRejected) as refused:
+                async with client.websocket():
+                    pass  # pragma: no cover
+            assert refused.value.response.status == 503
+            tasks.cancel_scope.cancel()
+
+
+async def test_without_a_readiness_path_the_path_is_an_ordinary_404() -> None:
+    app = make_app(path="/graphql")
+    async with TestClient(app) as client:
+        assert (await client.request("GET", "/ready")).status == 404
+
+
+def test_a_readiness_path_must_be_a_path() -> None:
+    with pytest.raises(ValueError, match="readiness_path"):
+        make_app(readiness_path="ready")
+
+
+@pytest.mark.autojump
+async def test_R06_sessions_close_1001_each_in_its_own_slot_of_the_window() -> None:
+    app = make_app()
+    count, delay, window = 6, 2.0, 12.0
+    closed_at: list[float] = []
+    async with TestClient(app) as client, AsyncExitStack() as stack:
+        subscriptions = []
+        for _ in range(count):
+            socket = await stack.enter_async_context(client.websocket())
+            results = await stack.enter_async_context(socket.subscribe("subscription { forever }"))
+            await anext(results)
+            subscriptions.append(results)
+
+        async def record_close(results: Any) -> None:
+            with pytest.raises(WebSocketClosed) as caught:
+                await anext(results)
+            assert caught.value.code == 1001
+            closed_at.append(anyio.current_time())
+
+        assert app.server is not None
+        started = anyio.current_time()
+        async with anyio.create_task_group() as tasks:
+            for results in subscriptions:
+                tasks.start_soon(record_close, results)
+            await app.server.drain(delay=delay, window=window)
+    assert len(closed_at) == count
+    slot = window / count
+    for index, at in enumerate(sorted(closed_at)):
+        offset = at - started - delay
+        assert index * slot <= offset <= (index + 1) * slot + 0.5
+
+
+async def test_a_second_drain_call_waits_for_the_first() -> None:
+    app = make_app()
+    async with TestClient(app):
+        assert app.server is not None
+        server = app.server
+        finished: list[str] = []
+
+        async def drain(name: str, **times: float) -> None:
+            await server.drain(**times)
+            finished.append(name)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(partial(drain, "first", delay=0.05, window=0))
+            await anyio.wait_all_tasks_blocked()
+            tasks.start_soon(partial(drain, "second", delay=0, window=0))
+        assert finished == ["first", "second"]
+
+
+async def test_a_drain_started_by_the_app_shuts_the_native_server_down() -> None:
+    app = make_app(readiness_path="/ready", limits=Limits(drain_delay=0.2))
+    stopped = anyio.Event()
+
+    async def run_server(*, task_status: anyio.abc.TaskStatus[int]) -> None:
+        await serve(app, port=0, task_status=task_status)
+        stopped.set()
+
+    async with anyio.create_task_group() as tasks:
+        port = await tasks.start(run_server)
+        client = TestClient.connect(f"http://127.0.0.1:{port}/graphql")
+        async with client:
+            assert (await client.request("GET", "/ready")).status == 200
+            assert app.server is not None
+            tasks.start_soon(app.server.drain)
+            await anyio.wait_all_tasks_blocked()
+            # the listener is still open during the delay, and says it is draining
+            assert (await client.request("GET", "/ready")).status == 503
+        with anyio.fail_after(10):
+            await stopped.wait()
+
+
+async def test_a_hypercorn_shutdown_trigger_can_drain_first(
+    anyio_backend: tuple[str, dict[str, object]],
+) -> None:
+    from hypercorn.config import Config
+
+    if anyio_backend[0] == "trio":
+        from hypercorn.trio import serve as hypercorn_serve
+    else:
+        from hypercorn.asyncio import serve as hypercorn_serve  # type: ignore[assignment]
+
+    app = make_app(readiness_path="/ready", limits=Limits(drain_delay=0.1, drain_window=0.3))
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    port = int(listener.getsockname()[1])
+    config = Config()
+    config.bind = [f"fd://{listener.detach()}"]
+    config.graceful_timeout = 2.0
+    stop = anyio.Event()
+    drained = anyio.Event()
+
+    async def drain_then_stop() -> None:
+        await stop.wait()
+        assert app.server is not None
+        await app.server.drain()
+        drained.set()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(partial(hypercorn_serve, app, config, shutdown_trigger=drain_then_stop))
+        client = TestClient.connect(f"http://127.0.0.1:{port}/graphql")
+        async with (
+            client,
+            client.websocket() as socket_,
+            socket_.subscribe("subscription { forever }") as results,
+        ):
+            await anext(results)
+            stop.set()
+            with anyio.fail_after(10):
+                with pytest.raises(WebSocketClosed) as caught:
+                    await anext(results)
+            assert caught.value.code == 1001
+        with anyio.fail_after(10):
+            await drained.wait()
