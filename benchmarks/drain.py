@@ -9,8 +9,9 @@ graphql-transport-ws connections) open N connections to A, subscribe, and wait f
 first event; then the driver sends SIGTERM to A. Each client that A closes with 1001 notes
 the time and reconnects to B at once (no backoff: the worst case) and subscribes there;
 B's 101 marks its accept time as the client sees it. Meanwhile the driver polls A's
-readiness path (every 50 ms during the delay, every 250 ms after) and tries one WebSocket
-upgrade in the middle of the delay and one in the middle of the window, and notes when A
+readiness path (from 0.1 s after the SIGTERM, every 50 ms during the delay, every 250 ms
+after), tries one WebSocket upgrade in the middle of the delay and one in the middle of the
+window, samples both servers' CPU time every 0.1 s (they share a CPU), and notes when A
 exits and with what status. Times are ``time.monotonic()`` in every process (Linux's
 CLOCK_MONOTONIC is one clock for all of them), relative to the SIGTERM.
 
@@ -19,8 +20,9 @@ the most in any 100 ms), whether every connection was closed with 1001 within
 ``[drain_delay, drain_delay + drain_window + margin]``, B's accepts in 100 ms bins after
 the SIGTERM (the largest bin, the window's mean rate ``N / drain_window / 10`` per 100 ms,
 their ratio, which must be at most 2; also the most accepts in any sliding 100 ms), the
-readiness answers and upgrade statuses by phase, and A's exit status and time from SIGTERM
-to exit. The ratio is judged only when the mean is at least ``MIN_JUDGED_MEAN`` accepts per
+readiness answers and upgrade statuses by phase, the time from each close to B's 101, the
+CPU seconds A and B used from the SIGTERM to A's exit, and A's exit status and time from
+SIGTERM to exit. The ratio is judged only when the mean is at least ``MIN_JUDGED_MEAN`` accepts per
 100 ms (fewer are too few to be statistical). With ``--pin auto`` (the default, on 2 or
 more CPUs) both servers run on the first CPU and the clients and this driver on the others.
 Writes the results JSON (and ``--markdown``) and prints a table; exits 1 when a check
@@ -59,7 +61,13 @@ from typing import Any, TextIO
 from benchmarks._drain_clients import GOING_AWAY, DrainSpec, worker_main
 from benchmarks._generator import browser_handshake
 from benchmarks._report import Progress, percentiles, write_json
-from benchmarks._servers import DESCRIPTOR_MARGIN, Placement, ServerProcess, raise_nofile
+from benchmarks._servers import (
+    DESCRIPTOR_MARGIN,
+    Placement,
+    ServerProcess,
+    cpu_seconds,
+    raise_nofile,
+)
 
 __all__ = ["main"]
 
@@ -68,8 +76,13 @@ READINESS_PATH = "/ready"  # drain_app.READINESS_PATH (not imported: that import
 WS_PATH = "/graphql"
 BACKENDS = ("trio", "asyncio")
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results" / "drain.json"
+#: Seconds after the SIGTERM of the first readiness probe (at most; half the delay when
+#: shorter): the server needs a moment to take the signal, a balancer's probe too.
+FIRST_PROBE = 0.1
 #: Seconds between readiness probes during the drain delay, and after it.
 PROBE_EVERY = (0.05, 0.25)
+#: Seconds between samples of the servers' CPU time during the drain.
+CPU_EVERY = 0.1
 #: Longest one readiness probe or upgrade attempt may take.
 PROBE_TIMEOUT = 2.0
 #: The largest ratio of B's busiest 100 ms to the window's mean rate that passes.
@@ -207,9 +220,15 @@ def _subscribe_all(clients: Clients, n: int, label: str, progress: Progress) -> 
 
 
 def _drain(
-    args: argparse.Namespace, a: DrainServer, clients: Clients, label: str, progress: Progress
+    args: argparse.Namespace,
+    servers: tuple[DrainServer, DrainServer],
+    clients: Clients,
+    label: str,
+    progress: Progress,
 ) -> dict[str, Any]:
-    """SIGTERM to A; probe it until it exits (bounded by its budget plus 5 s)."""
+    """SIGTERM to A; probe it until it exits (bounded by its budget plus 5 s), sampling the
+    CPU time of A and B (which share a CPU) every ``CPU_EVERY`` seconds."""
+    a, b = servers
     delay, window = args.drain_delay, args.drain_window
     process = a.process
     assert process is not None
@@ -225,11 +244,13 @@ def _drain(
     waiter.start()
     probes: list[tuple[float, int | str]] = []
     upgrades: list[dict[str, Any]] = []
+    cpu: list[tuple[float, float, float]] = []
+    cpu_a0, cpu_b0 = cpu_seconds([a.pid]), cpu_seconds([b.pid])
     t0 = time.monotonic()
     process.send_signal(signal.SIGTERM)
     due = [("delay", t0 + delay / 2), ("window", t0 + delay + window / 2)]
-    next_probe = t0 + min(PROBE_EVERY[0], delay / 4)
-    next_status = t0
+    next_probe = t0 + min(FIRST_PROBE, delay / 2)
+    next_status = next_cpu = t0
     deadline = t0 + delay + window + args.shutdown_grace + 5
     while not exited.is_set() and time.monotonic() < deadline:
         now = time.monotonic()
@@ -240,6 +261,10 @@ def _drain(
         elif now >= next_probe:
             probes.append((round(now - t0, 4), readiness(a.port)))
             next_probe = now + PROBE_EVERY[0 if now - t0 < delay else 1]
+        if now >= next_cpu:
+            used_a, used_b = cpu_seconds([a.pid]) - cpu_a0, cpu_seconds([b.pid]) - cpu_b0
+            cpu.append((round(now - t0, 3), round(used_a, 2), round(used_b, 2)))
+            next_cpu = now + CPU_EVERY
         if progress.enabled and now >= next_status:
             closed = clients.status()["closed_1001"]
             progress.update(f"{label}: draining A ({now - t0:4.1f} s)", closed, args.connections)
@@ -259,6 +284,7 @@ def _drain(
         "forced": forced,
         "probes": probes,
         "upgrades": upgrades,
+        "cpu": cpu,
     }
 
 
@@ -313,7 +339,7 @@ def run_backend(args: argparse.Namespace, backend: str, progress: Progress) -> d
         with Clients(spec, args.generators) as clients:
             result["subscribed"] = _subscribe_all(clients, n, kind, progress)
             time.sleep(0.5)
-            drained = _drain(args, a, clients, kind, progress)
+            drained = _drain(args, (a, b), clients, kind, progress)
             result["after"] = _wait_reconnected(clients, kind, progress)
             collected = clients.ask("collect")
         result["a_log"] = a.log_tail(30).splitlines()
@@ -453,6 +479,13 @@ def analyse(
             "budget_s": budget,
             "forced": drained["forced"],
         },
+        "cpu": {
+            "note": "CPU seconds since the SIGTERM, sampled every 0.1 s until A exited "
+            "(A's last moments are not in it)",
+            "a_s": drained["cpu"][-1][1] if drained["cpu"] else math.nan,
+            "b_s": drained["cpu"][-1][2] if drained["cpu"] else math.nan,
+            "series": drained["cpu"],
+        },
         "failures": dict(failures),
         "errors": [e for reply in collected for e in reply["errors"]][:20],
         "checks": checks,
@@ -514,8 +547,8 @@ ROWS: list[Row] = [
     ("closes: KS distance from even", lambda r: _f(r["closes"]["spread_ks"], 4)),
     ("B accepted (101) / live", lambda r: f"{r['reconnects']['accepted']} / "
      f"{r['reconnects']['live']}"),
-    ("reconnect p50 / p99 (ms)", lambda r: f"{_f(r['reconnects']['latency_ms']['p50'], 1)} / "
-     f"{_f(r['reconnects']['latency_ms']['p99'], 1)}"),
+    ("close to B's 101, p50 / p99 / max (ms)", lambda r: " / ".join(
+        _f(r["reconnects"]["latency_ms"][k], 1) for k in ("p50", "p99", "max"))),
     ("B accepts: max per 100 ms bin", lambda r: f"{r['reconnects']['max_per_100ms']} "
      f"(at {_f(r['reconnects']['max_bin_start_s'], 1)} s)"),
     ("B accepts: mean per 100 ms", lambda r: _f(r["reconnects"]["mean_per_100ms"], 1)),
@@ -525,6 +558,8 @@ ROWS: list[Row] = [
     ("A exit status", lambda r: str(r["a_exit"]["code"])),
     ("A shutdown, SIGTERM to exit (s)", lambda r: f"{_f(r['a_exit']['shutdown_s'])} "
      f"(budget {r['a_exit']['budget_s']:g})"),
+    ("A / B CPU s, SIGTERM to A's exit", lambda r: f"{_f(r['cpu']['a_s'], 2)} / "
+     f"{_f(r['cpu']['b_s'], 2)}"),
     ("client failures", lambda r: _counts(r["failures"])),
     ("verdict", lambda r: "ok" if r["ok"] else "FAILED: " + ", ".join(
         k for k, v in r["checks"].items() if v is False)),
@@ -563,7 +598,8 @@ def print_report(
     table = [(label, [show(r) for r in runs]) for label, show in ROWS]
     cell = max([16, *(len(r["server"]) + 2 for r in runs)])
     cell = max([cell, *(len(text) + 2 for _, texts in table for text in texts[:-1])])
-    print(f"{'':<{width}}" + "".join(f"{r['server']:<{cell}}" for r in runs), file=stream)
+    head = f"{'':<{width}}" + "".join(f"{r['server']:<{cell}}" for r in runs)
+    print(head.rstrip(), file=stream)
     for label, texts in table:
         print(f"{label:<{width}}" + "".join(f"{t:<{cell}}" for t in texts).rstrip(), file=stream)
     print("\ncloses by A / accepts by B, per second after SIGTERM", file=stream)
@@ -698,15 +734,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = []
     for backend in args.backend:
         progress.say(f"run: native-{backend}, N={args.connections:,}")
-        run = run_backend(args, backend, progress)
+        try:
+            run = run_backend(args, backend, progress)
+        except Exception as error:  # one failed run must not lose the other
+            progress.say(f"run failed: native-{backend}: {error!r}")
+            runs.append({"server": f"native-{backend}", "failed": repr(error), "ok": False})
+            continue
         _finish(run)
         runs.append(run)
-    print_report(args, runs)
+    good = [run for run in runs if "failed" not in run]
+    if good:
+        print_report(args, good)
+    for run in runs:
+        if "failed" in run:
+            print(f"{run['server']}: run failed: {run['failed']}")
     meta["loadavg_at_end"] = list(os.getloadavg())
     write_json(args.json, {"meta": meta, "runs": runs})
     print(f"results written to {args.json}")
     if args.markdown:
-        write_markdown(args.markdown, args, runs)
+        write_markdown(args.markdown, args, good)
         print(f"tables written to {args.markdown}")
     return 0 if all(run["ok"] for run in runs) else 1
 

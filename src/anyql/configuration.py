@@ -44,6 +44,7 @@ SETTING_KINDS: Final[Mapping[str, str]] = {
     "require_preflight_header": "bool",
     "permessage_deflate": "bool",
     "cancel_mutations_on_disconnect": "bool",
+    "readiness_path": "optional str",
 }
 _TRUE: Final = frozenset({"true", "yes", "on", "1"})
 _FALSE: Final = frozenset({"false", "no", "off", "0"})

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
+import anyio
+
 from anyql.errors import ConnectionClosed
 from anyql.limits import Limits
 from anyql.ports import WebSocketTransport
@@ -23,10 +25,16 @@ MIB = 1024 * 1024
 
 
 class EchoHandle:
-    """The server handle: nothing to shut down beyond the connections themselves."""
+    """The server handle: nothing to shut down or drain beyond the connections themselves."""
+
+    def __init__(self) -> None:
+        self.drain_requested = anyio.Event()
 
     def shutdown(self) -> None:
         return None
+
+    async def drain(self, *, delay: float | None = None, window: float | None = None) -> None:
+        self.drain_requested.set()
 
 
 class EchoApp:

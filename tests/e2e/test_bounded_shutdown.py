@@ -6,6 +6,7 @@ every thread), and a second signal ends it at once. Real processes, both backend
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ import pytest
 
 from tests.e2e.raw_ws import connect
 from tests.e2e.servers import ROOT, free_port, wait_until_listening
+from tests.e2e.stubborn_app import BLOCKING
 
 pytestmark = pytest.mark.e2e
 
@@ -77,3 +79,32 @@ def test_F20_a_second_signal_ends_the_process_at_once(backend: str) -> None:
     status, log = signalled(backend, 2, "--limit", "shutdown_grace=600")  # no overrun soon
     assert status == 70, log
     assert "a second signal; ending the process with status 70" in log
+
+
+@BACKENDS
+def test_F20_a_resolver_blocking_the_loop_cannot_keep_the_process_alive(backend: str) -> None:
+    port = free_port()
+    process = start(backend, port)
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            body = b'{"query": "{ blocking }"}'
+            client.sendall(
+                b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
+            assert process.stderr is not None
+            seen = []
+            for line in process.stderr:  # until the resolver says it blocks the loop
+                seen.append(line.decode(errors="replace"))
+                if BLOCKING in seen[-1]:
+                    break
+            signalled_at = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=HANG)
+            took = time.monotonic() - signalled_at
+    finally:
+        process.kill()
+    log = "".join(seen) + err.decode(errors="replace")
+    assert process.returncode == 70, log
+    assert "shutdown overran 2.5 s; ending the process with status 70" in log
+    assert took < HANG

@@ -40,7 +40,8 @@ class ShutdownWatchdog:
         self.budget = budget
         self._describe = describe
         self._wake = threading.Event()
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler may run while this thread is inside arm().
+        self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._disarmed = False
         self._now = False
@@ -53,6 +54,19 @@ class ShutdownWatchdog:
                     target=self._watch, name="anyql shutdown watchdog", daemon=True
                 )
                 self._thread.start()
+
+    @property
+    def armed(self) -> bool:
+        """Counting has started."""
+        return self._thread is not None
+
+    def on_signal(self) -> None:
+        """What a SIGINT or SIGTERM does at once, even while user code blocks the loop: the
+        first arms the watchdog, the next fires it (called from the signal handler)."""
+        if self.armed:
+            self.fire_now()
+        else:
+            self.arm()
 
     def fire_now(self) -> None:
         """End the process at once (a second signal), the same way as at the deadline."""

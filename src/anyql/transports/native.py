@@ -66,6 +66,8 @@ _CLIENT_ERRORS: tuple[type[BaseException], ...] = (
     WebSocketHandshakeError,
 )
 _Handler = Callable[[anyio.abc.SocketStream], Coroutine[Any, Any, None]]
+#: How long requests cut at the end of the shutdown grace get to send their 503.
+_CUT_ANSWER_SECONDS = 0.5
 #: Back-off after a failed accept() (EMFILE and friends), so the loop does not spin.
 _ACCEPT_RETRY_SECONDS = 0.1
 
@@ -77,6 +79,8 @@ class _Connections:
         self.live = 0
         self.draining = False
         self._idle: set[anyio.CancelScope] = set()
+        #: Requests being answered; cancelled when the shutdown grace runs out.
+        self._answering: set[anyio.CancelScope] = set()
         self._all_closed = anyio.Event()
 
     def opened(self) -> None:
@@ -97,6 +101,18 @@ class _Connections:
 
     def forget(self, scope: anyio.CancelScope) -> None:
         self._idle.discard(scope)
+        self._answering.discard(scope)
+
+    def answering_scope(self) -> anyio.CancelScope:
+        """A scope for answering one request; cancelled when the shutdown grace runs out."""
+        scope = anyio.CancelScope()
+        self._answering.add(scope)
+        return scope
+
+    def cut_answers(self) -> None:
+        """The grace is over: the requests still being answered get 503 instead."""
+        for scope in self._answering:
+            scope.cancel()
 
     def drain(self) -> None:
         self.draining = True
@@ -189,6 +205,10 @@ async def _shut_down(
     connections.drain()
     with anyio.move_on_after(limits.shutdown_grace):
         await connections.wait_all_closed()
+    if connections.live:
+        connections.cut_answers()  # each gets 503, within the watchdog's 1.5 s margin
+        with anyio.move_on_after(_CUT_ANSWER_SECONDS):
+            await connections.wait_all_closed()
     if connections.live:
         logger.warning("anyql: cancelling %d connection(s) after the grace", connections.live)
 
@@ -316,7 +336,17 @@ async def _serve_requests(
         body = await http.read_body(request, error_headers=app.cors_headers(info))
         if body is None:
             return None
-        response = await _respond_unless_gone(app, http, HTTPRequest(info=info, body=body))
+        answering = connections.answering_scope()
+        try:
+            with answering:
+                response = await _respond_unless_gone(app, http, HTTPRequest(info=info, body=body))
+        finally:
+            connections.forget(answering)
+        if answering.cancelled_caught:  # the shutdown grace ran out first
+            cut = transport_error_response(503, "Server is shutting down")
+            await http.send_response(cut, close=True)
+            _log_access(info, request, cut.status, len(cut.body), started)
+            return None
         if response is None:
             logger.debug("anyql: %s left before its answer; cancelled", info.peer)
             return None
@@ -510,6 +540,8 @@ async def _watch_signals(
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        if watchdog is not None:
+            _arm_in_the_handler(watchdog)
         task_status.started()
         async for signum in signals:
             if stop.is_set():
@@ -522,6 +554,21 @@ async def _watch_signals(
             if watchdog is not None:
                 watchdog.arm()
             stop.set()
+
+
+def _arm_in_the_handler(watchdog: ShutdownWatchdog) -> None:
+    """Arm (or fire) ``watchdog`` in the signal handler itself, before the event loop sees
+    the signal: a resolver that blocks the loop (``time.sleep``) would otherwise keep the
+    loop from ever noticing it. The loop's own handler still runs after."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop_handler = signal.getsignal(signum)
+
+        def handler(number: int, frame: Any, loop_handler: Any = loop_handler) -> None:
+            watchdog.on_signal()
+            if callable(loop_handler):
+                loop_handler(number, frame)
+
+        signal.signal(signum, handler)
 
 
 def _peer(stream: anyio.abc.SocketStream) -> tuple[str, int] | None:
