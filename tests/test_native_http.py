@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
+from functools import partial
 from typing import Any
 
 import anyio
@@ -11,6 +13,7 @@ import h11
 import pytest
 
 from anyql.limits import Limits
+from anyql.transports.native import serve
 from tests.fake_app import FakeApp, serving
 
 pytestmark = pytest.mark.anyio
@@ -391,3 +394,37 @@ async def test_graceful_shutdown_finishes_requests_in_flight_and_closes_idle_one
             assert header(response, "connection") == "close"
             assert await busy.closed_by_server()
     assert app.handle.shutdown_calls == 1
+
+
+_REQUEST_USER: contextvars.ContextVar[str] = contextvars.ContextVar("request_user")
+
+
+@pytest.mark.anyio
+async def test_context_variables_do_not_leak_between_requests_of_one_connection() -> None:
+    from anyql import GraphQL, Schema
+
+    schema = Schema("type Query { whoami(set: String): String }")
+
+    @schema.field("Query.whoami")
+    def whoami(root: object, info: object, set: str | None = None) -> str:
+        seen = _REQUEST_USER.get("nobody")
+        if set is not None:
+            _REQUEST_USER.set(set)  # e.g. an auth helper storing the request's user
+        return seen
+
+    app = GraphQL(schema)
+    async with anyio.create_task_group() as tasks:
+        port = await tasks.start(partial(serve, app, port=0))
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            client = Client(stream)  # one keep-alive connection, as behind a reverse proxy
+            seen = []
+            for query in ('{ whoami(set: "alice") }', "{ whoami }"):
+                _, body = await client.request(
+                    "POST",
+                    "/graphql",
+                    [("content-type", "application/json")],
+                    json.dumps({"query": query}).encode(),
+                )
+                seen.append(json.loads(body)["data"]["whoami"])
+        tasks.cancel_scope.cancel()
+    assert seen == ["nobody", "nobody"]

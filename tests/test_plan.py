@@ -565,3 +565,56 @@ async def test_a_default_field_resolver_given_to_graphql_core_is_used_by_the_pla
     if not isinstance(result, ExecutionResult):
         result = await result
     assert result == ExecutionResult({"a": 1, "b": {"c": "x"}}, None)
+
+
+@pytest.mark.anyio
+async def test_each_operation_of_a_document_is_keyed_by_its_own_skip_variables() -> None:
+    engine = Engine(Schema("type Query { a: String b: String }"))
+    query = (
+        "query A($x: Boolean = true) { a @include(if: $x) }"
+        " query B($y: Boolean!) { b @include(if: $y) }"
+    )
+    root = {"a": "a", "b": "secret"}
+
+    async def run(name: str, variables: dict[str, Any]) -> Any:
+        request = OperationRequest(query, operation_name=name, variables=variables)
+        return await engine.execute(engine.prepare(request), context=None, root_value=root)
+
+    assert await run("A", {}) == {"data": {"a": "a"}}
+    assert await run("B", {"y": True}) == {"data": {"b": "secret"}}
+    assert await run("B", {"y": False}) == {"data": {}}
+
+
+@pytest.mark.anyio
+async def test_a_default_resolved_field_still_coerces_its_arguments() -> None:
+    engine = Engine(Schema("type Query { f(arg: Int! = 5): Int }"))
+    prepared = engine.prepare(
+        OperationRequest("query($v: Int) { f(arg: $v) }", variables={"v": None})
+    )
+    planned = await engine.execute(prepared, context=None, root_value={"f": 1})
+    generic = engine.format_result(await run_executor(engine._build(prepared, None, {"f": 1})))
+    assert planned == generic
+    assert planned["data"] == {"f": None}
+    assert "arg" in planned["errors"][0]["message"]
+
+
+@pytest.mark.anyio
+async def test_awaitables_left_in_a_list_cut_by_a_cancellation_are_settled() -> None:
+    schema = Schema("type Query { items: [Int] }")
+    closed: list[bool] = []
+
+    async def pending_item() -> int:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            closed.append(True)
+        return 0  # pragma: no cover
+
+    schema.field("Query.items")(lambda root, info: [1] * 2500 + [pending_item()])
+    engine = Engine(schema)
+    prepared = engine.prepare(OperationRequest("{ items }"))
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(_cancel, scope)  # at the list's first checkpoint
+            await engine.execute(prepared, context=None)
+    assert closed == [True]

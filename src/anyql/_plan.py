@@ -58,6 +58,7 @@ from graphql.execution.collect_fields import (
 )
 from graphql.execution.executor import (
     CollectedErrors,
+    collect_iterator_awaitables,
     default_field_resolver,
     invalid_return_type_error,
     to_nodes,
@@ -118,6 +119,8 @@ MAX_PLANS_PER_DOCUMENT: Final = 32
 
 #: Types whose values are never awaitable, callable, exceptions or async iterables.
 _PLAIN: Final = frozenset({str, int, float, bool, type(None), dict, list, tuple})
+#: Iterators over items that already exist (a list's, a tuple's).
+_MATERIAL_ITERATORS: Final[frozenset[type]] = frozenset({type(iter([])), type(iter(()))})
 _MIN_INT: Final = -(2**31)
 _MAX_INT: Final = 2**31 - 1
 
@@ -415,16 +418,16 @@ def plan_for(plans: dict[Any, Any], executor: AnyioExecutor) -> OperationPlan | 
     ):
         return None
     operation = executor.operation
-    traits = plans.get(None)
+    name = operation.name.value if operation.name else None
+    # per operation: each operation of a document has its own directives and variables
+    traits_of: dict[str | None, _DocumentTraits] = plans.setdefault(None, {})
+    traits = traits_of.get(name)
     if traits is None:
-        traits = plans[None] = _DocumentTraits(executor)
+        traits = traits_of[name] = _DocumentTraits(executor)
     if traits.incremental:
         return None
     values = executor.variable_values.coerced
-    key = (
-        operation.name.value if operation.name else None,
-        tuple(values.get(name) for name in traits.collection_variables),
-    )
+    key = (name, tuple(values.get(variable) for variable in traits.collection_variables))
     plan = plans.get(key)
     if plan is not None or key in plans:
         return plan
@@ -438,7 +441,8 @@ def plan_for(plans: dict[Any, Any], executor: AnyioExecutor) -> OperationPlan | 
 
 
 class _DocumentTraits:
-    """What of a document decides how it is planned: collection variables, incremental use."""
+    """What of one operation (and the document's fragments) decides how it is planned: the
+    variables that change field collection, and whether it uses incremental delivery."""
 
     __slots__ = ("collection_variables", "incremental")
 
@@ -607,6 +611,8 @@ class PlannedRun:
                 try:
                     resolver = field.resolver
                     if resolver is None:
+                        if field.arguments is None:
+                            self._arguments(field)  # coerced for its errors, as graphql-core does
                         if get is None:
                             value = getattr(source, field.name, None)
                         else:
@@ -926,12 +932,16 @@ class PlannedRun:
                 if self.budget <= 0:
                     return True
         except Exception:
-            orphans = [completed[index] for index in pending]
-            orphans.extend(value for value in items if is_awaitable(value))
-            if orphans:
-                self.generic_executor().settle_in_background(orphans)
+            self._orphan(completed, pending, items)
             raise
         return False
+
+    def _orphan(self, completed: list[Any], pending: list[int], items: Iterator[Any]) -> None:
+        """Hand the pending items and the awaitables left in ``items`` to be settled."""
+        orphans = [completed[index] for index in pending]
+        orphans.extend(collect_iterator_awaitables(items, self.executor.is_awaitable))
+        if orphans:
+            self.generic_executor().settle_in_background(orphans)
 
     async def _complete_list_later(
         self,
@@ -943,17 +953,18 @@ class PlannedRun:
         path: Path,
     ) -> list[Any]:
         """Finish a list whose budget ran out, a checkpoint before every further share."""
-        try:
-            while True:
+        while True:
+            try:
                 await anyio.lowlevel.checkpoint()
-                self.budget = CHECKPOINT_BUDGET
-                if not self._fill_list(completer, field, items, completed, pending, path):
-                    break
-        except BaseException:
-            orphans = [completed[index] for index in pending]
-            if orphans:
-                self.generic_executor().settle_in_background(orphans)
-            raise
+            except BaseException:  # cancelled: what was started and what is left settles
+                # A generator's items not drawn yet do not exist: drawing them all (as an
+                # error does, like graphql-core) would run the very work being cancelled.
+                rest = items if type(items) in _MATERIAL_ITERATORS else iter(())
+                self._orphan(completed, pending, rest)
+                raise
+            self.budget = CHECKPOINT_BUDGET
+            if not self._fill_list(completer, field, items, completed, pending, path):
+                break  # (_fill_list hands its own leftovers over when it raises)
         if pending:
             await self._fill_in(completed, pending)
         return completed

@@ -278,15 +278,25 @@ class ServerHandle:
             delay: seconds of the first step; None: ``Limits.drain_delay``.
             window: seconds of the second step; None: ``Limits.drain_window``.
         """
-        if self._drained is not None:
-            await self._drained.wait()
-            return
-        self._drained = anyio.Event()
-        self.draining = True
-        self.drain_requested.set()
+        if self._drained is None:
+            self._drained = anyio.Event()
+            self.draining = True
+            self.drain_requested.set()
+            # The server's task runs it: a caller that is cancelled (a resolver past its
+            # timeout, a session the drain itself closed) cannot cut the spread short.
+            self.task_group.start_soon(
+                self._drain,
+                self.limits.drain_delay if delay is None else delay,
+                self.limits.drain_window if window is None else window,
+                name="anyql drain",
+            )
+        await self._drained.wait()
+
+    async def _drain(self, delay: float, window: float) -> None:
+        assert self._drained is not None
         try:
-            await anyio.sleep(self.limits.drain_delay if delay is None else delay)
-            await self._close_spread(self.limits.drain_window if window is None else window)
+            await anyio.sleep(delay)
+            await self._close_spread(window)
         finally:
             self._drained.set()
 

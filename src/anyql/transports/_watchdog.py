@@ -14,8 +14,10 @@ import contextlib
 import faulthandler
 import logging
 import os
+import select
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Final
 
@@ -30,6 +32,10 @@ EXIT_SHUTDOWN_OVERRUN: Final = 70
 class ShutdownWatchdog:
     """Ends the process ``budget`` seconds after ``arm()`` unless ``disarm()`` came first.
 
+    Its thread starts with it and waits on a pipe: every method only writes one byte to
+    that pipe (``os.write`` takes no lock), so ``on_signal`` is safe in a signal handler
+    that interrupted the main thread anywhere, even inside another of these methods.
+
     Args:
         budget: seconds the graceful shutdown may take.
         describe: lists the operations still running (field, connection, age), logged
@@ -39,53 +45,54 @@ class ShutdownWatchdog:
     def __init__(self, budget: float, describe: Callable[[], list[str]] | None = None) -> None:
         self.budget = budget
         self._describe = describe
-        self._wake = threading.Event()
-        # Reentrant: a signal handler may run while this thread is inside arm().
-        self._lock = threading.RLock()
-        self._thread: threading.Thread | None = None
-        self._disarmed = False
-        self._now = False
+        self._read, self._write = os.pipe()
+        self._thread = threading.Thread(
+            target=self._watch, name="anyql shutdown watchdog", daemon=True
+        )
+        self._thread.start()
 
     def arm(self) -> None:
         """Start counting (idempotent)."""
-        with self._lock:
-            if self._thread is None and not self._disarmed:
-                self._thread = threading.Thread(
-                    target=self._watch, name="anyql shutdown watchdog", daemon=True
-                )
-                self._thread.start()
-
-    @property
-    def armed(self) -> bool:
-        """Counting has started."""
-        return self._thread is not None
+        self._send(_ARM)
 
     def on_signal(self) -> None:
         """What a SIGINT or SIGTERM does at once, even while user code blocks the loop: the
         first arms the watchdog, the next fires it (called from the signal handler)."""
-        if self.armed:
-            self.fire_now()
-        else:
-            self.arm()
+        self._send(_SIGNAL)
 
     def fire_now(self) -> None:
         """End the process at once (a second signal), the same way as at the deadline."""
-        self._now = True
-        self.arm()
-        self._wake.set()
+        self._send(_FIRE)
 
     def disarm(self) -> None:
         """Shutdown finished in time: never fire."""
-        with self._lock:
-            self._disarmed = True
-        self._wake.set()
+        self._send(_DISARM)
+
+    def _send(self, command: bytes) -> None:
+        with contextlib.suppress(OSError):  # the thread ended and closed the pipe
+            os.write(self._write, command)
 
     def _watch(self) -> None:
-        self._wake.wait(self.budget)
-        with self._lock:
-            if self._disarmed and not self._now:
-                return
-        why = "a second signal" if self._now else f"shutdown overran {self.budget:g} s"
+        deadline: float | None = None
+        signals = 0
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([self._read], [], [], timeout)
+            if not ready:
+                self._exit(f"shutdown overran {self.budget:g} s")
+            for command in os.read(self._read, 64):
+                if command == _FIRE[0] or (command == _SIGNAL[0] and signals >= 1):
+                    self._exit("a second signal")
+                if command == _DISARM[0]:
+                    os.close(self._read)
+                    os.close(self._write)
+                    return
+                if command == _SIGNAL[0]:
+                    signals += 1
+                if deadline is None:  # _ARM or a first _SIGNAL
+                    deadline = time.monotonic() + self.budget
+
+    def _exit(self, why: str) -> None:
         logger.critical(
             "anyql: %s; ending the process with status %d. Stacks of every thread follow:"
             " the code that would not end is in them",
@@ -98,6 +105,12 @@ class ShutdownWatchdog:
         faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
         sys.stderr.flush()
         os._exit(EXIT_SHUTDOWN_OVERRUN)
+
+
+_ARM: Final = b"a"
+_SIGNAL: Final = b"s"
+_FIRE: Final = b"f"
+_DISARM: Final = b"d"
 
 
 def _described(describe: Callable[[], list[str]] | None) -> list[str]:

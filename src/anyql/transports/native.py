@@ -336,13 +336,17 @@ async def _serve_requests(
         body = await http.read_body(request, error_headers=app.cors_headers(info))
         if body is None:
             return None
+        answered: list[HTTPResponse] = []
         answering = connections.answering_scope()
         try:
             with answering:
-                response = await _respond_unless_gone(app, http, HTTPRequest(info=info, body=body))
+                await _respond_unless_gone(app, http, HTTPRequest(info=info, body=body), answered)
         finally:
             connections.forget(answering)
-        if answering.cancelled_caught:  # the shutdown grace ran out first
+        # An answer that exists is sent, also when the grace ran out as it finished (a
+        # shielded mutation): a 503 would invite the client to run it again.
+        response = answered[0] if answered else None
+        if response is None and answering.cancelled_caught:  # the grace ran out first
             cut = transport_error_response(503, "Server is shutting down")
             await http.send_response(cut, close=True)
             _log_access(info, request, cut.status, len(cut.body), started)
@@ -378,24 +382,23 @@ def _log_access(
 
 
 async def _respond_unless_gone(
-    app: ServedApp, http: HTTPConnection, request: HTTPRequest
-) -> HTTPResponse | None:
-    """The app's answer, or None when the peer closed first: then the answering is
-    cancelled (what the app shields, a mutation by default, still finishes)."""
-    response: HTTPResponse | None = None
+    app: ServedApp, http: HTTPConnection, request: HTTPRequest, answered: list[HTTPResponse]
+) -> None:
+    """Append the app's answer to ``answered``, unless the peer closes first: then the
+    answering is cancelled (what the app shields, a mutation by default, still finishes).
+
+    The answer runs in a child task, so context variables the app sets while answering
+    (a request id, the user) start fresh with every request of a keep-alive connection.
+    """
     async with anyio.create_task_group() as tasks:
-        # The answer runs in this task and the watcher beside it: an answer that never
-        # waits ends before the watcher first runs, which then stops at its first
-        # checkpoint without touching the socket.
-        tasks.start_soon(_cancel_when_gone, http, tasks.cancel_scope)
-        response = await _respond(app, request)
+
+        async def answer() -> None:
+            answered.append(await _respond(app, request))
+            tasks.cancel_scope.cancel()
+
+        tasks.start_soon(answer)
+        await http.wait_for_peer_close()
         tasks.cancel_scope.cancel()
-    return response
-
-
-async def _cancel_when_gone(http: HTTPConnection, scope: anyio.CancelScope) -> None:
-    await http.wait_for_peer_close()
-    scope.cancel()
 
 
 async def _respond(app: ServedApp, request: HTTPRequest) -> HTTPResponse:
