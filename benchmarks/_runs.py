@@ -20,11 +20,11 @@ import threading
 import time
 from array import array
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from ._frames import PUBLISH_MUTATION
 from ._generator import WorkerSpec, worker_main
@@ -36,11 +36,13 @@ __all__ = [
     "Bursts",
     "Generators",
     "RunAborted",
+    "WorkerPool",
     "Workload",
     "notable_lines",
     "run_churn",
     "run_fanout",
     "run_latency",
+    "shares",
     "subscribe_report",
 ]
 
@@ -80,37 +82,31 @@ class Workload:
     offer_deflate: bool = True
 
 
-class Generators:
-    """Load-generator processes sharing ``connections`` between them; a context manager."""
+class WorkerPool:
+    """Worker processes, each with a pipe, answering commands; a context manager.
 
-    def __init__(
-        self,
-        port: int,
-        connections: int,
-        processes: int,
-        churn_cycles: int = 0,
-        cpus: tuple[int, ...] = (),
-        offer_deflate: bool = True,
-    ):
+    Subclasses start their workers with ``_start`` and may add commands of their own.
+    """
+
+    #: Named in the error when a worker does not answer.
+    what = "a worker process"
+
+    def __init__(self) -> None:
+        self.pipes: list[Any] = []
+        self.processes: list[Any] = []
+
+    def _start(self, target: Callable[..., None], specs: Sequence[Any]) -> None:
+        """Fork one process per spec running ``target(spec, pipe)``."""
         context = multiprocessing.get_context("fork")
-        processes = max(1, min(processes, connections))
-        shares = [
-            connections // processes + (i < connections % processes) for i in range(processes)
-        ]
-        self.pipes = []
-        self.processes = []
-        for share in shares:
+        for spec in specs:
             ours, theirs = context.Pipe()
-            spec = WorkerSpec(
-                "127.0.0.1", port, "/graphql", share, TOPIC, churn_cycles, cpus, offer_deflate
-            )
-            process = context.Process(target=worker_main, args=(spec, theirs), daemon=True)
+            process = context.Process(target=target, args=(spec, theirs), daemon=True)
             process.start()
             theirs.close()
             self.pipes.append(ours)
             self.processes.append(process)
 
-    def __enter__(self) -> Generators:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -118,8 +114,9 @@ class Generators:
             with suppress(OSError):
                 pipe.send(("stop",))
         for pipe, process in zip(self.pipes, self.processes, strict=True):
-            if pipe.poll(10):
-                pipe.recv()
+            with suppress(OSError, EOFError):
+                if pipe.poll(10):
+                    pipe.recv()
             process.join(5)
             if process.is_alive():
                 process.kill()
@@ -132,9 +129,39 @@ class Generators:
         replies = []
         for pipe in self.pipes:
             if not pipe.poll(60):
-                raise TimeoutError(f"a load generator did not answer {command!r}")
+                raise TimeoutError(f"{self.what} did not answer {command!r}")
             replies.append(pipe.recv())
         return replies
+
+
+def shares(total: int, processes: int) -> list[int]:
+    """``total`` split as evenly as possible over at most ``processes`` (at least one)."""
+    processes = max(1, min(processes, total))
+    return [total // processes + (i < total % processes) for i in range(processes)]
+
+
+class Generators(WorkerPool):
+    """Load-generator processes sharing ``connections`` between them; a context manager."""
+
+    what = "a load generator"
+
+    def __init__(
+        self,
+        port: int,
+        connections: int,
+        processes: int,
+        churn_cycles: int = 0,
+        cpus: tuple[int, ...] = (),
+        offer_deflate: bool = True,
+    ):
+        super().__init__()
+        specs = [
+            WorkerSpec(
+                "127.0.0.1", port, "/graphql", share, TOPIC, churn_cycles, cpus, offer_deflate
+            )
+            for share in shares(connections, processes)
+        ]
+        self._start(worker_main, specs)
 
     def total(self, key: str) -> int:
         """The sum of ``key`` over every worker's status."""

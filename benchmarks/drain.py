@@ -44,7 +44,6 @@ import bisect
 import datetime
 import http.client
 import math
-import multiprocessing
 import platform
 import signal
 import socket
@@ -53,7 +52,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -61,6 +59,7 @@ from typing import Any, TextIO
 from benchmarks._drain_clients import GOING_AWAY, DrainSpec, worker_main
 from benchmarks._generator import browser_handshake
 from benchmarks._report import Progress, percentiles, write_json
+from benchmarks._runs import WorkerPool, shares
 from benchmarks._servers import (
     DESCRIPTOR_MARGIN,
     Placement,
@@ -113,51 +112,18 @@ class DrainServer(ServerProcess):
         ]  # fmt: skip
 
 
-class Clients:
+class Clients(WorkerPool):
     """The client processes sharing N connections between them; a context manager."""
 
+    what = "a client process"
+
     def __init__(self, spec: DrainSpec, processes: int) -> None:
-        context = multiprocessing.get_context("fork")
-        n = spec.connections
-        processes = max(1, min(processes, n))
-        shares = [n // processes + (i < n % processes) for i in range(processes)]
-        self.pipes = []
-        self.processes = []
-        for share in shares:
-            ours, theirs = context.Pipe()
-            worker = DrainSpec(**{**spec.__dict__, "connections": share})
-            process = context.Process(target=worker_main, args=(worker, theirs), daemon=True)
-            process.start()
-            theirs.close()
-            self.pipes.append(ours)
-            self.processes.append(process)
-
-    def __enter__(self) -> Clients:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for pipe in self.pipes:
-            with suppress(OSError):
-                pipe.send(("stop",))
-        for pipe, process in zip(self.pipes, self.processes, strict=True):
-            with suppress(OSError, EOFError):
-                if pipe.poll(10):
-                    pipe.recv()
-            process.join(5)
-            if process.is_alive():
-                process.kill()
-                process.join()
-
-    def ask(self, command: str) -> list[Any]:
-        """Send ``command`` to every worker; their replies in worker order."""
-        for pipe in self.pipes:
-            pipe.send((command,))
-        replies = []
-        for pipe in self.pipes:
-            if not pipe.poll(60):
-                raise TimeoutError(f"a client process did not answer {command!r}")
-            replies.append(pipe.recv())
-        return replies
+        super().__init__()
+        specs = [
+            DrainSpec(**{**spec.__dict__, "connections": share})
+            for share in shares(spec.connections, processes)
+        ]
+        self._start(worker_main, specs)
 
     def status(self) -> dict[str, int]:
         """Every worker's counts, summed."""
