@@ -219,8 +219,10 @@ def _flooding_client(port: int, first_seen: threading.Event) -> None:
                         )
                     elif message["type"] == "next" and not completed:
                         completed = True
-                        send({"id": "1", "type": "complete"})
+                        # Set before sending: once the server reads complete it ends the
+                        # source, and the test may check this flag before this thread runs again.
                         first_seen.set()
+                        send({"id": "1", "type": "complete"})
                 elif isinstance(event, CloseConnection):
                     return
 
