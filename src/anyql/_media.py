@@ -16,9 +16,11 @@ from collections.abc import Sequence
 from typing import Final, NamedTuple
 
 __all__ = [
+    "EVENT_STREAM",
     "GRAPHQL_RESPONSE_JSON",
     "HTML",
     "JSON",
+    "MULTIPART_MIXED",
     "RESPONSE_TYPES",
     "TOKEN",
     "MediaRange",
@@ -31,6 +33,8 @@ __all__ = [
 JSON: Final = "application/json"
 GRAPHQL_RESPONSE_JSON: Final = "application/graphql-response+json"
 HTML: Final = "text/html"
+EVENT_STREAM: Final = "text/event-stream"
+MULTIPART_MIXED: Final = "multipart/mixed"
 #: Response media types GraphQL over HTTP speaks; on a tie in ``Accept``, the earlier wins.
 RESPONSE_TYPES: Final = (JSON, GRAPHQL_RESPONSE_JSON)
 #: An RFC 9110 token, lower-cased (header names, media type parts).

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import anyio
 
 from . import cors, http
+from ._http_streams import HTTPStreams, stream_token
 from .context import Accepted, Connection, Context
 from .errors import HTTPError, RequestError
 from .execution import Engine
@@ -39,6 +40,7 @@ from .types import (
     ASGISend,
     HTTPRequest,
     HTTPResponse,
+    HTTPStream,
     RequestInfo,
     SlowConsumerPolicy,
 )
@@ -88,7 +90,10 @@ class Settings:
     resolvers' ``finally`` blocks run); a mutation runs to completion unless this is on.
     ``readiness_path``: a path (off unless set, e.g. ``"/ready"``) that answers 200 while
     serving and 503 from the start of a drain (``ServerHandle.drain``), for a load
-    balancer's readiness probe.
+    balancer's readiness probe. ``trusted_proxies``: how many proxies in front of the
+    server append to ``X-Forwarded-For``; 0 (the default) counts SSE reservations by the
+    peer's address and never reads that header. ``graphiql_sse``: the GraphiQL page
+    subscribes over SSE (single connection mode) instead of a WebSocket.
 
     Raises:
         ValueError: a field of the wrong type or out of range (a ``limits`` that is not a
@@ -119,9 +124,19 @@ class Settings:
     permessage_deflate: bool = False
     cancel_mutations_on_disconnect: bool = False
     readiness_path: str | None = None
+    trusted_proxies: int = 0
+    graphiql_sse: bool = False
 
     def __post_init__(self) -> None:
         _check_settings(self)
+        if not isinstance(self.trusted_proxies, int) or isinstance(self.trusted_proxies, bool):
+            raise ValueError(
+                f"Settings.trusted_proxies must be a whole number, not {self.trusted_proxies!r}"
+            )
+        if self.trusted_proxies < 0:
+            raise ValueError(
+                f"Settings.trusted_proxies must be 0 or more, not {self.trusted_proxies!r}"
+            )
         if self.path is not None and not self.path.startswith("/"):
             raise ValueError(f"Settings.path must start with '/', not {self.path!r}")
         readiness = self.readiness_path
@@ -170,6 +185,7 @@ _BOOLEANS = (
     "require_preflight_header",
     "permessage_deflate",
     "cancel_mutations_on_disconnect",
+    "graphiql_sse",
 )
 _STRING_TUPLES = ("subscription_protocols", "allowed_origins", "cors_origins", "cors_allow_headers")
 
@@ -235,6 +251,8 @@ class SettingsOverrides(TypedDict, total=False):
     permessage_deflate: bool
     cancel_mutations_on_disconnect: bool
     readiness_path: str | None
+    trusted_proxies: int
+    graphiql_sse: bool
 
 
 class ServerHandle:
@@ -305,7 +323,7 @@ class ServerHandle:
         random.shuffle(sessions)
         count = len(sessions)
         if count:
-            logger.info("draining %d WebSocket session(s) over %s s", count, window)
+            logger.info("draining %d WebSocket session(s) and stream(s) over %s s", count, window)
         start = anyio.current_time()
         for slot, key in enumerate(sessions):
             if window > 0:
@@ -414,6 +432,7 @@ class GraphQL:
             validation_rules=self.settings.validation_rules,
         )
         self._handle: ServerHandle | None = None
+        self.streams = HTTPStreams(self)
 
     def with_settings(self, settings: Settings) -> GraphQL:
         """A new app with the same schema, broadcast and hooks, built from ``settings``.
@@ -490,8 +509,10 @@ class GraphQL:
         wanted = self.settings.path
         return wanted is None or path.rstrip("/") == wanted.rstrip("/")
 
-    async def handle_http(self, request: HTTPRequest) -> HTTPResponse:
-        """Answer one HTTP request (GraphQL over HTTP, a CORS preflight, or GraphiQL).
+    async def handle_http(self, request: HTTPRequest) -> HTTPResponse | HTTPStream:
+        """Answer one HTTP request (GraphQL over HTTP, a CORS preflight, or GraphiQL), or
+        stream one: GraphQL over SSE (both modes of graphql-sse) and Apollo's multipart
+        subscriptions, when ``Accept`` asks for them (``_http_streams``).
 
         A CORS preflight from an origin in ``cors_origins`` gets 204 and executes
         nothing; every other answer on ``path`` gets the CORS headers for its ``Origin``.
@@ -503,10 +524,17 @@ class GraphQL:
             return self._readiness()
         if not self.matches_path(request.info.path):
             return http.error_response(HTTPError(404, "Not Found"))
+        token = stream_token(request.info)
+        if token is not None or request.info.method in ("PUT", "DELETE"):
+            return await self.streams.single(request, token)
         endpoint = self.http
         received = endpoint.receive(request)
         if isinstance(received, HTTPResponse):
             return received
+        if received.stream is not None:
+            streamed = await self.streams.distinct(request, received)
+            if streamed is not None:
+                return streamed
         try:
             context = await self.make_context(request.info)
             results = [

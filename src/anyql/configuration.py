@@ -45,6 +45,8 @@ SETTING_KINDS: Final[Mapping[str, str]] = {
     "permessage_deflate": "bool",
     "cancel_mutations_on_disconnect": "bool",
     "readiness_path": "optional str",
+    "trusted_proxies": "int",
+    "graphiql_sse": "bool",
 }
 _TRUE: Final = frozenset({"true", "yes", "on", "1"})
 _FALSE: Final = frozenset({"false", "no", "off", "0"})

@@ -31,7 +31,13 @@ __all__ = [
 #: The request header that proves a browser sent a CORS preflight first (any value).
 PREFLIGHT_HEADER: Final = "graphql-require-preflight"
 #: Request headers a preflight allows: what GraphQL clients send, and bearer credentials.
-CORS_ALLOW_HEADERS: Final = ("accept", "authorization", "content-type", PREFLIGHT_HEADER)
+CORS_ALLOW_HEADERS: Final = (
+    "accept",
+    "authorization",
+    "content-type",
+    PREFLIGHT_HEADER,
+    "x-graphql-event-stream-token",
+)
 #: Content types a browser sends cross-site without a preflight (Fetch's safelist).
 _SIMPLE_TYPES: Final = frozenset(
     {"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"}
@@ -117,7 +123,8 @@ def preflight_response(
 
     A preflight is an ``OPTIONS`` request with ``Origin`` and
     ``Access-Control-Request-Method``. From an origin ``policy`` allows, it gets 204 with
-    the allowed origin, methods (``GET, POST``), request headers (``policy.allow_headers``),
+    the allowed origin, methods (``GET, POST, PUT, DELETE``: the last two reserve and
+    stop single-connection SSE streams), request headers (``policy.allow_headers``),
     ``access-control-max-age`` and ``vary: origin``; the browser itself refuses a method or
     header not listed. Nothing is executed either way.
 
@@ -139,7 +146,7 @@ def preflight_response(
         204,
         (
             *policy.origin_headers(allowed),
-            ("access-control-allow-methods", "GET, POST"),
+            ("access-control-allow-methods", "GET, POST, PUT, DELETE"),
             *_allow_headers(policy.allow_headers),
             ("access-control-max-age", str(policy.max_age)),
             ("vary", "origin"),

@@ -40,16 +40,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import unquote_to_bytes
 
 import orjson
 
 from anyql._graphiql import graphiql_response, html_response, wants_graphiql
 from anyql._media import (
+    EVENT_STREAM,
     GRAPHQL_RESPONSE_JSON,
     JSON,
+    MULTIPART_MIXED,
     RESPONSE_TYPES,
+    explicit_quality,
     match,
     parse_accept,
     split_media_type,
@@ -64,9 +67,11 @@ __all__ = [
     "GraphQLHTTP",
     "Outcome",
     "ParsedRequest",
+    "StreamKind",
     "check_method_allows",
     "error_response",
     "negotiate_response_type",
+    "negotiate_stream",
     "parse_request",
     "request_error_response",
     "result_response",
@@ -83,15 +88,22 @@ _PARAMETERS: Final = frozenset({"query", "operationName", "variables", "extensio
 #: that stopped the request (not executable, or refused at the HTTP level).
 Outcome = Sequence[dict[str, Any]] | RequestError | HTTPError
 
+#: How a request may be answered with a stream: ``"sse"`` (``Accept: text/event-stream``,
+#: every operation type) or ``"multipart"`` (Apollo's ``multipart/mixed`` with a
+#: ``subscriptionSpec``, subscriptions only).
+StreamKind = Literal["sse", "multipart"]
+
 
 @dataclass(frozen=True, slots=True)
 class ParsedRequest:
     """A GraphQL-over-HTTP request that passed every HTTP-level check.
 
     ``batch`` is True when the body was a JSON list (only with batching on); the answer is
-    then a list too. ``response_type`` is ``JSON`` or ``GRAPHQL_RESPONSE_JSON``. ``method``
-    decides which operation types may run (``check_method_allows``); ``origin`` (the
-    ``Origin`` header, or None) which CORS headers the answer gets.
+    then a list too. ``response_type`` is ``JSON`` or ``GRAPHQL_RESPONSE_JSON`` (``JSON``
+    when ``Accept`` takes only a stream: refusals still need a type). ``stream`` is the
+    stream ``Accept`` asks for (``negotiate_stream``), or None. ``method`` decides which
+    operation types may run (``check_method_allows``); ``origin`` (the ``Origin`` header,
+    or None) which CORS headers the answer gets.
     """
 
     operations: tuple[OperationRequest, ...]
@@ -99,6 +111,9 @@ class ParsedRequest:
     response_type: str
     method: str
     origin: str | None = None
+    stream: StreamKind | None = None
+    #: False when ``Accept`` takes no JSON type (only the stream).
+    json_acceptable: bool = True
 
 
 # --- the one-step API ----------------------------------------------------------------
@@ -174,7 +189,7 @@ class GraphQLHTTP:
             HTTPError: 400 for a subscription; 405 for a mutation over GET.
             ValueError: ``operation_type`` is not a GraphQL operation type.
         """
-        check_method_allows(parsed.method, operation_type)
+        check_method_allows(parsed.method, operation_type, parsed.stream)
 
     def respond(self, parsed: ParsedRequest, outcome: Outcome) -> HTTPResponse:
         """The response to a request ``receive`` handed back for execution.
@@ -243,6 +258,35 @@ def negotiate_response_type(headers: Mapping[str, str]) -> str | None:
     return chosen
 
 
+def negotiate_stream(headers: Mapping[str, str]) -> StreamKind | None:
+    """The stream ``Accept`` asks for, if any.
+
+    ``"sse"`` when ``text/event-stream`` is named (not through a wildcard) with a quality
+    at least that of every JSON type; ``"multipart"`` when a ``multipart/mixed`` range
+    with a ``subscriptionSpec`` parameter is named with a non-zero quality (Apollo Client
+    sends it beside the JSON types: it is then used for subscriptions only).
+
+    Args:
+        headers: request headers, lower-case names.
+    """
+    accept = headers.get("accept", "")
+    if "/event-stream" not in accept and MULTIPART_MIXED not in accept.lower():
+        return None
+    ranges = parse_accept(accept)
+    best_json = max((key[0] for t in RESPONSE_TYPES if (key := match(ranges, t))), default=0.0)
+    sse = explicit_quality(ranges, EVENT_STREAM)
+    if sse > 0 and sse >= best_json:
+        return "sse"
+    for part in accept.split(","):
+        split = split_media_type(part)
+        if split is None or split[0] != MULTIPART_MIXED or "subscriptionspec" not in split[1]:
+            continue
+        quality = split[1].get("q", "1")
+        if quality.replace(".", "", 1).isdigit() and float(quality) > 0:
+            return "multipart"
+    return None
+
+
 # --- requests ------------------------------------------------------------------------
 
 
@@ -285,8 +329,13 @@ def parse_request(
     if method not in ("GET", "POST"):
         raise HTTPError(405, "Method not allowed: use GET or POST", _ALLOW_GET_POST)
     response_type = negotiate_response_type(headers)
-    if response_type is None:
-        raise HTTPError(406, f"Not acceptable: accept {GRAPHQL_RESPONSE_JSON} or {JSON}")
+    stream = negotiate_stream(headers)
+    if response_type is None and stream is None:
+        raise HTTPError(
+            406,
+            f"Not acceptable: accept {GRAPHQL_RESPONSE_JSON} or {JSON}"
+            f" ({EVENT_STREAM} or Apollo's multipart/mixed for subscriptions)",
+        )
     operations: tuple[OperationRequest, ...]
     if method == "GET":
         _check_get_content_type(headers.get("content-type", ""))
@@ -294,7 +343,17 @@ def parse_request(
     else:
         _check_content_type(headers.get("content-type", ""))
         operations, batch = _operations_from_body(body, batching=batching, max_batch=max_batch)
-    return ParsedRequest(operations, batch, response_type, method, headers.get("origin"))
+    if batch and stream is not None:
+        raise HTTPError(400, "A batch cannot be streamed: send one operation per request")
+    return ParsedRequest(
+        operations,
+        batch,
+        response_type or JSON,
+        method,
+        headers.get("origin"),
+        stream,
+        response_type is not None,
+    )
 
 
 def _check_get_content_type(value: str) -> None:
@@ -420,30 +479,36 @@ def _json_parameter(parameters: Mapping[str, str], name: str) -> dict[str, Any] 
     return _object_parameter(value, name)
 
 
-def check_method_allows(method: str, operation_type: str) -> None:
-    """Refuse an operation its HTTP method may not run.
+def check_method_allows(method: str, operation_type: str, stream: StreamKind | None = None) -> None:
+    """Refuse an operation its HTTP method (or its ``Accept``) may not run.
 
-    A subscription gets 400 whatever the method: its stream of results is served over
-    WebSocket only, so no other method would help (405 would say one does). A mutation
-    over GET gets 405 with ``allow: POST``: GET must not change state (the spec's MUST;
-    also the CSRF guard against links and images).
+    A subscription needs a stream: without one (``Accept`` names neither
+    ``text/event-stream`` nor Apollo's multipart type) it gets 400 whatever the method, as
+    no other method would help (405 would say one does). A mutation over GET gets 405 with
+    ``allow: POST``: GET must not change state (the spec's MUST; also the CSRF guard
+    against links and images).
 
     Args:
         method: the request method.
         operation_type: ``"query"``, ``"mutation"`` or ``"subscription"`` (an enum whose
             ``value`` is one of those, such as graphql-core's ``OperationType``, works too).
+        stream: ``ParsedRequest.stream``.
 
     Raises:
-        HTTPError: 400 for a subscription; 405 for a mutation over anything but POST.
+        HTTPError: 400 for a subscription without a stream; 405 for a mutation over
+            anything but POST.
         ValueError: ``operation_type`` is none of the three.
     """
     kind = getattr(operation_type, "value", operation_type)
     if kind == "subscription":
-        raise HTTPError(
-            400,
-            "Subscriptions are not served over HTTP: subscribe over a WebSocket at this URL "
-            "(graphql-transport-ws)",
-        )
+        if stream is None:
+            raise HTTPError(
+                400,
+                "Subscriptions over HTTP need a stream: send Accept: text/event-stream"
+                " (GraphQL over SSE) or Apollo's multipart/mixed;subscriptionSpec=1.0,"
+                " or subscribe over a WebSocket at this URL (graphql-transport-ws)",
+            )
+        return
     if kind == "mutation":
         if method != "POST":
             raise HTTPError(405, "Mutations need POST: GET must not change state", _ALLOW_POST)

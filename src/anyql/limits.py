@@ -26,7 +26,14 @@ NATIVE: Final = {SERVERS: "native"}
 
 #: Times that may be zero (0 turns keep-alive off; no grace at all is allowed).
 _ZERO_ALLOWED: Final = frozenset(
-    {"keep_alive_interval", "cleanup_grace", "shutdown_grace", "drain_delay", "drain_window"}
+    {
+        "keep_alive_interval",
+        "stream_keep_alive_interval",
+        "cleanup_grace",
+        "shutdown_grace",
+        "drain_delay",
+        "drain_window",
+    }
 )
 
 
@@ -62,10 +69,19 @@ class Limits:
     keep_alive_interval: float = field(default=15.0, metadata=ALL)
     #: Close a WebSocket whose ping got no pong within this.
     pong_timeout: float = field(default=15.0, metadata=NATIVE)
-    #: Operations running at once on one WebSocket connection.
+    #: Operations running at once on one WebSocket connection or single-connection SSE
+    #: stream.
     max_operations: int = field(default=100, metadata=ALL)
-    #: WebSocket connections per process (handshake refused with 503 beyond it).
+    #: WebSocket connections plus SSE and multipart streams per process (503 beyond it).
     max_connections: int = field(default=10_000, metadata=ALL)
+    #: An idle SSE or multipart stream gets a keep-alive (an SSE comment, a ``{}`` part)
+    #: after this; 0 turns it off. Proxies commonly cut idle connections at 60 s.
+    stream_keep_alive_interval: float = field(default=15.0, metadata=ALL)
+    #: Single-connection SSE: reservations (``PUT``) one client address holds at once.
+    max_stream_reservations_per_client: int = field(default=10, metadata=ALL)
+    #: Single-connection SSE: a reservation whose stream is not opened within this is
+    #: released.
+    stream_reservation_timeout: float = field(default=30.0, metadata=ALL)
     #: Per-connection send buffer, in messages.
     send_buffer_messages: int = field(default=256, metadata=ALL)
     #: Per-connection send buffer, in bytes of encoded frames.

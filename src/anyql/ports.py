@@ -25,7 +25,14 @@ if TYPE_CHECKING:
     from .fanout import Fanout
     from .limits import Limits
     from .schema import Schema
-    from .types import ASGIApp, HTTPRequest, HTTPResponse, RequestInfo, SlowConsumerPolicy
+    from .types import (
+        ASGIApp,
+        HTTPRequest,
+        HTTPResponse,
+        HTTPStream,
+        RequestInfo,
+        SlowConsumerPolicy,
+    )
 
 __all__ = [
     "ASGIHost",
@@ -60,6 +67,11 @@ class SessionSettings(Protocol):
     @property
     def shared_slow_consumer(self) -> SlowConsumerPolicy:
         """The policy of shared subscriptions whose field sets none."""
+        ...
+
+    @property
+    def cancel_mutations_on_disconnect(self) -> bool:
+        """Whether a client that leaves cancels its running mutation (HTTP, streams)."""
         ...
 
 
@@ -228,8 +240,9 @@ class ServedApp(Protocol):
         """Sizes, counts and timers the transport enforces."""
         ...
 
-    async def handle_http(self, request: HTTPRequest) -> HTTPResponse:
-        """Answer one HTTP request (body already read within the limits)."""
+    async def handle_http(self, request: HTTPRequest) -> HTTPResponse | HTTPStream:
+        """Answer one HTTP request (body already read within the limits); a subscription
+        over SSE or multipart is an ``HTTPStream`` the transport sends while it runs."""
         ...
 
     def websocket_handshake(self, info: RequestInfo) -> HTTPResponse | None:

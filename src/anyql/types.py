@@ -1,7 +1,8 @@
 """The core value types every layer shares: the request a resolver may see, a whole HTTP
 request and response, and a GraphQL operation as a client asked for it.
 
-Owns ``RequestInfo``, ``HTTPRequest``, ``HTTPResponse``, ``OperationRequest`` and the
+Owns ``RequestInfo``, ``HTTPRequest``, ``HTTPResponse`` and ``HTTPStream`` (a response whose
+body is produced while it is sent, written to a ``StreamSink``), ``OperationRequest`` and the
 slow-consumer policy names and the ASGI 3 callable types. A leaf:
 it imports only the standard library (a test checks it), so the sans-IO core, execution,
 the app and the transports can all use it without depending on one another.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Protocol, get_args
 
 __all__ = [
     "SLOW_CONSUMER_POLICIES",
@@ -22,9 +23,11 @@ __all__ = [
     "ASGISend",
     "HTTPRequest",
     "HTTPResponse",
+    "HTTPStream",
     "OperationRequest",
     "RequestInfo",
     "SlowConsumerPolicy",
+    "StreamSink",
 ]
 
 #: What happens to a subscription whose connection's send buffer is full
@@ -92,6 +95,34 @@ class HTTPResponse:
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
     extra: dict[str, str] = field(default_factory=dict)
+
+
+class StreamSink(Protocol):
+    """Where an ``HTTPStream``'s body goes: the transport's side of a streamed response."""
+
+    async def send(self, data: bytes) -> None:
+        """Send ``data`` as the next bytes of the body (empty ``data`` flushes the head).
+
+        Raises:
+            ConnectionClosed: the client is gone.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPStream:
+    """A response whose body is written while it runs: an SSE or multipart subscription.
+
+    The transport sends the head, then awaits ``body(sink)`` in the request's own task and
+    ends the body when it returns; it cancels ``body`` when the client goes away, so what
+    it runs ends (every ``finally`` runs). The transport chooses the framing (chunked,
+    or close-delimited for HTTP/1.0); ``headers`` must not name it. Header names are
+    lower-case.
+    """
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: Callable[[StreamSink], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)

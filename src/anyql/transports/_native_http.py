@@ -32,9 +32,10 @@ import anyio
 import anyio.abc
 import h11
 
+from anyql.errors import ConnectionClosed
 from anyql.limits import Limits
 from anyql.transports._direct import DirectWriter, direct_writer
-from anyql.types import HTTPResponse, RequestInfo
+from anyql.types import HTTPResponse, HTTPStream, RequestInfo
 
 __all__ = [
     "HTTPConnection",
@@ -331,6 +332,35 @@ class HTTPConnection:
         await self._write(data)
         return not self._broken and self._h11.our_state is h11.DONE
 
+    async def send_stream(self, response: HTTPStream) -> tuple[bool, int]:
+        """Send ``response``'s head, run its body, then end the body.
+
+        h11 frames the body: chunked for an HTTP/1.1 client, close-delimited for HTTP/1.0
+        (the connection then ends with it). No keep-alive, body or request timer runs while
+        the body is produced; a write the client takes nothing of for ``pong_timeout``
+        ends the stream (its client is gone or stuck).
+
+        Returns:
+            Whether the connection may serve another request, and the body bytes sent.
+
+        Raises:
+            h11.LocalProtocolError: the response is malformed (a bug in the caller).
+        """
+        headers = [
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in response.headers
+            if name.lower() not in _TRANSPORT_HEADERS
+        ]
+        head = h11.Response(
+            status_code=response.status, headers=headers, reason=_phrase(response.status).encode()
+        )
+        sink = _ChunkSink(self)
+        await sink.write(_serialise(self._h11, head))
+        await response.body(sink)
+        await sink.write(_serialise(self._h11, h11.EndOfMessage()))
+        reusable = not self._broken and self._h11.our_state is h11.DONE
+        return reusable and self._requests < self._limits.max_requests_per_connection, sink.sent
+
     async def send_error(self, status: int, headers: HeaderPairs = ()) -> None:
         """Answer with a JSON error and close, if a response can still be sent.
 
@@ -404,6 +434,39 @@ class HTTPConnection:
                 await self._stream.send(data)
         except STREAM_ERRORS:
             self._broken = True
+
+
+class _ChunkSink:
+    """The ``StreamSink`` of a native streamed response: each send is one h11 ``Data``."""
+
+    __slots__ = ("_connection", "sent")
+
+    def __init__(self, connection: HTTPConnection) -> None:
+        self._connection = connection
+        self.sent = 0
+
+    async def send(self, data: bytes) -> None:
+        if not data:
+            return
+        self.sent += len(data)
+        await self.write(_serialise(self._connection._h11, h11.Data(data=data)))
+
+    async def write(self, data: bytes) -> None:
+        connection = self._connection
+        if connection._broken:
+            raise ConnectionClosed(1006)
+        try:
+            direct = connection._direct
+            if direct is not None:
+                written = direct.write(data)
+                if written == len(data):
+                    return
+                data = data[written:]
+            with anyio.fail_after(connection._limits.pong_timeout):
+                await connection._stream.send(data)
+        except STREAM_ERRORS:
+            connection._broken = True
+            raise ConnectionClosed(1006) from None
 
 
 class _NeedData:

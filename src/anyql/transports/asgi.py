@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -28,6 +28,7 @@ from ..types import (
     ASGISend,
     HTTPRequest,
     HTTPResponse,
+    HTTPStream,
     RequestInfo,
 )
 
@@ -69,6 +70,10 @@ async def serve_asgi(app: ASGIHost, scope: ASGIScope, receive: ASGIReceive, send
 
 
 #: Apps already warned that they serve without their lifespan.
+#: Connection-specific headers, which HTTP/2 forbids (RFC 9113 8.2.2); the server frames.
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade"}
+)
 _WARNED_NO_LIFESPAN: weakref.WeakSet[ASGIHost] = weakref.WeakSet()
 
 
@@ -136,18 +141,21 @@ async def _serve_http(
         return
     except ConnectionClosed:
         return
-    response: HTTPResponse | None = None
+    response: HTTPResponse | HTTPStream | None = None
     async with anyio.create_task_group() as tasks:
 
         async def answer() -> None:
             nonlocal response
             response = await app.handle_http(HTTPRequest(info, body))
+            if isinstance(response, HTTPStream):
+                with suppress(ConnectionClosed):
+                    await _send_stream(send, response)
             tasks.cancel_scope.cancel()
 
         tasks.start_soon(answer)
         await _wait_for_disconnect(receive)  # the client left: cancel what it asked for
         tasks.cancel_scope.cancel()
-    if response is not None:
+    if isinstance(response, HTTPResponse):
         await _send_response(send, response)
 
 
@@ -182,6 +190,36 @@ async def _send_response(send: ASGISend, response: HTTPResponse) -> None:
         headers.append((b"content-length", str(len(response.body)).encode()))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})
+
+
+class _ASGISink:
+    """The ``StreamSink`` of an ASGI streamed response: each send is a ``more_body`` part."""
+
+    __slots__ = ("_send",)
+
+    def __init__(self, send: ASGISend) -> None:
+        self._send = send
+
+    async def send(self, data: bytes) -> None:
+        try:
+            await self._send({"type": "http.response.body", "body": data, "more_body": True})
+        except OSError as error:  # the server reports a client that left (uvicorn, daphne)
+            raise ConnectionClosed(1006) from error
+
+
+async def _send_stream(send: ASGISend, response: HTTPStream) -> None:
+    """Send ``response``'s head, run its body in this task, then end the body; the server
+    frames it (chunked over HTTP/1.1, a DATA stream over HTTP/2)."""
+    headers = [
+        (k.encode("latin-1"), v.encode("latin-1"))
+        for k, v in response.headers
+        if k.lower() not in _HOP_BY_HOP
+    ]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    sink = _ASGISink(send)
+    await sink.send(b"")  # some servers send the head only with the first body part
+    await response.body(sink)
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 # --- lifespan --------------------------------------------------------------------

@@ -47,7 +47,7 @@ from anyql.transports._native_ws import (
     native_websocket,
 )
 from anyql.transports._watchdog import ShutdownWatchdog
-from anyql.types import HTTPRequest, HTTPResponse, RequestInfo
+from anyql.types import HTTPRequest, HTTPResponse, HTTPStream, RequestInfo
 
 __all__ = ["NativeWebSocket", "ServedApp", "ShutdownHandle", "run", "serve", "serve_connection"]
 
@@ -336,16 +336,25 @@ async def _serve_requests(
         body = await http.read_body(request, error_headers=app.cors_headers(info))
         if body is None:
             return None
-        answered: list[HTTPResponse] = []
+        answered: list[HTTPResponse | HTTPStream] = []
+        streamed: list[tuple[bool, int]] = []
         answering = connections.answering_scope()
         try:
             with answering:
-                await _respond_unless_gone(app, http, HTTPRequest(info=info, body=body), answered)
+                await _respond_unless_gone(
+                    app, http, HTTPRequest(info=info, body=body), answered, streamed
+                )
         finally:
             connections.forget(answering)
         # An answer that exists is sent, also when the grace ran out as it finished (a
         # shielded mutation): a 503 would invite the client to run it again.
         response = answered[0] if answered else None
+        if isinstance(response, HTTPStream):  # sent while it ran
+            reusable, size = streamed[0] if streamed else (False, 0)
+            _log_access(info, request, response.status, size, started)
+            if not reusable:
+                return None
+            continue
         if response is None and answering.cancelled_caught:  # the grace ran out first
             cut = transport_error_response(503, "Server is shutting down")
             await http.send_response(cut, close=True)
@@ -382,10 +391,16 @@ def _log_access(
 
 
 async def _respond_unless_gone(
-    app: ServedApp, http: HTTPConnection, request: HTTPRequest, answered: list[HTTPResponse]
+    app: ServedApp,
+    http: HTTPConnection,
+    request: HTTPRequest,
+    answered: list[HTTPResponse | HTTPStream],
+    streamed: list[tuple[bool, int]],
 ) -> None:
     """Append the app's answer to ``answered``, unless the peer closes first: then the
     answering is cancelled (what the app shields, a mutation by default, still finishes).
+    A streamed answer is sent here, while its body runs; ``streamed`` gets whether the
+    connection may go on and the body's size (nothing when the stream was cut).
 
     The answer runs in a child task, so context variables the app sets while answering
     (a request id, the user) start fresh with every request of a keep-alive connection.
@@ -393,7 +408,15 @@ async def _respond_unless_gone(
     async with anyio.create_task_group() as tasks:
 
         async def answer() -> None:
-            answered.append(await _respond(app, request))
+            response = await _respond(app, request)
+            answered.append(response)
+            if isinstance(response, HTTPStream):
+                try:
+                    streamed.append(await http.send_stream(response))
+                except ConnectionClosed:
+                    pass
+                except Exception:
+                    logger.exception("anyql: a streamed answer to %s failed", request.info.peer)
             tasks.cancel_scope.cancel()
 
         tasks.start_soon(answer)
@@ -401,7 +424,7 @@ async def _respond_unless_gone(
         tasks.cancel_scope.cancel()
 
 
-async def _respond(app: ServedApp, request: HTTPRequest) -> HTTPResponse:
+async def _respond(app: ServedApp, request: HTTPRequest) -> HTTPResponse | HTTPStream:
     try:
         return await app.handle_http(request)
     except HTTPError as exc:

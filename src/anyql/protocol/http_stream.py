@@ -1,0 +1,158 @@
+"""The sans-IO framing of subscriptions over plain HTTP: Server-Sent Events (graphql-sse, both
+modes) and Apollo's multipart subscriptions.
+
+Owns ``StreamFraming`` and its three framings: ``SSEDistinct`` (one operation per
+response: ``next`` events carry the result, ``complete`` ends it), ``SSESingle`` (one
+stream for many operations: events carry ``{"id", "payload"}``) and ``Multipart``
+(``multipart/mixed; boundary="graphql"; subscriptionSpec=1.0``: one part per result as
+``{"payload": ...}``, ``{}`` heartbeats, transport errors as ``{"payload": null, "errors"}``,
+the closing boundary at the end). A framing only turns results into bytes: every result
+arrives encoded once as UTF-8 JSON (a shared subscription's hub encodes it for every
+subscriber) and the framing splices its envelope around it (``envelope``), as the
+WebSocket machines do. Imports only the standard library and orjson; no anyio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import orjson
+
+__all__ = [
+    "EVENT_STREAM",
+    "MULTIPART_SUBSCRIPTION",
+    "Multipart",
+    "SSEDistinct",
+    "SSESingle",
+    "StreamFraming",
+]
+
+EVENT_STREAM: Final = "text/event-stream"
+#: The response type of a multipart subscription, as Apollo Router and Strawberry send it.
+MULTIPART_SUBSCRIPTION: Final = 'multipart/mixed; boundary="graphql"; subscriptionSpec="1.0"'
+
+#: Headers every stream response gets: no cache may hold it, no proxy may buffer it.
+_STREAM_HEADERS: Final = (("cache-control", "no-cache"), ("x-accel-buffering", "no"))
+_PART_HEAD: Final = b"\r\n--graphql\r\ncontent-type: application/json; charset=utf-8\r\n\r\n"
+
+
+class StreamFraming:
+    """How one kind of HTTP stream frames results; a frozen value with no state.
+
+    ``envelope(id)`` returns the bytes before and after an encoded result, so a result
+    encoded once can be framed for any subscriber; ``complete``, ``error``, ``fail``,
+    ``keep_alive``, ``interrupted`` and ``end`` give whole frames (``b""`` when the framing
+    has none).
+    """
+
+    #: The response's ``content-type``.
+    content_type: str = ""
+    #: Whether each frame names its operation (several operations share the stream).
+    multiplexed: bool = False
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """The response headers: the content type, then no-cache and no-buffering."""
+        return (("content-type", self.content_type), *_STREAM_HEADERS)
+
+    def envelope(self, id: str) -> tuple[bytes, bytes]:
+        """The bytes around a ``next`` result of operation ``id``."""
+        raise NotImplementedError
+
+    def next(self, id: str, payload: bytes) -> bytes:
+        """A whole ``next`` frame for ``payload`` (an encoded GraphQL result)."""
+        before, after = self.envelope(id)
+        return before + payload + after
+
+    def complete(self, id: str) -> bytes:
+        """The frame that ends operation ``id`` normally."""
+        raise NotImplementedError
+
+    def error(self, id: str, errors: Sequence[Mapping[str, Any]]) -> bytes:
+        """The frames that end operation ``id`` with GraphQL ``errors`` and no data
+        (validation, a source that failed to start): a result, then the end."""
+        return self.next(id, orjson.dumps({"errors": list(errors)})) + self.complete(id)
+
+    def fail(self, id: str, errors: Sequence[Mapping[str, Any]]) -> bytes:
+        """The frames that end operation ``id`` for a reason outside GraphQL (an internal
+        error, a slow consumer, shutdown); SSE has no other way than ``error``."""
+        return self.error(id, errors)
+
+    def opening(self) -> bytes:
+        """What goes out as soon as the stream is accepted (so every proxy sends the head)."""
+        return b""
+
+    def keep_alive(self) -> bytes:
+        """What keeps an idle stream open through proxies."""
+        raise NotImplementedError
+
+    def interrupted(self, errors: Sequence[Mapping[str, Any]], retry_ms: int) -> bytes:
+        """The last frames of a stream the server cuts short (a drain, shutdown, a slow
+        consumer): SSE sends a reconnection delay and no ``complete`` (so the client
+        reconnects, after ``retry_ms``); multipart a transport error, then the end."""
+        raise NotImplementedError
+
+    def end(self) -> bytes:
+        """The last bytes of the stream."""
+        return b""
+
+
+class _SSE(StreamFraming):
+    content_type = f"{EVENT_STREAM}; charset=utf-8"
+
+    def opening(self) -> bytes:
+        return b":\n\n"
+
+    def keep_alive(self) -> bytes:
+        return b":\n\n"
+
+    def interrupted(self, errors: Sequence[Mapping[str, Any]], retry_ms: int) -> bytes:
+        return b"retry: %d\n\n" % retry_ms
+
+
+class SSEDistinct(_SSE):
+    """graphql-sse's distinct connections mode: the response carries one operation."""
+
+    def envelope(self, id: str) -> tuple[bytes, bytes]:
+        return b"event: next\ndata: ", b"\n\n"
+
+    def complete(self, id: str) -> bytes:
+        # The empty data field makes a browser's EventSource dispatch the event.
+        return b"event: complete\ndata: \n\n"
+
+
+class SSESingle(_SSE):
+    """graphql-sse's single connection mode: events carry the operation's id."""
+
+    multiplexed = True
+
+    def envelope(self, id: str) -> tuple[bytes, bytes]:
+        return b'event: next\ndata: {"id":' + orjson.dumps(id) + b',"payload":', b"}\n\n"
+
+    def complete(self, id: str) -> bytes:
+        return b'event: complete\ndata: {"id":' + orjson.dumps(id) + b"}\n\n"
+
+
+class Multipart(StreamFraming):
+    """Apollo's multipart subscriptions (``subscriptionSpec=1.0``): one JSON part per result."""
+
+    content_type = MULTIPART_SUBSCRIPTION
+
+    def envelope(self, id: str) -> tuple[bytes, bytes]:
+        return _PART_HEAD + b'{"payload":', b"}"
+
+    def complete(self, id: str) -> bytes:
+        return b""  # the closing boundary (``end``) ends the one operation
+
+    def fail(self, id: str, errors: Sequence[Mapping[str, Any]]) -> bytes:
+        return _PART_HEAD + orjson.dumps({"payload": None, "errors": list(errors)})
+
+    def keep_alive(self) -> bytes:
+        return _PART_HEAD + b"{}"
+
+    def interrupted(self, errors: Sequence[Mapping[str, Any]], retry_ms: int) -> bytes:
+        return self.fail("", errors) + self.end()
+
+    def end(self) -> bytes:
+        return b"\r\n--graphql--\r\n"

@@ -1,0 +1,334 @@
+"""The HTTP stream driver: GraphQL operations streamed over one SSE or multipart response.
+
+Owns ``StreamSession``. Theory of operation: a stream session is the body of one
+``HTTPStream``; the transport awaits ``run(sink)`` in the request's own task and cancels it
+when the client goes away. Like a WebSocket session it holds a task group with one child
+task per running operation, each inside its own cancel scope (a shared subscription has
+none: its hub calls it), and a bounded ``Outbox`` of frames tagged with their ``Owner``, so
+the slow-consumer policies, shared subscriptions (each event encoded once; only the
+envelope, from the ``StreamFraming``, differs) and the cancellation guarantees are the same.
+The session's own task is the writer: it drains the outbox to the sink and, when the stream
+has been idle for ``Limits.stream_keep_alive_interval``, writes a keep-alive. A stream
+for one operation (SSE distinct connections, multipart) ends when that operation ends; a
+single-connection SSE stream runs until the client closes it, taking operations from
+``start`` (``anyql.reservations``). Shutdown and the drain reach a stream through
+``RunningServer.watch``: SSE streams end with a randomised ``retry:`` (the client
+reconnects elsewhere), multipart ones with a transport error.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import time
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+
+from .errors import ConnectionClosed, RequestError, SlowConsumer, SourceError
+from .execution import encode_json_bytes
+from .fanout import Subscriber
+from .outbox import Outbox, Owner
+from .ports import SessionHost
+from .protocol.http_stream import StreamFraming
+from .types import RequestInfo, SlowConsumerPolicy, StreamSink
+
+if TYPE_CHECKING:
+    from .execution import FormattedError, PreparedOperation
+
+__all__ = ["StreamSession", "policy_for"]
+
+logger = logging.getLogger("anyql.streams")
+
+INTERNAL_ERROR: tuple[FormattedError, ...] = ({"message": "Internal server error"},)
+GOING_AWAY: tuple[FormattedError, ...] = ({"message": "Server is shutting down"},)
+SLOW_CONSUMER: tuple[FormattedError, ...] = ({"message": "Slow consumer"},)
+#: How long a closing stream waits for what is queued to go out.
+CLOSE_FLUSH_TIMEOUT = 1.0
+#: The ``retry:`` hint (milliseconds) of a stream ended by a drain: spread, not at once.
+DRAIN_RETRY_MS = (500, 3000)
+#: The ``retry:`` hint of a stream ended as a slow consumer: long enough not to loop.
+SLOW_CONSUMER_RETRY_MS = (10_000, 20_000)
+
+
+def policy_for(app: SessionHost, prepared: PreparedOperation) -> SlowConsumerPolicy:
+    """The slow-consumer policy of ``prepared``: its field's own, else the app's default
+    for shared or unshared subscriptions."""
+    settings = app.settings
+    options = app.schema.field_options(prepared.root_field) if prepared.root_field else None
+    if options is not None and options.slow_consumer is not None:
+        return options.slow_consumer
+    if options is not None and options.shared:
+        return settings.shared_slow_consumer
+    return settings.slow_consumer
+
+
+class StreamState(enum.Enum):
+    """Where a stream stands; ``_end`` makes the only transitions (from OPEN)."""
+
+    OPEN = "open"
+    #: Ending: what is queued goes out, then the last frames.
+    ENDING = "ending"
+    #: The client is gone: nothing more is written.
+    LOST = "lost"
+
+
+class StreamSession:
+    """One streamed response carrying one operation, or many (single-connection SSE).
+
+    Args:
+        app: the application (engine, schema, limits, settings, running server).
+        framing: how results are framed.
+        info: the request that opened the stream (for logs).
+        single_operation: end the stream when its one operation ends.
+    """
+
+    def __init__(
+        self,
+        app: SessionHost,
+        framing: StreamFraming,
+        info: RequestInfo,
+        *,
+        single_operation: bool,
+    ) -> None:
+        self.app = app
+        self.limits = app.limits
+        self.framing = framing
+        self.info = info
+        self.single_operation = single_operation
+        self.outbox = Outbox(
+            self.limits.send_buffer_messages, self.limits.send_buffer_bytes, self._wake
+        )
+        self.operations: dict[str, Owner] = {}
+        self.state = StreamState.OPEN
+        #: The frames that end the stream, once the state is ENDING.
+        self._last: bytes = b""
+        self._ready = anyio.Event()
+        self._pending: list[tuple[str, PreparedOperation, Any]] = []
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    # --- lifetime ------------------------------------------------------------------
+
+    async def run(self, sink: StreamSink) -> None:
+        """Write the stream to ``sink`` until it ends or the client goes away."""
+        handle = self.app.server
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                if handle is not None:
+                    handle.watch(self, self._going_away)
+                    handle.track(self, self.describe)
+                pending, self._pending = self._pending, []
+                for id, prepared, context in pending:
+                    self._launch(id, prepared, context)
+                try:
+                    await sink.send(self.framing.opening())
+                    await self._write_until_ended(sink)
+                except ConnectionClosed:
+                    self.state = StreamState.LOST
+                self._cancel_operations()
+                tg.cancel_scope.cancel()
+        finally:
+            self.state = StreamState.LOST
+            if handle is not None:
+                handle.unwatch(self)
+                handle.untrack(self)
+            self._cancel_operations()
+
+    def start(self, id: str, prepared: PreparedOperation, context: Any) -> None:
+        """Run operation ``id`` on this stream (queued until ``run`` begins).
+
+        Raises:
+            ValueError: an operation with this id is still running.
+        """
+        if id in self.operations or any(p[0] == id for p in self._pending):
+            raise ValueError(id)
+        if self._tg is None:
+            self._pending.append((id, prepared, context))
+        else:
+            self._launch(id, prepared, context)
+
+    def stop(self, id: str) -> bool:
+        """Cancel operation ``id`` (the client's ``DELETE``); False if it is not running."""
+        for index, pending in enumerate(self._pending):
+            if pending[0] == id:
+                del self._pending[index]
+                return True
+        owner = self.operations.pop(id, None)
+        if owner is None:
+            return False
+        owner.cancel()
+        return True
+
+    @property
+    def operation_count(self) -> int:
+        """Operations running or waiting for the stream to open."""
+        return len(self.operations) + len(self._pending)
+
+    def describe(self) -> list[str]:
+        """One line per running operation, for the shutdown watchdog (any thread)."""
+        now = time.monotonic()
+        return [
+            f"operation {owner.id!r} ({owner.label}) on a stream to {self.info.peer},"
+            f" running for {now - owner.started:.1f} s"
+            for owner in list(self.operations.values())
+        ]
+
+    def _cancel_operations(self) -> None:
+        for owner in list(self.operations.values()):
+            owner.cancel()
+
+    def _end(self, last: bytes) -> None:
+        """End the stream after what is queued, with ``last`` (from OPEN only)."""
+        if self.state is not StreamState.OPEN:
+            return
+        self.state = StreamState.ENDING
+        self._last = last
+        self._wake()
+
+    def _going_away(self) -> None:
+        self._cancel_operations()
+        self._end(self.framing.interrupted(GOING_AWAY, random.randint(*DRAIN_RETRY_MS)))
+
+    # --- writing -------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        self._ready.set()
+
+    async def _write_until_ended(self, sink: StreamSink) -> None:
+        interval = self.limits.stream_keep_alive_interval
+        while True:
+            items = self.outbox.take()
+            if items:
+                await sink.send(
+                    b"".join(i.data for i in items if i.owner is None or not i.owner.cancelled)
+                )
+                continue
+            if self.state is not StreamState.OPEN:
+                await sink.send(self._last)
+                return
+            self._ready = anyio.Event()
+            if interval > 0:
+                with anyio.move_on_after(interval) as idle:
+                    await self._ready.wait()
+                if idle.cancelled_caught:
+                    await sink.send(self.framing.keep_alive())
+            else:
+                await self._ready.wait()
+
+    # --- operations ----------------------------------------------------------------
+
+    def _launch(self, id: str, prepared: PreparedOperation, context: Any) -> None:
+        assert self._tg is not None
+        owner = Owner(id, label=prepared.root_field or prepared.operation_type)
+        self.operations[id] = owner
+        if not self._attach_shared(owner, prepared, context):
+            owner.scope = anyio.CancelScope()
+            self._tg.start_soon(self._run_operation, owner, owner.scope, prepared, context)
+
+    async def _run_operation(
+        self, owner: Owner, scope: anyio.CancelScope, prepared: PreparedOperation, context: Any
+    ) -> None:
+        try:
+            with scope:
+                await self._operate(owner, prepared, context)
+        except SlowConsumer:
+            self._close_slow_consumer(owner)
+        except Exception:
+            logger.exception("operation %r on a stream failed", owner.id)
+            await self._emit(owner, self.framing.fail(owner.id, INTERNAL_ERROR))
+        finally:
+            self._operation_ended(owner)
+
+    def _operation_ended(self, owner: Owner) -> None:
+        if self.operations.get(owner.id) is owner:
+            del self.operations[owner.id]
+        if self.single_operation:
+            self._end(self.framing.end())
+
+    async def _operate(self, owner: Owner, prepared: PreparedOperation, context: Any) -> None:
+        engine = self.app.engine
+        framing = self.framing
+        try:
+            if prepared.operation_type == "subscription":
+                policy = policy_for(self.app, prepared)
+                async with engine.subscribe(prepared, context=context) as results:
+                    async for result in results:
+                        await self._emit_next(owner, encode_json_bytes(result), policy)
+            elif (
+                prepared.operation_type == "mutation"
+                and not self.app.settings.cancel_mutations_on_disconnect
+            ):
+                with anyio.CancelScope(shield=True):  # as over plain HTTP: no half mutation
+                    result = await engine.execute(prepared, context=context, peer=self.info.peer)
+                await self._emit_next(owner, encode_json_bytes(result))
+            else:
+                result = await engine.execute(prepared, context=context, peer=self.info.peer)
+                await self._emit_next(owner, encode_json_bytes(result))
+        except (RequestError, SourceError) as error:
+            await self._emit(owner, framing.error(owner.id, error.errors))
+            return
+        await self._emit(owner, framing.complete(owner.id))
+
+    def _attach_shared(self, owner: Owner, prepared: PreparedOperation, context: Any) -> bool:
+        server = self.app.server
+        if prepared.operation_type != "subscription" or server is None:
+            return False
+        key = self.app.engine.share_key(prepared)
+        if key is None:
+            return False
+        policy = policy_for(self.app, prepared)
+        before, after = self.framing.envelope(owner.id)
+
+        def deliver(payload: bytes) -> bool:
+            if owner.cancelled:
+                return False
+            try:
+                self.outbox.offer(before + payload + after, owner=owner, policy=policy)
+            except SlowConsumer:
+                self._close_slow_consumer(owner)
+                return False
+            return self.state is StreamState.OPEN
+
+        def ended(errors: tuple[FormattedError, ...] | None) -> None:
+            if not owner.cancelled:
+                framing = self.framing
+                end = (
+                    framing.complete(owner.id)
+                    if errors is None
+                    else framing.error(owner.id, errors)
+                )
+                if end:
+                    self.outbox.push(end)
+            self._operation_ended(owner)
+
+        subscriber = Subscriber(deliver, ended)
+        hub = server.fanout.attach(key, prepared, context, subscriber)
+        owner.on_cancel = partial(hub.detach, subscriber)
+        return True
+
+    def _close_slow_consumer(self, owner: Owner) -> None:
+        logger.warning("closing a slow stream consumer: %s, operation %r", self.info.peer, owner.id)
+        self.outbox.take()  # the client is not reading: what is queued is dropped
+        self._cancel_operations()
+        retry_ms = random.randint(*SLOW_CONSUMER_RETRY_MS)
+        self._end(self.framing.interrupted(SLOW_CONSUMER, retry_ms))
+
+    async def _emit(self, owner: Owner, frame: bytes) -> None:
+        """Queue ``frame`` of a live operation; nothing once it is cancelled."""
+        if owner.cancelled or not frame:
+            await anyio.lowlevel.checkpoint()
+            return
+        await self.outbox.put(frame, owner=owner)
+
+    async def _emit_next(
+        self, owner: Owner, payload: bytes, policy: SlowConsumerPolicy = "block"
+    ) -> None:
+        if owner.cancelled:
+            await anyio.lowlevel.checkpoint()
+            return
+        frame = self.framing.next(owner.id, payload)
+        await self.outbox.put(frame, owner=owner, policy=policy, droppable=True)
