@@ -11,6 +11,12 @@ The page runs GraphiQL 4 as UMD bundles on React 18 (React 19 ships no UMD build
 GraphiQL 5 is ESM only). ``GraphiQL.createFetcher`` sends queries and mutations to the page's
 own URL (POST, ``application/json``) and subscriptions to the same path over ``ws:``/``wss:``
 with graphql-transport-ws; the graphql-ws client is bundled inside ``graphiql.min.js``.
+With ``sse=True`` (``Settings.graphiql_sse``) the page wraps that fetcher in its own, written
+inline, which sends subscriptions over Server-Sent Events instead: one ``POST`` per
+subscription with ``Accept: text/event-stream`` (graphql-sse's distinct connections mode),
+the response's event stream parsed in the page (``next`` events are results, ``complete``
+ends it) and handed to GraphiQL as an async iterable; Stop aborts the request, which ends
+the operation on the server. No WebSocket is opened and no further asset is loaded.
 
 By default the assets come from a public CDN, pinned and checked with Subresource Integrity.
 With a custom base URL (``assets_url="/static/graphiql"`` or a full URL), the page expects
@@ -103,6 +109,123 @@ _BOOT_SCRIPT: Final = """\
   root.render(React.createElement(GraphiQL, {fetcher: fetcher}));
 })();"""
 
+# The same page with subscriptions over SSE (distinct connections mode). GraphiQL reads the
+# iterable with ``for await`` and its Stop button calls ``return()`` on it: that aborts the
+# fetch first, so the generator, waiting on the socket, ends at once instead of at the next
+# event. An answer that is not an event stream (a refusal before streaming: 400, 406, 503)
+# is shown as it came; a stream that ends without ``complete`` (a drain's ``retry:`` hint)
+# is an error.
+_SSE_BOOT_SCRIPT: Final = """\
+(function () {
+  var endpoint = new URL(window.location.href);
+  endpoint.search = "";
+  endpoint.hash = "";
+  var http = GraphiQL.createFetcher({url: endpoint.href});
+
+  // The operation that runs: the one named, or the only one (GraphQL's own rule).
+  function isSubscription(ast, name) {
+    var operations = ast.definitions.filter(function (definition) {
+      return definition.kind === "OperationDefinition";
+    });
+    var chosen = operations.filter(function (operation) {
+      return name ? operation.name && operation.name.value === name : operations.length === 1;
+    })[0];
+    return chosen !== undefined && chosen.operation === "subscription";
+  }
+
+  async function* events(params, headers, controller) {
+    var finished = false;
+    try {
+      var response = await fetch(endpoint.href, {
+        method: "POST",
+        headers: Object.assign(
+          {"content-type": "application/json", accept: "text/event-stream"}, headers
+        ),
+        body: JSON.stringify(params),
+        signal: controller.signal,
+      });
+      var type = response.headers.get("content-type") || "";
+      if (!type.toLowerCase().startsWith("text/event-stream")) {
+        var text = await response.text();
+        var answer;
+        try {
+          answer = JSON.parse(text);
+        } catch (_) {
+          throw new Error(response.status + " " + response.statusText + ": " + text);
+        }
+        finished = true;
+        yield answer;
+        return;
+      }
+      // The event stream format of the HTML standard: lines end with CRLF, LF or CR; a
+      // blank line dispatches the event; ":" starts a comment; one space after the colon
+      // is dropped; data lines join with LF.
+      var reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      var buffer = "";
+      var event = "";
+      var data = [];
+      for (;;) {
+        var chunk = await reader.read();
+        if (chunk.done) break;
+        buffer += chunk.value;
+        for (;;) {
+          var end = buffer.search(/[\\r\\n]/);
+          if (end < 0 || (end === buffer.length - 1 && buffer[end] === "\\r")) break;
+          var line = buffer.slice(0, end);
+          buffer = buffer.slice(buffer.startsWith("\\r\\n", end) ? end + 2 : end + 1);
+          if (line === "") {
+            if (event === "complete") {
+              finished = true; // the server ends the response after this event
+              return;
+            }
+            if (event === "next" && data.length > 0) yield JSON.parse(data.join("\\n"));
+            event = "";
+            data = [];
+          } else if (line[0] !== ":") {
+            var colon = line.indexOf(":");
+            var field = colon < 0 ? line : line.slice(0, colon);
+            var value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+            if (field === "event") event = value;
+            else if (field === "data") data.push(value);
+          }
+        }
+      }
+      throw new Error("The event stream ended before the subscription completed");
+    } catch (error) {
+      if (!controller.signal.aborted) throw error;
+    } finally {
+      if (!finished) controller.abort(); // a stopped or broken stream: end the request
+    }
+  }
+
+  function subscribe(params, headers) {
+    var controller = new AbortController();
+    var results = events(params, headers || {}, controller);
+    return {
+      [Symbol.asyncIterator]: function () {
+        return this;
+      },
+      next: function () {
+        return results.next();
+      },
+      return: function () {
+        controller.abort();
+        return results.return();
+      },
+    };
+  }
+
+  var fetcher = function (params, options) {
+    var ast = options && options.documentAST;
+    if (ast && isSubscription(ast, params.operationName)) {
+      return subscribe(params, options.headers);
+    }
+    return http(params, options);
+  };
+  var root = ReactDOM.createRoot(document.getElementById("graphiql"));
+  root.render(React.createElement(GraphiQL, {fetcher: fetcher}));
+})();"""
+
 _PAGE: Final = """\
 <!doctype html>
 <html lang="en">
@@ -137,13 +260,17 @@ def _asset_tag(asset: Asset, assets_url: str | None) -> str:
     return f'<script src="{escape(url)}"{pinned}></script>'
 
 
-def render_graphiql(*, assets_url: str | None = None, title: str = "anyql") -> str:
+def render_graphiql(
+    *, assets_url: str | None = None, title: str = "anyql", sse: bool = False
+) -> str:
     """Return the GraphiQL page as HTML text.
 
     Args:
         assets_url: base URL holding the four files of ``ASSET_SOURCES`` under their
             ``name``; None loads pinned versions from ``DEFAULT_CDN`` with integrity checks.
         title: the page title (HTML-escaped here).
+        sse: subscriptions over Server-Sent Events (distinct connections mode) instead of
+            a graphql-transport-ws WebSocket.
 
     Returns:
         A complete HTML5 document.
@@ -153,7 +280,7 @@ def render_graphiql(*, assets_url: str | None = None, title: str = "anyql") -> s
         title=escape(title),
         stylesheet=stylesheet,
         scripts="\n".join(scripts),
-        boot=_BOOT_SCRIPT,
+        boot=_SSE_BOOT_SCRIPT if sse else _BOOT_SCRIPT,
     )
 
 
@@ -194,14 +321,17 @@ def html_response(page: str) -> HTTPResponse:
     return HTTPResponse(200, headers, page.encode("utf-8"))
 
 
-def graphiql_response(*, assets_url: str | None = None, title: str = "anyql") -> HTTPResponse:
+def graphiql_response(
+    *, assets_url: str | None = None, title: str = "anyql", sse: bool = False
+) -> HTTPResponse:
     """The GraphiQL page as a response (``render_graphiql`` in ``html_response``).
 
     Args:
         assets_url: base URL of self-hosted assets, or None for the pinned CDN ones.
         title: the page title.
+        sse: subscriptions over Server-Sent Events instead of a WebSocket.
 
     Returns:
         A 200 ``text/html; charset=utf-8`` response.
     """
-    return html_response(render_graphiql(assets_url=assets_url, title=title))
+    return html_response(render_graphiql(assets_url=assets_url, title=title, sse=sse))

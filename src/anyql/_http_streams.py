@@ -19,11 +19,15 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qs
 
+import anyio
+import orjson
+
 from . import http
 from ._media import match, parse_accept
+from ._stream_relay import RELAY_TIMEOUT, StreamRelay
 from .errors import HTTPError, RequestError
 from .protocol.http_stream import Multipart, SSEDistinct, SSESingle, StreamFraming
-from .reservations import Reservation, Reservations
+from .reservations import PROCESS_PREFIX, Reservation, Reservations
 from .streams import DRAIN_RETRY_MS, StreamSession
 from .types import HTTPRequest, HTTPResponse, HTTPStream, RequestInfo, StreamSink
 
@@ -80,6 +84,8 @@ class HTTPStreams:
     def __init__(self, app: GraphQL) -> None:
         self.app = app
         self.reservations = Reservations(app.limits)
+        #: Set while the app runs with a broadcast shared between processes (Redis).
+        self.relay: StreamRelay | None = None
 
     # --- distinct connections mode, multipart ------------------------------------
 
@@ -114,10 +120,13 @@ class HTTPStreams:
 
     # --- single connection mode ----------------------------------------------------
 
-    async def single(self, request: HTTPRequest, token: str | None) -> HTTPResponse | HTTPStream:
+    async def single(
+        self, request: HTTPRequest, token: str | None, hops: int = 0
+    ) -> HTTPResponse | HTTPStream:
         """Answer a request of single connection mode: ``PUT`` reserves, a stream request
         with the token opens, ``DELETE`` stops one operation, other requests with the
-        token run one."""
+        token run one. With a relay, a token held by another process is passed on to it
+        (``hops`` counts how often this request was already)."""
         info = request.info
         try:
             if info.method == "PUT":
@@ -126,13 +135,62 @@ class HTTPStreams:
                 raise _refusal(
                     400, f"{info.method} needs a stream token ({TOKEN_HEADER} or ?token=)"
                 )
+            opening = http.negotiate_stream(info.header_map) == "sse"
+            if opening and info.method in ("GET", "POST"):
+                return await self._open(request, token)
+            relayed = await self._relay_request(request, token, hops)
+            if relayed is not None:
+                return relayed
             if info.method == "DELETE":
                 return self._stop(info, token)
-            if http.negotiate_stream(info.header_map) == "sse" and info.method in ("GET", "POST"):
-                return self._open(info, token)
             return await self._operate(request, token)
         except HTTPError as error:
             return self._with_cors(info, http.error_response(error))
+
+    # --- across processes ----------------------------------------------------------
+
+    async def _relay_request(
+        self, request: HTTPRequest, token: str, hops: int
+    ) -> HTTPResponse | None:
+        """The answer of the process holding ``token``'s stream, or None to answer here."""
+        relay = self.relay
+        if relay is None or hops >= 2:
+            return None
+        reservation = self.reservations.get(token)
+        if reservation is not None and reservation.moved_to is None:
+            return None  # held here
+        target = (
+            reservation.moved_to if reservation is not None else self.reservations.maker_of(token)
+        )
+        if target is None:
+            return None
+        answer = await relay.ask(target, "request", request, token, hops + 1)
+        if answer is None and reservation is not None:
+            self.reservations.release(reservation)  # its holder is gone
+        return answer
+
+    async def answer_relayed(
+        self, kind: str, request: HTTPRequest | None, token: str, hops: int
+    ) -> HTTPResponse | None:
+        """Answer a question another process relayed here (``_stream_relay``)."""
+        reservation = self.reservations.get(token)
+        if kind == "released":
+            if reservation is not None and reservation.moved_to is not None:
+                self.reservations.release(reservation)
+            return None
+        assert request is not None
+        if kind == "claim":
+            if reservation is None or reservation.maker is not None:
+                return http.error_response(_refusal(404, _UNKNOWN_TOKEN))
+            if reservation.opened:
+                return http.error_response(
+                    _refusal(409, "This reservation's stream is already open")
+                )
+            reservation.opened = True
+            reservation.moved_to = request.info.header("x-anyql-relay-from") or "?"
+            return HTTPResponse(200)
+        answer = await self.single(request, token, hops)
+        return answer if isinstance(answer, HTTPResponse) else None
 
     async def _reserve(self, request: HTTPRequest) -> HTTPResponse:
         app = self.app
@@ -166,22 +224,48 @@ class HTTPStreams:
             raise _refusal(404, _UNKNOWN_TOKEN)
         return reservation
 
-    def _open(self, info: RequestInfo, token: str) -> HTTPResponse | HTTPStream:
-        reservation = self._reservation(token)
-        if reservation.opened:
-            raise _refusal(409, "This reservation's stream is already open")
+    async def _open(self, request: HTTPRequest, token: str) -> HTTPResponse | HTTPStream:
+        info = request.info
         full = self._full(info)
         if full is not None:
             raise full
+        reservation = self.reservations.get(token)
+        maker = self.reservations.maker_of(token)
+        if reservation is None and maker is not None and self.relay is not None:
+            reservation = await self._claim(request, token, maker)
+        elif reservation is None:
+            raise _refusal(404, _UNKNOWN_TOKEN)
+        elif reservation.opened:  # here, or at another process (``moved_to``)
+            raise _refusal(409, "This reservation's stream is already open")
         reservation.opened = True
+        relay = self.relay
 
         async def run(sink: StreamSink) -> None:
             try:
                 await reservation.session.run(sink)
             finally:
                 self.reservations.release(reservation)
+                if reservation.maker is not None and relay is not None:
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(RELAY_TIMEOUT):
+                        await relay.tell(reservation.maker, "released", token)
 
         return self._stream(info, _SSE_SINGLE, self._counted(run))
+
+    async def _claim(self, request: HTTPRequest, token: str, maker: str) -> Reservation:
+        """Take over, from the process that made it, a reservation whose stream opens here."""
+        assert self.relay is not None
+        info = request.info
+        claim = HTTPRequest(
+            RequestInfo(info.method, info.path, b"", (("x-anyql-relay-from", PROCESS_PREFIX),)),
+        )
+        answer = await self.relay.ask(maker, "claim", claim, token)
+        if answer is None:
+            raise _refusal(404, _UNKNOWN_TOKEN)
+        if answer.status != 200:
+            raise _refusal(answer.status, _message_of(answer))
+        session = StreamSession(self.app, _SSE_SINGLE, info, single_operation=False)
+        client = client_address(info, self.app.settings.trusted_proxies)
+        return self.reservations.adopt(token, client, session, maker)
 
     def _stop(self, info: RequestInfo, token: str) -> HTTPResponse:
         reservation = self._reservation(token)
@@ -294,6 +378,14 @@ def _ended_with(frames: bytes) -> Callable[[StreamSink], Awaitable[None]]:
         await sink.send(frames)
 
     return body
+
+
+def _message_of(response: HTTPResponse) -> str:
+    """The first error message of a JSON error answer (a relayed refusal)."""
+    try:
+        return str(orjson.loads(response.body)["errors"][0]["message"])
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+        return "Refused by the process that holds the reservation"
 
 
 def _is_subscription(app: GraphQL, parsed: http.ParsedRequest) -> bool:

@@ -22,6 +22,7 @@ import anyio
 
 from . import cors, http
 from ._http_streams import HTTPStreams, stream_token
+from ._stream_relay import StreamRelay
 from .context import Accepted, Connection, Context
 from .errors import HTTPError, RequestError
 from .execution import Engine
@@ -464,8 +465,13 @@ class GraphQL:
             handle = ServerHandle(task_group, Fanout(self.engine, task_group), self.limits)
             self._handle = handle
             try:
+                if getattr(self.broadcast, "shared_between_processes", False):
+                    relay = StreamRelay(self.broadcast, self.streams.answer_relayed)
+                    await task_group.start(relay.serve)
+                    self.streams.relay = relay
                 yield handle
             finally:
+                self.streams.relay = None
                 handle.shutdown()
                 self._handle = None
                 task_group.cancel_scope.cancel()
@@ -580,6 +586,7 @@ class GraphQL:
             max_batch=self.limits.max_batch,
             graphiql=settings.graphiql,
             graphiql_assets_url=settings.graphiql_assets_url,
+            graphiql_sse=settings.graphiql_sse,
             cors=self.cors,
             require_preflight_header=settings.require_preflight_header,
         )

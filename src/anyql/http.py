@@ -128,7 +128,8 @@ class GraphQLHTTP:
     ``batching`` accepts a JSON list of at most ``max_batch`` operations in a POST body.
     ``graphiql``: True answers a browser's GET with the GraphiQL page (its assets from
     ``graphiql_assets_url``, or the pinned CDN when None), False never, a callable
-    ``(RequestInfo) -> str`` returns the page's HTML itself. ``cors``: which origins get
+    ``(RequestInfo) -> str`` returns the page's HTML itself; ``graphiql_sse``: our page
+    sends subscriptions over SSE instead of a WebSocket. ``cors``: which origins get
     preflights answered and CORS headers (off by default). ``require_preflight_header``
     refuses (400) a GET a page could send cross-site without a preflight.
     """
@@ -137,6 +138,7 @@ class GraphQLHTTP:
     max_batch: int = 10
     graphiql: bool | Callable[[RequestInfo], str] = False
     graphiql_assets_url: str | None = None
+    graphiql_sse: bool = False
     cors: CORSPolicy = field(default_factory=CORSPolicy)
     require_preflight_header: bool = False
 
@@ -220,7 +222,7 @@ class GraphQLHTTP:
     def _graphiql_page(self, info: RequestInfo) -> HTTPResponse:
         if callable(self.graphiql):
             return html_response(self.graphiql(info))
-        return graphiql_response(assets_url=self.graphiql_assets_url)
+        return graphiql_response(assets_url=self.graphiql_assets_url, sse=self.graphiql_sse)
 
     def _with_cors(self, response: HTTPResponse, origin: str | None) -> HTTPResponse:
         return add_cors_headers(response, {} if origin is None else {"origin": origin}, self.cors)

@@ -38,6 +38,10 @@ class Reservation:
     expires: float
     opened: bool = False
     created: float = field(default_factory=time.monotonic)
+    #: The prefix of the process its stream was opened at, when not this one.
+    moved_to: str | None = None
+    #: For a stream opened here on another process's reservation: that process's prefix.
+    maker: str | None = None
 
 
 class Reservations:
@@ -65,6 +69,13 @@ class Reservations:
         token = f"{PROCESS_PREFIX}.{secrets.token_urlsafe(24)}"
         expires = self._clock() + self.limits.stream_reservation_timeout
         reservation = Reservation(token, client, session, expires)
+        self._by_token[token] = reservation
+        self._per_client[client] += 1
+        return reservation
+
+    def adopt(self, token: str, client: str, session: StreamSession, maker: str) -> Reservation:
+        """Hold here, opened, a stream another process reserved (and let it claim)."""
+        reservation = Reservation(token, client, session, 0.0, opened=True, maker=maker)
         self._by_token[token] = reservation
         self._per_client[client] += 1
         return reservation
@@ -97,7 +108,7 @@ class Reservations:
             self.release(reservation)
 
     @staticmethod
-    def held_elsewhere(token: str) -> bool:
-        """Whether ``token`` looks like one another process handed out."""
+    def maker_of(token: str) -> str | None:
+        """The prefix of the process that handed ``token`` out, when not this one."""
         prefix, dot, _ = token.partition(".")
-        return bool(dot) and prefix != PROCESS_PREFIX
+        return prefix if dot and prefix != PROCESS_PREFIX else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,7 @@ schema = Schema(
       hello(name: String = "world"): String!
       whoami: String
       fail: String
+      cleanedUp(name: String!): Boolean!
     }
     type Mutation { send(room: String!, text: String!): Boolean! }
     type Subscription {
@@ -23,6 +25,7 @@ schema = Schema(
       messages(room: String!): String!
       shared(room: String!): String!
       boom(after: Int!): Int!
+      tracked(name: String!): Int!
     }
     """
 )
@@ -78,6 +81,26 @@ async def boom(root: Any, info: Any, after: int) -> AsyncIterator[int]:
     for value in range(after):
         yield value
     raise RuntimeError("source failed on purpose")
+
+
+#: How many times each ``tracked`` subscription's ``finally`` ran, by its client-chosen name.
+#: Module state: read it back over HTTP (``cleanedUp``) from the process that serves it.
+CLEANED_UP: Counter[str] = Counter()
+
+
+@schema.field("Subscription.tracked")
+async def tracked(root: Any, info: Any, name: str) -> AsyncIterator[int]:
+    """Yields 0, then waits until it is cancelled; its ``finally`` records that it ran."""
+    try:
+        yield 0
+        await anyio.sleep_forever()
+    finally:
+        CLEANED_UP[name] += 1
+
+
+@schema.field("Query.cleanedUp")
+def cleaned_up(root: Any, info: Any, name: str) -> bool:
+    return CLEANED_UP[name] > 0
 
 
 async def on_connect(context: Any, params: Any) -> dict[str, Any] | None:

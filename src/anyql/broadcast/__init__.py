@@ -144,6 +144,11 @@ class Broadcast:
         return f"<Broadcast {where} {state}>"
 
     @property
+    def shared_between_processes(self) -> bool:
+        """True for Redis: every process that uses the same URL sees each message."""
+        return self._url is not None
+
+    @property
     def connected(self) -> bool:
         """True while running and (for Redis) the pub/sub connection is up; for health checks."""
         return self._backend is not None and self._backend.connected
