@@ -1,25 +1,34 @@
-"""The load generator: raw graphql-transport-ws subscribers in worker processes.
+"""The load generator: raw graphql-transport-ws or graphql-sse subscribers in worker processes.
 
 Owns ``worker_main`` (the multiprocessing target) and the asyncio ``Protocol`` each
-subscriber is. A subscriber looks like a browser's graphql-ws client: it sends the upgrade
-headers Chrome sends (``Origin``, ``User-Agent``, ``Sec-WebSocket-Extensions:
-permessage-deflate; client_max_window_bits``...; ``browser_handshake``) and subscribes
-with an operation id that is a fresh UUID4, so no two connections share one and no server
-can reuse one encoded frame per id. When the server agrees to permessage-deflate the
-subscriber inflates what it receives (``_frames.Inflater``) and counts the connection as
-``deflated``. A worker opens its share of the connections (a bounded number of handshakes
-at once), answers pings, and counts what arrives: liveness events (``seq < 0``) mark a
-subscriber live; measured events (``seq >= 0``) add one publish-to-receive latency sample
-(``time.time()`` at receipt minus the event's ``sentAt``, same machine clock). In churn
+subscriber is (``WorkerSpec.transport`` chooses). A WebSocket subscriber looks like a
+browser's graphql-ws client: it sends the upgrade headers Chrome sends (``Origin``,
+``User-Agent``, ``Sec-WebSocket-Extensions: permessage-deflate;
+client_max_window_bits``...; ``browser_handshake``) and subscribes with an operation id
+that is a fresh UUID4, so no two connections share one and no server can reuse one encoded
+frame per id. When the server agrees to permessage-deflate the subscriber inflates what
+it receives (``_frames.Inflater``) and counts the connection as ``deflated``. A worker
+opens its share of the connections (a bounded number of handshakes at once), answers
+pings, and counts what arrives: liveness events (``seq < 0``) mark a subscriber live;
+measured events (``seq >= 0``) add one publish-to-receive latency sample (``time.time()``
+at receipt minus the event's ``sentAt``, same machine clock). In churn
 mode one connection loops subscribe -> first event -> complete on a fresh topic (and a
 fresh UUID) each cycle. Failures are counted by kind (refused handshakes by status line,
 connect errors such as EMFILE by errno name, handshakes with no ack in time), and the
 first one is kept with its wall-clock time.
 
+An SSE subscriber (``SSESubscriber``) is graphql-sse's client in distinct connections mode
+as a browser's ``fetch`` sends it (``sse_request``): one HTTP/1.1 connection, one ``POST``
+of the subscription with ``Accept: text/event-stream``; a ``200`` with an event-stream
+body counts as connected and acked. It reads the body with ``_sse`` (chunked decoding and a
+minimal event-stream parser) and counts ``event: next`` deliveries exactly as the
+WebSocket subscriber counts ``next`` messages; ``event: complete`` is an error here (the
+subscription never ends in a fan-out run). Churn runs over WebSocket only.
+
 The driver talks to a worker over a ``Pipe`` with small tuples: ``("status",)``,
 ``("reset",)``, ``("collect",)``, ``("failures",)``, ``("stop",)``; each gets one reply. A
-worker pins itself to ``WorkerSpec.cpus`` when given. Imports the standard library, orjson
-and ``_frames`` only; never anyql.
+worker pins itself to ``WorkerSpec.cpus`` when given. Imports the standard library, orjson,
+``_frames`` and ``_sse`` only; never anyql.
 """
 
 from __future__ import annotations
@@ -49,8 +58,20 @@ from ._frames import (
     Inflater,
     encode_frame,
 )
+from ._sse import ChunkedBody, EventStream
 
-__all__ = ["USER_AGENT", "WorkerSpec", "browser_handshake", "worker_main"]
+__all__ = [
+    "TRANSPORTS",
+    "USER_AGENT",
+    "SSESubscriber",
+    "WorkerSpec",
+    "browser_handshake",
+    "sse_request",
+    "worker_main",
+]
+
+#: The subscription transports a worker speaks: graphql-transport-ws, graphql-sse.
+TRANSPORTS = ("ws", "sse")
 
 #: Handshakes in flight at once per worker (keeps the listen backlog from overflowing).
 HANDSHAKES_AT_ONCE = 64
@@ -101,6 +122,42 @@ def browser_handshake(
     return ("\r\n".join(headers) + "\r\n\r\n").encode()
 
 
+def sse_request(host: str, port: int, path: str, body: bytes) -> bytes:
+    """The request Chrome sends for graphql-sse's ``fetch`` in distinct connections mode.
+
+    A same-origin ``POST`` of the JSON operation with ``Accept: text/event-stream``, with
+    the headers a page served by the endpoint's origin adds (``Origin``, ``Sec-Fetch-*``,
+    ``Referer``...), in Chrome's order.
+
+    Args:
+        host: the server's address.
+        port: the server's port.
+        path: the endpoint's path.
+        body: the JSON GraphQL request.
+
+    Returns:
+        The request head and body, ready to write.
+    """
+    authority = f"{host}:{port}"
+    headers = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {authority}",
+        "Connection: keep-alive",
+        f"Content-Length: {len(body)}",
+        f"User-Agent: {USER_AGENT}",
+        "Accept: text/event-stream",
+        "Content-Type: application/json; charset=utf-8",
+        f"Origin: http://{authority}",
+        "Sec-Fetch-Site: same-origin",
+        "Sec-Fetch-Mode: cors",
+        "Sec-Fetch-Dest: empty",
+        f"Referer: http://{authority}/",
+        "Accept-Encoding: gzip, deflate, br, zstd",
+        "Accept-Language: en-US,en;q=0.9",
+    ]
+    return ("\r\n".join(headers) + "\r\n\r\n").encode() + body
+
+
 def _response_headers(head: bytes) -> tuple[str, dict[str, str]]:
     lines = head.decode("latin-1").split("\r\n")
     headers: dict[str, str] = {}
@@ -126,6 +183,8 @@ class WorkerSpec:
     cpus: tuple[int, ...] = ()
     #: Offer permessage-deflate as browsers do; False measures the servers without it.
     offer_deflate: bool = True
+    #: ``"ws"`` (graphql-transport-ws) or ``"sse"`` (graphql-sse, distinct connections).
+    transport: str = "ws"
 
 
 @dataclass
@@ -173,7 +232,32 @@ def _message(value: dict[str, Any]) -> bytes:
     return encode_frame(orjson.dumps(value), OP_TEXT, masked=True)
 
 
-class Subscriber(asyncio.Protocol):
+class _Counting:
+    """What both transports' subscribers count: liveness, then each measured delivery."""
+
+    stats: Stats
+    live: bool
+
+    def _count(self, payload: dict[str, Any], now: float) -> None:
+        """Count one ``next`` result (``{"data": {"events": ...}}``) received at ``now``."""
+        event = (payload.get("data") or {}).get("events")
+        if event is None:
+            self.stats.note_error(f"next without data: {payload}")
+            return
+        if event["seq"] < 0:
+            if not self.live:
+                self.live = True
+                self.stats.live += 1
+            return
+        stats = self.stats
+        stats.received += 1
+        stats.latencies.append(now - event["sentAt"])
+        if not stats.first_receive:
+            stats.first_receive = now
+        stats.last_receive = now
+
+
+class Subscriber(_Counting, asyncio.Protocol):
     """One WebSocket connection running one subscription (or churning through many)."""
 
     def __init__(self, spec: WorkerSpec, stats: Stats, handshaken: asyncio.Event) -> None:
@@ -300,26 +384,13 @@ class Subscriber(asyncio.Protocol):
 
     def _next(self, message: dict[str, Any], now: float) -> None:
         payload = message["payload"]
-        event = (payload.get("data") or {}).get("events")
-        if event is None:
-            self.stats.note_error(f"next without data: {payload}")
-            return
-        seq = event["seq"]
         if self.spec.churn_cycles:
-            if message["id"] == self.operation:
+            if (payload.get("data") or {}).get("events") is None:
+                self.stats.note_error(f"next without data: {payload}")
+            elif message["id"] == self.operation:
                 self._next_cycle()
             return
-        if seq < 0:
-            if not self.live:
-                self.live = True
-                self.stats.live += 1
-            return
-        stats = self.stats
-        stats.received += 1
-        stats.latencies.append(now - event["sentAt"])
-        if not stats.first_receive:
-            stats.first_receive = now
-        stats.last_receive = now
+        self._count(payload, now)
 
     def _next_cycle(self) -> None:
         old, self.operation = self.operation, str(uuid.uuid4())
@@ -332,20 +403,117 @@ class Subscriber(asyncio.Protocol):
         self._write(frames)
 
 
+class SSESubscriber(_Counting, asyncio.Protocol):
+    """One graphql-sse subscription in distinct connections mode: one HTTP connection."""
+
+    def __init__(self, spec: WorkerSpec, stats: Stats, handshaken: asyncio.Event) -> None:
+        self.spec = spec
+        self.stats = stats
+        self.handshaken = handshaken
+        self.transport: asyncio.Transport | None = None
+        self.head = b""
+        #: The body's chunk decoder (None: not chunked, or no response head yet).
+        self.chunked: ChunkedBody | None = None
+        #: The body's event parser, from the response head on.
+        self.events: EventStream | None = None
+        self.live = False
+        self.acked = False
+        self.failed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        spec = self.spec
+        body = orjson.dumps({"query": SUBSCRIBE_QUERY, "variables": {"topic": spec.topic}})
+        transport.write(sse_request(spec.host, spec.port, spec.path, body))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stats.closed += 1
+        if not self.acked:
+            self.fail("closed before the response", repr(exc) if exc else "")
+
+    def fail(self, kind: str, detail: str = "") -> None:
+        """Count this connection as failed (once) and wake whoever waits for its answer."""
+        if not self.failed and not self.acked:
+            self.failed = True
+            self.stats.note_failure(kind, detail)
+        self.handshaken.set()
+
+    def data_received(self, data: bytes) -> None:
+        events = self.events
+        if events is None:
+            self._response(data)
+            return
+        now = time.time()
+        chunked = self.chunked
+        try:
+            body = data if chunked is None else chunked.feed(data)
+        except ValueError as error:
+            self.stats.note_error(f"unreadable chunk: {error}")
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        for kind, value in events.feed(body):
+            if kind == b"next":
+                self._count(orjson.loads(value), now)
+            elif kind == b"complete":
+                self.stats.note_error("the server completed the subscription")
+            else:
+                self.stats.note_error(f"unexpected event {kind!r}: {value[:200]!r}")
+        if chunked is not None and chunked.ended and self.transport is not None:
+            self.stats.note_error("the server ended the stream")
+            self.transport.close()
+
+    def _response(self, data: bytes) -> None:
+        self.head += data
+        end = self.head.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        status, headers = _response_headers(self.head[:end])
+        if not status.startswith("HTTP/1.1 200"):
+            self._refuse("response refused", status)
+            return
+        if not headers.get("content-type", "").startswith("text/event-stream"):
+            self._refuse("not an event stream", headers.get("content-type", ""))
+            return
+        if headers.get("content-encoding", "identity") != "identity":
+            self._refuse("compressed event stream", headers["content-encoding"])
+            return
+        self.stats.connected += 1
+        self.acked = True
+        self.stats.acked += 1
+        self.handshaken.set()
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        self.chunked = ChunkedBody() if chunked else None
+        self.events = EventStream()
+        rest = self.head[end + 4 :]
+        self.head = b""
+        if rest:
+            self.data_received(rest)
+
+    def _refuse(self, kind: str, detail: str) -> None:
+        self.fail(kind, detail)
+        if self.transport is not None:
+            self.transport.close()
+
+
 def _errno_name(error: OSError) -> str:
     return errno.errorcode.get(error.errno or 0, type(error).__name__)
 
 
-async def _open_all(spec: WorkerSpec, stats: Stats, subscribers: list[Subscriber]) -> None:
+async def _open_all(
+    spec: WorkerSpec, stats: Stats, subscribers: list[Subscriber | SSESubscriber]
+) -> None:
     loop = asyncio.get_running_loop()
     slots = asyncio.Semaphore(HANDSHAKES_AT_ONCE)
+    kind = SSESubscriber if spec.transport == "sse" else Subscriber
 
     async def open_one() -> None:
         async with slots:
             handshaken = asyncio.Event()
             try:
                 _, protocol = await loop.create_connection(
-                    lambda: Subscriber(spec, stats, handshaken), spec.host, spec.port
+                    lambda: kind(spec, stats, handshaken), spec.host, spec.port
                 )
             except OSError as error:  # EMFILE here: this worker ran out of descriptors
                 stats.note_failure(f"connect {_errno_name(error)}", str(error))
@@ -354,7 +522,8 @@ async def _open_all(spec: WorkerSpec, stats: Stats, subscribers: list[Subscriber
             try:
                 await asyncio.wait_for(handshaken.wait(), HANDSHAKE_TIMEOUT)
             except TimeoutError:  # e.g. the server stopped accepting (EMFILE on its side)
-                protocol.fail(f"no connection_ack within {HANDSHAKE_TIMEOUT:g} s")
+                what = "response" if spec.transport == "sse" else "connection_ack"
+                protocol.fail(f"no {what} within {HANDSHAKE_TIMEOUT:g} s")
 
     async with asyncio.TaskGroup() as group:
         for _ in range(spec.connections):
@@ -395,7 +564,7 @@ def _answer(command: str, stats: Stats) -> Any:
 async def _serve(spec: WorkerSpec, pipe: Connection) -> None:
     loop = asyncio.get_running_loop()
     stats = Stats()
-    subscribers: list[Subscriber] = []
+    subscribers: list[Subscriber | SSESubscriber] = []
     stopped = asyncio.Event()
 
     def on_command() -> None:

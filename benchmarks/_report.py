@@ -3,9 +3,12 @@
 Owns ``Progress`` (a one-line bar on stderr), ``percentiles``, ``print_table`` (one table
 per N and payload), ``ratio_rows`` and ``print_ratios`` (each anyql target over each
 reference server: Strawberry, Node, the baseline, from the medians of the repeats),
-``print_failures`` (what broke when connections failed), ``write_markdown`` (the same
-tables, one per N, for docs/performance.md), ``write_json`` and ``write_plot`` (matplotlib
-is optional: without it the plot is skipped with a message). Imports the standard library,
+``transport_rows`` and ``print_transports`` (each server over SSE beside the same server
+over WebSocket in the same invocation, from the medians; a run over SSE is labelled
+``... sse``, and it is compared only with reference runs over SSE), ``print_failures``
+(what broke when connections failed), ``write_markdown`` (the same tables, one per N, for
+docs/performance.md), ``write_json`` and ``write_plot`` (matplotlib is optional: without
+it the plot is skipped with a message). Imports the standard library,
 and matplotlib lazily.
 """
 
@@ -26,7 +29,9 @@ __all__ = [
     "print_failures",
     "print_ratios",
     "print_table",
+    "print_transports",
     "ratio_rows",
+    "transport_rows",
     "write_json",
     "write_markdown",
     "write_plot",
@@ -112,10 +117,19 @@ def percentiles(samples: Sequence[float], wanted: Sequence[float] = (50, 99)) ->
     return result
 
 
-def _label(run: dict[str, Any]) -> str:
+def _transport(run: dict[str, Any]) -> str:
+    return str(run.get("transport") or "ws")  # runs from before --transport were WebSocket
+
+
+def _server(run: dict[str, Any]) -> str:
     sharing = f"/{run['sharing']}" if run.get("sharing") else ""
+    return f"{run['server']}{sharing}"
+
+
+def _label(run: dict[str, Any]) -> str:
+    over = f" {_transport(run)}" if _transport(run) != "ws" else ""
     deflated = "*" if run.get("subscribe", {}).get("deflated") else ""
-    return f"{run['server']}{sharing}{deflated}"
+    return f"{_server(run)}{over}{deflated}"
 
 
 def _number(value: Any, digits: int = 1) -> str:
@@ -137,14 +151,14 @@ def print_table(runs: Sequence[dict[str, Any]], stream: TextIO = sys.stdout) -> 
     for (n, payload), group in _by_workload(fanout).items():
         print(f"\nfan-out, N={n:,}, {payload} B payload", file=stream)
         print(
-            f"{'server':<28}{'live':>7}{'deliv/s':>10}{'µs cpu/d':>10}"
+            f"{'server':<32}{'live':>7}{'deliv/s':>10}{'µs cpu/d':>10}"
             f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'missed':>8}{'KiB/sub':>9}",
             file=stream,
         )
         for r in group:
             lat, rate = r["latency_ms"], _number(r["deliveries_per_s"], 0)
             print(
-                f"{_label(r):<28}{r['subscribers_live']:>7}{rate:>10}"
+                f"{_label(r):<32}{r['subscribers_live']:>7}{rate:>10}"
                 f"{_number(r['server_cpu_us_per_delivery']):>10}{_number(lat['p50']):>9}"
                 f"{_number(lat['p99']):>9}{_number(lat['max']):>9}{r['missed']:>8}"
                 f"{_number(r['rss_per_subscriber_kib']):>9}",
@@ -192,7 +206,8 @@ def print_failures(runs: Sequence[dict[str, Any]], stream: TextIO = sys.stdout) 
 
 
 def ratio_rows(runs: Sequence[dict[str, Any]], versus: str) -> list[dict[str, Any]]:
-    """Pair each anyql run with the ``versus`` runs of the same mode, N and payload.
+    """Pair each anyql run with the ``versus`` runs of the same mode, N, payload and
+    transport.
 
     Args:
         runs: all runs.
@@ -203,18 +218,20 @@ def ratio_rows(runs: Sequence[dict[str, Any]], versus: str) -> list[dict[str, An
     """
     groups: dict[tuple[Any, ...], dict[str, list[dict[str, Any]]]] = {}
     for run in runs:
-        key = (run["mode"], run.get("n"), run.get("payload"))
+        key = (run["mode"], run.get("n"), run.get("payload"), _transport(run))
         if run["server"] in REFERENCES and run["server"] != versus:
             continue
         name = run["server"] if run["server"] == versus else _label(run)
         groups.setdefault(key, {}).setdefault(name, []).append(run)
     rows = []
-    for (mode, n, payload), by_target in groups.items():
+    for (mode, n, payload, transport), by_target in groups.items():
         reference = by_target.pop(versus, None)
         if not reference:
             continue
         for name, ours in by_target.items():
-            rows.append(_ratio(mode, n, payload, name, versus, ours, reference))
+            row = _ratio(mode, n, payload, name, versus, ours, reference)
+            row["transport"] = transport
+            rows.append(row)
     return rows
 
 
@@ -268,14 +285,70 @@ def print_ratios(rows: Sequence[dict[str, Any]], stream: TextIO = sys.stdout) ->
         print(f"\n{mode}{where}: ours / theirs (medians; better is {better})", file=stream)
         cell = 10 if len(compared) > 1 else 16
         heads = "".join(f"{'vs ' + v:>{cell * len(compared)}}" for v in versus)
-        print(f"{'':<28}{heads}", file=stream)
+        print(f"{'':<32}{heads}", file=stream)
         labels = "".join(f"{label:>{cell}}" for _, label, _ in compared)
-        print(f"{'target':<28}" + labels * len(versus), file=stream)
+        print(f"{'target':<32}" + labels * len(versus), file=stream)
         for target, by in targets.items():
             cells = "".join(
                 f"{_ratio_text(by.get(v), key):>{cell}}" for v in versus for key, _, _ in compared
             )
-            print(f"{target:<28}{cells}", file=stream)
+            print(f"{target:<32}{cells}", file=stream)
+    if any(row.get("transport", "ws") != "ws" for row in rows):
+        print("(a target over sse is compared with the reference server over sse)", file=stream)
+
+
+def transport_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each server over SSE beside the same server over WebSocket, same mode, N and payload.
+
+    Args:
+        runs: all runs (the failed ones left out).
+
+    Returns:
+        One row per server and workload that ran over both: the medians of its repeats
+        over each (``ws_<figure>``, ``sse_<figure>``) and ``ratio_<figure>`` (SSE ÷ WS).
+    """
+    groups: dict[tuple[Any, ...], dict[str, list[dict[str, Any]]]] = {}
+    for run in runs:
+        workload = (run["mode"], run.get("n"), run.get("payload"), _server(run))
+        groups.setdefault(workload, {}).setdefault(_transport(run), []).append(run)
+    rows = []
+    for (mode, n, payload, target), by_transport in groups.items():
+        if mode not in COMPARED or not {"ws", "sse"} <= by_transport.keys():
+            continue
+        row: dict[str, Any] = {"mode": mode, "n": n, "payload": payload, "target": target}
+        row["repeats"] = {t: len(by_transport[t]) for t in ("ws", "sse")}
+        for key, _, _ in COMPARED[mode]:
+            ws, sse = _median(by_transport["ws"], key), _median(by_transport["sse"], key)
+            row[f"ws_{key}"], row[f"sse_{key}"] = ws, sse
+            row[f"ratio_{key}"] = sse / ws if ws else math.nan
+        rows.append(row)
+    return rows
+
+
+def _digits(key: str) -> int:
+    return 0 if key.endswith("_per_s") else 1
+
+
+def print_transports(rows: Sequence[dict[str, Any]], stream: TextIO = sys.stdout) -> None:
+    """Print SSE's figures beside WebSocket's: one table per mode, N and payload."""
+    tables: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        tables.setdefault((row["mode"], row["n"], row["payload"]), []).append(row)
+    for (mode, n, payload), group in tables.items():
+        where = f", N={n:,}, {payload} B" if mode != "churn" else ""
+        print(f"\n{mode}{where}: SSE beside WebSocket (medians; sse ÷ ws)", file=stream)
+        compared = COMPARED[mode]
+        heads = "".join(
+            f"{'ws ' + label:>14}{'sse ' + label:>14}{'÷':>7}" for _, label, _ in compared
+        )
+        print(f"{'target':<28}{heads}", file=stream)
+        for row in group:
+            cells = "".join(
+                f"{_number(row[f'ws_{key}'], _digits(key)):>14}"
+                f"{_number(row[f'sse_{key}'], _digits(key)):>14}{_ratio_text(row, key):>7}"
+                for key, _, _ in compared
+            )
+            print(f"{row['target']:<28}{cells}", file=stream)
 
 
 def write_markdown(
@@ -320,8 +393,32 @@ def write_markdown(
                 )
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        lines += _markdown_transports(
+            [r for r in transport_rows(fanout) if (r["n"], r["payload"]) == (n, payload)]
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
+
+
+def _markdown_transports(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The SSE-beside-WebSocket table of one workload (no lines when nothing ran over both)."""
+    if not rows:
+        return []
+    head = ["server", "deliv/s ws / sse", "µs CPU/delivery ws / sse", "÷ (µs)", "KiB/conn ws / sse"]
+    lines = ["SSE beside WebSocket (medians):", "", "| " + " | ".join(head) + " |"]
+    lines.append("|" + "---|" * len(head))
+    for row in rows:
+        cells = [
+            row["target"],
+            f"{_number(row['ws_deliveries_per_s'], 0)} / {_number(row['sse_deliveries_per_s'], 0)}",
+            f"{_number(row['ws_server_cpu_us_per_delivery'])} / "
+            f"{_number(row['sse_server_cpu_us_per_delivery'])}",
+            _ratio_text(row, "server_cpu_us_per_delivery"),
+            f"{_number(row['ws_rss_per_subscriber_kib'])} / "
+            f"{_number(row['sse_rss_per_subscriber_kib'])}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:

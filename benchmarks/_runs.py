@@ -1,12 +1,15 @@
 """One benchmark run against one running server: fan-out bursts, single-event latency, churn.
 
 Owns ``Workload``, ``Generators`` (the load-generator processes and their command pipes)
-and ``run_fanout``, ``run_latency`` and ``run_churn``, each returning one result dict.
-Connections that never became subscribers are reported with the run (``subscribe``: how
-many connected, were acked, went live or failed, failures by kind and the first one, and
-the server log's last lines when any failed), so a large N says what broke first. Every
-wait is bounded by a deadline or by a quiet period with no progress; nothing loops
-forever. Imports the standard library, ``_generator``, ``_servers`` and ``_report``.
+and ``run_fanout``, ``run_latency`` and ``run_churn``, each returning one result dict (with
+its ``transport``: ``Workload.transport`` says whether the clients subscribe over WebSocket
+or over SSE; churn is always WebSocket). For SSE, "acked" means the server answered the
+subscription with a 200 event stream. Connections that never became subscribers are
+reported with the run (``subscribe``: how many connected, were acked, went live or failed,
+failures by kind and the first one, and the server log's last lines when any failed), so a
+large N says what broke first. Every wait is bounded by a deadline or by a quiet period
+with no progress; nothing loops forever. Imports the standard library, ``_generator``,
+``_servers`` and ``_report``.
 """
 
 from __future__ import annotations
@@ -78,8 +81,11 @@ class Workload:
     max_seconds: float = 120.0
     #: CPUs the load generators are pinned to; empty: not pinned.
     generator_cpus: tuple[int, ...] = ()
-    #: The clients offer permessage-deflate, as browsers do.
+    #: The clients offer permessage-deflate, as browsers do (WebSocket only).
     offer_deflate: bool = True
+    #: How the clients subscribe: ``"ws"`` (graphql-transport-ws) or ``"sse"`` (graphql-sse,
+    #: distinct connections mode: one HTTP connection per subscriber).
+    transport: str = "ws"
 
 
 class WorkerPool:
@@ -153,11 +159,20 @@ class Generators(WorkerPool):
         churn_cycles: int = 0,
         cpus: tuple[int, ...] = (),
         offer_deflate: bool = True,
+        transport: str = "ws",
     ):
         super().__init__()
         specs = [
             WorkerSpec(
-                "127.0.0.1", port, "/graphql", share, TOPIC, churn_cycles, cpus, offer_deflate
+                "127.0.0.1",
+                port,
+                "/graphql",
+                share,
+                TOPIC,
+                churn_cycles,
+                cpus,
+                offer_deflate,
+                transport,
             )
             for share in shares(connections, processes)
         ]
@@ -177,6 +192,7 @@ def _generators(server: ServerProcess, workload: Workload, churn: bool = False) 
         workload.churn_cycles if churn else 0,
         workload.generator_cpus,
         workload.offer_deflate,
+        "ws" if churn else workload.transport,
     )
 
 
@@ -376,6 +392,7 @@ def _base(server: ServerProcess, mode: str, workload: Workload) -> dict[str, Any
         "mode": mode,
         "server": server.kind,
         "sharing": _sharing(server),
+        "transport": workload.transport if mode != "churn" else "ws",
         "n": workload.n,
         "payload": workload.payload,
         "loadavg_before": list(os.getloadavg()),

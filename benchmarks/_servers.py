@@ -10,7 +10,8 @@ descriptor limit a large N needs; children inherit it too). A server whose N is 
 anyql's default ``max_connections`` gets ``--limit max_connections=...`` (``anyql
 serve``) or ``ANYQL_BENCH_MAX_CONNECTIONS`` (hypercorn, read by ``benchmarks/app.py``).
 ``missing`` says why a reference server cannot run here (no node or node_modules, no bench
-extra). Linux only. Imports the standard library only.
+extra), ``unsupported`` why a server cannot serve a subscription transport (the Node
+server speaks WebSocket only). Linux only. Imports the standard library only.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "raise_nofile",
     "rss_kib",
     "tree",
+    "unsupported",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +59,24 @@ CONNECTION_MARGIN = 100
 #: Descriptors a process needs beyond its connections (files, pipes, the listener).
 DESCRIPTOR_MARGIN = 1024
 _TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def unsupported(kind: str, transport: str) -> str | None:
+    """Why ``kind`` cannot serve subscriptions over ``transport``, or None when it can.
+
+    Every anyql kind, Strawberry (0.320 and later) and the baseline serve graphql-sse's
+    distinct connections mode beside graphql-transport-ws; the Node server is graphql-ws.
+
+    Args:
+        kind: one of ``SERVER_KINDS``.
+        transport: ``"ws"`` or ``"sse"``.
+
+    Returns:
+        A sentence for the report, or None.
+    """
+    if transport == "sse" and kind == "node":
+        return "graphql-ws on ws (the Node reference server) serves WebSocket only"
+    return None
 
 
 def missing(kind: str) -> str | None:

@@ -108,7 +108,8 @@ class EventStream:
 def _fields(block: bytes) -> list[tuple[bytes, bytes]]:
     """The general case: every field of ``block`` (blank lines inside it dispatch too)."""
     events: list[tuple[bytes, bytes]] = []
-    kind, data = b"", []
+    kind = b""
+    data: list[bytes] = []
     for line in (*block.split(b"\n"), b""):
         if not line:
             if data:

@@ -1,4 +1,5 @@
-"""The generator-ceiling server: graphql-transport-ws reduced to writing pre-encoded frames.
+"""The generator-ceiling server: graphql-transport-ws (and graphql-sse) reduced to writing
+pre-encoded frames.
 
 Owns a trivial asyncio ``Protocol`` server that speaks just enough HTTP/1.1 and WebSocket
 for the benchmark: the Upgrade handshake (no extensions: it never agrees to
@@ -9,8 +10,13 @@ orjson; for each subscriber the envelope ``{"id":<its id>,"type":"next","payload
 and the frame header are then built around those bytes. Clients use a distinct operation
 id per connection (UUIDs), so no frame is cached per id: what a subscriber costs here is
 the floor of any server that executes once per event and still has to address each
-subscription, and its deliveries/s show the load generator's ceiling. Imports the standard
-library, orjson and ``_frames``; never anyql.
+subscription, and its deliveries/s show the load generator's ceiling. It also answers a
+``POST`` with ``Accept: text/event-stream`` as graphql-sse's distinct connections mode does
+(``fanout.py --transport sse``): a chunked ``text/event-stream`` response with a ready
+event, then ``event: next`` for every event of the topic; there the event's bytes are the
+same for every subscriber (the mode has no operation id) and only the chunk framing is
+built per subscriber. Imports the standard library, orjson, ``_frames`` and ``_sse``;
+never anyql.
 
 Run: ``python -m benchmarks.baseline_server --port 8000`` (or ``python
 benchmarks/baseline_server.py --port 8000``).
@@ -42,19 +48,27 @@ from benchmarks._frames import (
     accept_key,
     encode_frame,
 )
+from benchmarks._sse import encode_chunk
 
 __all__ = ["main"]
 
 READY_SEQ = -2
 PROBE_SEQ = -1
+SSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
+    b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
+)
+SSE_NEXT = b"event: next\ndata: "
 
 
 class Hub:
-    """Topic -> {connection: its envelope's head}, and the task group publishes run in."""
+    """Topic -> {connection: its envelope's head}, topic -> SSE streams, and the task group
+    publishes run in."""
 
     def __init__(self, group: asyncio.TaskGroup) -> None:
         self.group = group
         self.topics: dict[str, dict[Connection, bytes]] = {}
+        self.streams: dict[str, set[Connection]] = {}
 
     async def publish(self, topic: str, count: int, size: int, probe: bool) -> None:
         data = "x" * size
@@ -63,6 +77,8 @@ class Hub:
             payload = _payload(event)  # once per event, whatever the number of subscribers
             for connection, head in list(self.topics.get(topic, {}).items()):
                 connection.write(encode_frame(head + payload + b"}", OP_TEXT, masked=False))
+            for connection in list(self.streams.get(topic, ())):
+                connection.write(encode_chunk(SSE_NEXT + payload + b"\n\n"))
             await asyncio.sleep(0)
 
 
@@ -97,6 +113,8 @@ class Connection(asyncio.Protocol):
         self.buffer = b""
         self.parser: FrameParser | None = None
         self.subscriptions: dict[str, str] = {}  # id -> topic
+        #: The topic of this connection's SSE stream, once it is one.
+        self.stream: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -106,6 +124,8 @@ class Connection(asyncio.Protocol):
         for topic in self.subscriptions.values():
             self.hub.topics.get(topic, {}).pop(self, None)
         self.subscriptions.clear()
+        if self.stream is not None:
+            self.hub.streams.get(self.stream, set()).discard(self)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -115,8 +135,10 @@ class Connection(asyncio.Protocol):
         if self.parser is not None:
             self._frames(self.parser.feed(data))
             return
+        if self.stream is not None:
+            return  # an SSE client sends nothing more
         self.buffer += data
-        while self.parser is None:
+        while self.parser is None and self.stream is None:
             end = self.buffer.find(b"\r\n\r\n")
             if end < 0:
                 return
@@ -140,10 +162,20 @@ class Connection(asyncio.Protocol):
             rest, self.buffer = self.buffer, b""
             if rest:
                 self._frames(self.parser.feed(rest))
+        elif request_line.startswith("POST") and "text/event-stream" in headers.get("accept", ""):
+            self._open_stream(body)
         elif request_line.startswith("POST"):
             self.hub.group.create_task(self._publish(body))
         else:
             self.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+
+    def _open_stream(self, body: bytes) -> None:
+        """graphql-sse, distinct connections mode: this connection is now one event stream."""
+        topic = orjson.loads(body)["variables"]["topic"]
+        self.stream = topic
+        self.hub.streams.setdefault(topic, set()).add(self)
+        ready = _payload({"seq": READY_SEQ, "sentAt": time.time(), "data": ""})
+        self.write(SSE_HEAD + encode_chunk(SSE_NEXT + ready + b"\n\n"))
 
     async def _publish(self, body: bytes) -> None:
         variables = orjson.loads(body).get("variables") or {}

@@ -6,7 +6,11 @@ unshared subscriptions, then the reference servers ``--compare`` names: Strawber
 uvicorn, the Node graphql-ws server; then the baseline server that encodes each event once
 and only addresses it per subscriber, the load generator's ceiling), each in a fresh server
 process; alternate repeats run the targets in reverse order so a drift in machine load does
-not favour one side. The clients look like browsers (``_generator``). With ``--pin auto``
+not favour one side. ``--transport ws,sse`` runs each target over graphql-transport-ws and
+over graphql-sse (distinct connections mode: one HTTP connection per subscriber) back to
+back, in the order of the repeat, and prints SSE's figures beside WebSocket's; a server
+that cannot serve a transport (the Node server: WebSocket only) is left out of it with a
+note. The clients look like browsers (``_generator``). With ``--pin auto``
 (the default, on 2 or more CPUs) the server runs on one CPU and the generators and this
 driver on the others. Before the runs it raises the descriptor limit for the largest N,
 and anyql's ``max_connections`` follows N (``_servers``). Writes the results JSON, a PNG
@@ -25,6 +29,7 @@ if os.path.realpath(sys.path[0]) == os.path.dirname(os.path.realpath(__file__)):
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 
 import argparse
+import dataclasses
 import datetime
 import platform
 import subprocess
@@ -32,6 +37,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks._generator import TRANSPORTS
 from benchmarks._profile import summarise
 from benchmarks._report import (
     REFERENCES,
@@ -39,7 +45,9 @@ from benchmarks._report import (
     print_failures,
     print_ratios,
     print_table,
+    print_transports,
     ratio_rows,
+    transport_rows,
     write_json,
     write_markdown,
     write_plot,
@@ -59,6 +67,7 @@ from benchmarks._servers import (
     ServerProcess,
     missing,
     raise_nofile,
+    unsupported,
 )
 
 __all__ = ["main"]
@@ -94,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (every option has a bounded default)."""
     parser = argparse.ArgumentParser(
         prog="fanout.py",
-        description="GraphQL subscription fan-out benchmark (graphql-transport-ws, 127.0.0.1).",
+        description="GraphQL subscription fan-out benchmark (graphql-transport-ws or "
+        "graphql-sse, 127.0.0.1).",
     )
     add = parser.add_argument
     add(
@@ -109,6 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=lambda t: _names(t, ANYQL_KINDS),
         default=list(ANYQL_KINDS),
         help=f"comma list of anyql server kinds (default all: {','.join(ANYQL_KINDS)})",
+    )
+    add(
+        "--transport",
+        type=lambda t: _names(t, TRANSPORTS),
+        default=["ws"],
+        help="comma list of ws (graphql-transport-ws), sse (graphql-sse, distinct "
+        "connections mode: one HTTP connection per subscriber); with ws,sse each target runs "
+        "over both back to back, alternating with the repeats, and the report sets SSE's "
+        "figures beside WebSocket's; churn runs over ws only; default ws",
     )
     add(
         "--sharing",
@@ -214,11 +233,21 @@ def _add_comparison_and_output_options(parser: argparse.ArgumentParser) -> None:
     add("--quiet", action="store_true", help="no progress bar")
 
 
-def _targets(args: argparse.Namespace, mode: str, repeat: int) -> list[tuple[str, str]]:
-    targets = [(kind, sharing) for kind in args.servers for sharing in args.sharing]
-    targets += [(reference, "unshared") for reference in args.compare]
+def _targets(args: argparse.Namespace, mode: str, repeat: int) -> list[tuple[str, str, str]]:
+    """(kind, sharing, transport) of every run of one workload and repeat, in run order: each
+    server and sharing over each transport it serves, back to back (reversed on odd repeats,
+    so the transports alternate too)."""
+    servers = [(kind, sharing) for kind in args.servers for sharing in args.sharing]
+    servers += [(reference, "unshared") for reference in args.compare]
     if not args.no_baseline:
-        targets.append(("baseline", "shared"))
+        servers.append(("baseline", "shared"))
+    transports = args.transport if mode != "churn" else ["ws"]
+    targets = [
+        (kind, sharing, transport)
+        for kind, sharing in servers
+        for transport in transports
+        if unsupported(kind, transport) is None
+    ]
     return targets[::-1] if repeat % 2 else targets
 
 
@@ -259,7 +288,9 @@ def _measure(
 ) -> dict[str, Any]:
     if mode == "fanout" and args.profile and server.kind not in REFERENCES:
         args.profile.mkdir(parents=True, exist_ok=True)
-        stem = f"{server.kind}-{server.sharing}-n{workload.n}-{workload.payload}b"
+        stem = (
+            f"{server.kind}-{server.sharing}-{workload.transport}-n{workload.n}-{workload.payload}b"
+        )
         raw = args.profile / f"{stem}.txt"
         result = run_fanout(server, workload, progress, raw, args.profile_native)
         if raw.exists():
@@ -283,15 +314,18 @@ def _matrix(args: argparse.Namespace, progress: Progress) -> list[dict[str, Any]
                     offer_deflate=not args.no_deflate_offer,
                 )  # fmt: skip
                 for repeat in range(args.repeats):
-                    for kind, sharing in _targets(args, mode, repeat):
-                        label = f"{mode} {kind}/{sharing} N={n} {payload} B #{repeat + 1}"
+                    for kind, sharing, transport in _targets(args, mode, repeat):
+                        over = dataclasses.replace(workload, transport=transport)
+                        label = (
+                            f"{mode} {kind}/{sharing} {transport} N={n} {payload} B #{repeat + 1}"
+                        )
                         progress.say(f"run: {label}")
                         try:
-                            result = _one_run(args, mode, kind, sharing, workload, progress)
+                            result = _one_run(args, mode, kind, sharing, over, progress)
                         except Exception as error:  # one failed run must not lose the others
                             progress.say(f"run failed: {label}: {error}")
                             result = {"mode": mode, "server": kind, "sharing": sharing, "n": n}
-                            result.update(payload=payload, failed=str(error))
+                            result.update(payload=payload, transport=transport, failed=str(error))
                             result.update(getattr(error, "details", {}))
                         result["repeat"] = repeat
                         runs.append(result)
@@ -326,6 +360,13 @@ def _prepare(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
             progress.say(f"skipping --compare {reference}: {reason}")
             skipped[reference] = reason
             args.compare.remove(reference)
+    references = [*args.compare, *([] if args.no_baseline else ["baseline"])]
+    for kind in references:
+        for transport in args.transport:
+            reason = unsupported(kind, transport)
+            if reason is not None:
+                progress.say(f"{kind} runs over {transport} skipped: {reason}")
+                skipped[f"{kind} over {transport}"] = reason
     args.placement = Placement.choose(args.pin)
     if args.placement.generators:
         os.sched_setaffinity(0, args.placement.generators)  # the driver stays off the server
@@ -347,6 +388,10 @@ def _meta(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any
         "anyql_src_override": str(args.anyql_src) if args.anyql_src else None,
         "clients": "browser-like: Chrome's upgrade headers (Origin, User-Agent, "
         "permessage-deflate offered), a UUID4 operation id per connection",
+        "transports": list(args.transport),
+        "sse_clients": "graphql-sse distinct connections mode as Chrome's fetch sends it: one "
+        "HTTP/1.1 connection per subscriber, a POST with Accept: text/event-stream; event: "
+        "next deliveries counted",
         "deflate_offered": not args.no_deflate_offer,
         "note": "loopback only; see pinning for which cores the server and the generators "
         "had; other processes on the machine make the figures noisy (see loadavg_before "
@@ -372,9 +417,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_table(good)
     comparisons = [row for versus in REFERENCES for row in ratio_rows(good, versus)]
     print_ratios(comparisons)
+    transports = transport_rows(good)
+    print_transports(transports)
     print_failures(runs)
     meta["loadavg_at_end"] = list(os.getloadavg())
-    write_json(args.json, {"meta": meta, "runs": runs, "comparisons": comparisons})
+    document = {"meta": meta, "runs": runs, "comparisons": comparisons, "transports": transports}
+    write_json(args.json, document)
     print(f"results written to {args.json}")
     if args.markdown:
         write_markdown(args.markdown, good, comparisons)

@@ -4,8 +4,10 @@ Owns ``app`` (``strawberry.asgi.GraphQL``) and ``TopicBroadcast``, a minimal in-
 broadcast (one unbounded ``asyncio.Queue`` per subscriber, so it never drops), standing in
 for anyql's in-memory ``Broadcast``. ``Subscription.events`` yields a ready event
 (``seq=-2``) first; ``Mutation.publish`` stamps ``sentAt`` just before each publish and
-yields to the loop between events, as anyql's publish does. Needs the ``bench`` extra
-(strawberry-graphql, uvicorn); imports neither anyql nor anyio.
+yields to the loop between events, as anyql's publish does. Subscriptions are served over
+graphql-transport-ws and over SSE (a ``POST`` with ``Accept: text/event-stream``, which is
+what ``fanout.py --transport sse`` sends). Needs the ``bench`` extra (strawberry-graphql,
+uvicorn); imports neither anyql nor anyio.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from typing import Any
 
 import strawberry
 from strawberry.asgi import GraphQL
+from strawberry.subscriptions import (
+    GRAPHQL_SSE_PROTOCOL,
+    GRAPHQL_TRANSPORT_WS_PROTOCOL,
+    GRAPHQL_WS_PROTOCOL,
+)
 
 __all__ = ["TopicBroadcast", "app", "schema"]
 
@@ -98,4 +105,14 @@ class Subscription:
 
 
 schema = strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription)
-app = GraphQL(schema, graphql_ide=None)
+# graphql-sse (distinct connections mode) beside the WebSocket protocols: ``fanout.py
+# --transport sse`` (Strawberry serves SSE since 0.320)
+app = GraphQL(
+    schema,
+    graphql_ide=None,
+    subscription_protocols=(
+        GRAPHQL_TRANSPORT_WS_PROTOCOL,
+        GRAPHQL_WS_PROTOCOL,
+        GRAPHQL_SSE_PROTOCOL,
+    ),
+)

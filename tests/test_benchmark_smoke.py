@@ -3,8 +3,11 @@
 fanout: a real native Trio server with shared subscriptions, 20 subscribers, one burst of
 10 events, no baseline, no Strawberry, no plot: it needs nothing beyond the core and test
 dependencies; the same beside the Node graphql-ws reference server (``--compare node``,
-skipped when node or tests/node/node_modules is missing). The generator's browser-like
-handshake and its permessage-deflate reading are checked without a server. soak: 20 client
+skipped when node or tests/node/node_modules is missing); the same over WebSocket and over
+SSE (``--transport ws,sse``) beside the baseline, with the SSE-beside-WebSocket table. The
+generator's browser-like handshake and fetch, its permessage-deflate reading, its chunked
+and event-stream reading, and which servers run over which transport (the Node server:
+WebSocket only) are checked without a server. soak: 20 client
 slots for a few seconds, on both backends. http (HTTP queries): the native Trio server
 only, every workload, a 1 s warm-up and one 1 s round on 4 connections, no plot; it needs
 node and autocannon (``./dev test`` installs it with ``npm ci`` in benchmarks/; skipped
@@ -36,10 +39,12 @@ from graphql import build_schema, graphql_sync, lexicographic_sort_schema, print
 
 from benchmarks import _http_runs
 from benchmarks._frames import OP_CONTINUATION, OP_TEXT, FrameParser, Inflater
-from benchmarks._generator import browser_handshake
+from benchmarks._generator import browser_handshake, sse_request
 from benchmarks._http_report import plan_text
 from benchmarks._http_schema import SDL, WORKLOADS, count_fields
 from benchmarks._servers import missing
+from benchmarks._sse import ChunkedBody, EventStream, encode_chunk
+from benchmarks.fanout import _targets, build_parser
 from benchmarks.http import main as http_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,6 +154,93 @@ def test_fanout_compares_with_the_node_graphql_ws_server(tmp_path: Path) -> None
     assert (row["target"], row["versus"]) == ("native-trio/shared", "node")
     assert row["ratio_deliveries_per_s"] > 0
     assert document["meta"]["skipped"] == {}
+
+
+@pytest.mark.e2e
+def test_fanout_runs_over_sse_beside_websocket(tmp_path: Path) -> None:
+    results = tmp_path / "smoke.json"
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "fanout.py"),
+        "--servers", "native-trio", "--sharing", "shared", "-n", "20", "-k", "10",
+        "--bursts", "1", "--transport", "ws,sse", "--no-plot", "--json", str(results),
+    ]  # fmt: skip
+    finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=90)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+
+    document = json.loads(results.read_text())
+    runs = {(run["server"], run["transport"]): run for run in document["runs"]}
+    assert list(runs) == [  # each server over both, back to back
+        ("native-trio", "ws"),
+        ("native-trio", "sse"),
+        ("baseline", "ws"),
+        ("baseline", "sse"),
+    ]
+    for run in runs.values():
+        assert run.keys() >= RUN_FIELDS
+        assert run["subscribers_live"] == 20
+        assert run["deliveries"] == run["expected"] == 200
+        assert run["subscribe"]["failed"] == 0
+    assert runs["native-trio", "sse"]["subscribe"]["deflated"] == 0
+    rows = {row["target"]: row for row in document["transports"]}
+    assert rows.keys() == {"native-trio/shared", "baseline"}
+    assert rows["native-trio/shared"]["sse_deliveries_per_s"] > 0
+    assert rows["native-trio/shared"]["repeats"] == {"ws": 1, "sse": 1}
+    compared = {(row["target"], row["transport"]) for row in document["comparisons"]}
+    assert compared == {("native-trio/shared", "ws"), ("native-trio/shared sse", "sse")}
+    assert document["meta"]["transports"] == ["ws", "sse"]
+    assert "SSE beside WebSocket" in finished.stdout
+    assert "native-trio/shared sse" in finished.stdout
+
+
+def test_transports_alternate_and_node_runs_over_websocket_only() -> None:
+    args = build_parser().parse_args(
+        ["--servers", "native-trio", "--sharing", "shared", "--transport", "ws,sse"]
+    )
+    args.compare = ["node"]
+    first = _targets(args, "fanout", 0)
+    assert first == [
+        ("native-trio", "shared", "ws"),
+        ("native-trio", "shared", "sse"),
+        ("node", "unshared", "ws"),
+        ("baseline", "shared", "ws"),
+        ("baseline", "shared", "sse"),
+    ]
+    assert _targets(args, "fanout", 1) == first[::-1]
+    assert {target[2] for target in _targets(args, "churn", 0)} == {"ws"}
+    assert build_parser().parse_args([]).transport == ["ws"]
+
+
+def test_generator_reads_chunked_event_streams() -> None:
+    events = [b":\n\n", b'event: next\ndata: {"a":1}\n\nevent: next\ndata: {"a"', b":2}\n\n"]
+    events.append(b"retry: 500\n\ndata: x\ndata: y\n\nevent: complete\ndata: \n\n")
+    body = b"".join(encode_chunk(e) for e in events) + b"0\r\n\r\n"
+    expected = [(b"next", b'{"a":1}'), (b"next", b'{"a":2}'), (b"message", b"x\ny")]
+    expected.append((b"complete", b""))
+    for step in (1, 2, 5, len(body)):  # split anywhere, even inside a chunk's size or CRLF
+        chunks, stream, seen = ChunkedBody(), EventStream(), []
+        for start in range(0, len(body), step):
+            seen += stream.feed(chunks.feed(body[start : start + step]))
+        assert (seen, chunks.ended) == (expected, True)
+    crlf = EventStream()  # Strawberry ends its lines with CRLF
+    assert crlf.feed(b'event: next\r\ndata: {"b":2}\r') == []
+    assert crlf.feed(b"\n\r\n: ping\r\n\r\n") == [(b"next", b'{"b":2}')]
+    with pytest.raises(ValueError):
+        ChunkedBody().feed(b"zz\r\n")
+
+
+def test_generator_sse_request_looks_like_a_browser_fetch() -> None:
+    body = b'{"query":"subscription { x }"}'
+    request = sse_request("127.0.0.1", 8123, "/graphql", body)
+    head, _, sent = request.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {n.lower(): v for n, _, v in (line.partition(": ") for line in lines[1:])}
+    assert lines[0] == "POST /graphql HTTP/1.1"
+    assert sent == body and headers["content-length"] == str(len(body))
+    assert headers["accept"] == "text/event-stream"
+    assert headers["content-type"] == "application/json; charset=utf-8"
+    assert headers["origin"] == "http://127.0.0.1:8123"
+    assert headers["sec-fetch-mode"] == "cors"
+    assert "Chrome/" in headers["user-agent"]
 
 
 def test_generator_handshake_looks_like_a_browser() -> None:

@@ -32,7 +32,9 @@ from anyql.types import HTTPResponse, OperationRequest
 
 TRUSTED = "https://app.example"
 FOREIGN = "https://evil.example"
-ALLOW_HEADERS = "accept, authorization, content-type, graphql-require-preflight"
+ALLOW_HEADERS = (
+    "accept, authorization, content-type, graphql-require-preflight, x-graphql-event-stream-token"
+)
 PREFLIGHT = {
     "origin": TRUSTED,
     "access-control-request-method": "POST",
@@ -120,7 +122,7 @@ def test_H21_preflight_from_a_listed_origin_gets_exact_204() -> None:
         204,
         (
             ("access-control-allow-origin", TRUSTED),
-            ("access-control-allow-methods", "GET, POST"),
+            ("access-control-allow-methods", "GET, POST, PUT, DELETE"),
             ("access-control-allow-headers", ALLOW_HEADERS),
             ("access-control-max-age", "60"),
             ("vary", "origin"),
@@ -134,7 +136,7 @@ def test_H21_preflight_with_credentials_names_the_origin_never_a_star() -> None:
     assert cors_headers(response.headers) == {
         "access-control-allow-origin": TRUSTED,
         "access-control-allow-credentials": "true",
-        "access-control-allow-methods": "GET, POST",
+        "access-control-allow-methods": "GET, POST, PUT, DELETE",
         "access-control-allow-headers": ALLOW_HEADERS,
         "access-control-max-age": "600",
     }
@@ -287,7 +289,7 @@ async def test_H21_preflight_through_the_native_transport_executes_nothing() -> 
     assert cors_headers(allowed.headers) == {
         "access-control-allow-origin": TRUSTED,
         "access-control-allow-credentials": "true",
-        "access-control-allow-methods": "GET, POST",
+        "access-control-allow-methods": "GET, POST, PUT, DELETE",
         "access-control-allow-headers": ALLOW_HEADERS,
         "access-control-max-age": "30",
     }
@@ -305,7 +307,7 @@ async def test_H21_answers_carry_cors_headers_for_listed_origins_only() -> None:
     async with TestClient(app) as client:
         trusted = await post(client, TRUSTED)
         foreign = await post(client, FOREIGN)
-        refused = await client.request("PUT", headers={"origin": TRUSTED})
+        refused = await client.request("PATCH", headers={"origin": TRUSTED})
     assert trusted.json() == foreign.json() == {"data": {"hello": "world"}}
     assert cors_headers(trusted.headers) == {
         "access-control-allow-origin": TRUSTED,

@@ -622,7 +622,7 @@ def test_receive_answers_a_preflight_before_anything_else() -> None:
         204,
         (
             ALLOWED,
-            ("access-control-allow-methods", "GET, POST"),
+            ("access-control-allow-methods", "GET, POST, PUT, DELETE"),
             ("access-control-allow-headers", ", ".join(CORS.allow_headers)),
             ("access-control-max-age", "600"),
             ("vary", "origin"),

@@ -110,7 +110,8 @@ class HTTPStreams:
         except HTTPError as error:
             return app.http.respond(parsed, error)
         except RequestError as error:
-            return self._stream(info, framing, _ended_with(framing.error("", error.errors)))
+            frames = framing.error("", error.errors) + framing.end()
+            return self._stream(info, framing, _ended_with(framing, frames))
         full = self._full(info)
         if full is not None:
             return app.http.respond(parsed, full)
@@ -226,6 +227,9 @@ class HTTPStreams:
 
     async def _open(self, request: HTTPRequest, token: str) -> HTTPResponse | HTTPStream:
         info = request.info
+        draining = self._draining(info, _SSE_SINGLE)
+        if draining is not None:
+            return draining
         full = self._full(info)
         if full is not None:
             raise full
@@ -279,6 +283,8 @@ class HTTPStreams:
         app = self.app
         info = request.info
         reservation = self._reservation(token)
+        if self._refuses_streams():
+            raise _refusal(503, "Server is shutting down", (("retry-after", "1"),))
         received = app.http.receive(request)
         if isinstance(received, HTTPResponse):
             return received
@@ -326,7 +332,7 @@ class HTTPStreams:
             error = _refusal(503, "Server is shutting down", (("retry-after", "1"),))
             return self._with_cors(info, http.error_response(error))
         hint = framing.interrupted((), random.randint(*DRAIN_RETRY_MS))
-        return self._stream(info, framing, _ended_with(hint))
+        return self._stream(info, framing, _ended_with(framing, hint))
 
     def _full(self, info: RequestInfo) -> HTTPError | None:
         handle = self.app.server
@@ -371,11 +377,11 @@ class HTTPStreams:
         return HTTPResponse(response.status, (*response.headers, *cors), response.body)
 
 
-def _ended_with(frames: bytes) -> Callable[[StreamSink], Awaitable[None]]:
-    """A stream body that sends ``frames`` and ends."""
+def _ended_with(framing: StreamFraming, frames: bytes) -> Callable[[StreamSink], Awaitable[None]]:
+    """A stream body that sends the opening, then ``frames``, and ends."""
 
     async def body(sink: StreamSink) -> None:
-        await sink.send(frames)
+        await sink.send(framing.opening() + frames)
 
     return body
 

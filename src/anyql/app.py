@@ -94,7 +94,7 @@ class Settings:
     balancer's readiness probe. ``trusted_proxies``: how many proxies in front of the
     server append to ``X-Forwarded-For``; 0 (the default) counts SSE reservations by the
     peer's address and never reads that header. ``graphiql_sse``: the GraphiQL page
-    subscribes over SSE (single connection mode) instead of a WebSocket.
+    subscribes over SSE (distinct connections mode) instead of a WebSocket.
 
     Raises:
         ValueError: a field of the wrong type or out of range (a ``limits`` that is not a

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+import anyio
+
 from .limits import Limits
 from .streams import StreamSession
 
@@ -52,7 +54,7 @@ class Reservations:
         clock: seconds, monotonic (tests pass their own).
     """
 
-    def __init__(self, limits: Limits, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, limits: Limits, clock: Callable[[], float] = anyio.current_time) -> None:
         self.limits = limits
         self._clock = clock
         self._by_token: dict[str, Reservation] = {}

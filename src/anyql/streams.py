@@ -190,8 +190,10 @@ class StreamSession:
         self._wake()
 
     def _going_away(self) -> None:
-        self._cancel_operations()
+        # Ending first: the operations' own endings (a shared one's ``complete``) must not
+        # take the place of the retry hint.
         self._end(self.framing.interrupted(GOING_AWAY, random.randint(*DRAIN_RETRY_MS)))
+        self._cancel_operations()
 
     # --- writing -------------------------------------------------------------------
 
@@ -313,9 +315,9 @@ class StreamSession:
     def _close_slow_consumer(self, owner: Owner) -> None:
         logger.warning("closing a slow stream consumer: %s, operation %r", self.info.peer, owner.id)
         self.outbox.take()  # the client is not reading: what is queued is dropped
-        self._cancel_operations()
         retry_ms = random.randint(*SLOW_CONSUMER_RETRY_MS)
         self._end(self.framing.interrupted(SLOW_CONSUMER, retry_ms))
+        self._cancel_operations()
 
     async def _emit(self, owner: Owner, frame: bytes) -> None:
         """Queue ``frame`` of a live operation; nothing once it is cancelled."""

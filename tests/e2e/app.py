@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -25,7 +26,7 @@ schema = Schema(
       messages(room: String!): String!
       shared(room: String!): String!
       boom(after: Int!): Int!
-      tracked(name: String!): Int!
+      tracked(name: String!, everyMs: Int = 0): Int!
     }
     """
 )
@@ -89,11 +90,16 @@ CLEANED_UP: Counter[str] = Counter()
 
 
 @schema.field("Subscription.tracked")
-async def tracked(root: Any, info: Any, name: str) -> AsyncIterator[int]:
-    """Yields 0, then waits until it is cancelled; its ``finally`` records that it ran."""
+async def tracked(root: Any, info: Any, name: str, everyMs: int) -> AsyncIterator[int]:
+    """Yields 0, then 1, 2, ... every ``everyMs`` (with 0: nothing more) until it is cancelled;
+    its ``finally`` records that it ran."""
     try:
         yield 0
-        await anyio.sleep_forever()
+        if everyMs <= 0:
+            await anyio.sleep_forever()
+        for value in itertools.count(1):
+            await anyio.sleep(everyMs / 1000)
+            yield value
     finally:
         CLEANED_UP[name] += 1
 

@@ -53,7 +53,9 @@ MASKED_APP = build_app(mask_errors=True)
 
 #: Every status the native HTTP path may answer client input with (101: a WebSocket).
 DOCUMENTED_STATUSES = {101, 200, 400, 403, 404, 405, 406, 408, 413, 414, 415, 422, 426, 431}
-DOCUMENTED_STATUSES |= {501, 503}
+# 201 reserves an SSE stream (PUT), 202 accepts an operation on one, 409 and 429 refuse
+# a second open, a running operation id and too many reservations (docs/protocols.md).
+DOCUMENTED_STATUSES |= {201, 202, 409, 429, 501, 503}
 
 
 class Collector(logging.Handler):

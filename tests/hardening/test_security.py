@@ -48,7 +48,10 @@ BAD_HTTP = [
     b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
     b"Content-Length: 9\r\n\r\n{not json",
     b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}",
-    b"PUT /graphql HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    b"PATCH /graphql HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    b"DELETE /graphql?operationId=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    b"GET /graphql HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n"
+    b"X-GraphQL-Event-Stream-Token: forged\r\n\r\n",
     b"GET /graphql?query=%7B HTTP/1.1\r\nHost: x\r\n\r\n",
     b"GET /graphql?query=%7Bnope%7D HTTP/1.1\r\nHost: x\r\n\r\n",
     b"GET /graphql?query=mutation%7Bpublish(room:%22a%22,text:%22b%22)%7D HTTP/1.1\r\n"

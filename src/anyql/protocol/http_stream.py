@@ -34,7 +34,10 @@ MULTIPART_SUBSCRIPTION: Final = 'multipart/mixed; boundary="graphql"; subscripti
 
 #: Headers every stream response gets: no cache may hold it, no proxy may buffer it.
 _STREAM_HEADERS: Final = (("cache-control", "no-cache"), ("x-accel-buffering", "no"))
-_PART_HEAD: Final = b"\r\n--graphql\r\ncontent-type: application/json; charset=utf-8\r\n\r\n"
+#: Every part ends with the boundary, so a client can hand it over at once (Apollo Client
+#: and meros deliver a part only when the boundary after it arrives).
+_BOUNDARY: Final = b"\r\n--graphql"
+_PART_HEAD: Final = b"\r\ncontent-type: application/json; charset=utf-8\r\n\r\n"
 
 
 class StreamFraming:
@@ -80,7 +83,8 @@ class StreamFraming:
         return self.error(id, errors)
 
     def opening(self) -> bytes:
-        """What goes out as soon as the stream is accepted (so every proxy sends the head)."""
+        """What goes out as soon as the stream is accepted (so every proxy sends the head);
+        every stream begins with it, also one that carries only an error."""
         return b""
 
     def keep_alive(self) -> bytes:
@@ -140,19 +144,22 @@ class Multipart(StreamFraming):
     content_type = MULTIPART_SUBSCRIPTION
 
     def envelope(self, id: str) -> tuple[bytes, bytes]:
-        return _PART_HEAD + b'{"payload":', b"}"
+        return _PART_HEAD + b'{"payload":', b"}" + _BOUNDARY
 
     def complete(self, id: str) -> bytes:
         return b""  # the closing boundary (``end``) ends the one operation
 
     def fail(self, id: str, errors: Sequence[Mapping[str, Any]]) -> bytes:
-        return _PART_HEAD + orjson.dumps({"payload": None, "errors": list(errors)})
+        return _PART_HEAD + orjson.dumps({"payload": None, "errors": list(errors)}) + _BOUNDARY
+
+    def opening(self) -> bytes:
+        return _BOUNDARY
 
     def keep_alive(self) -> bytes:
-        return _PART_HEAD + b"{}"
+        return _PART_HEAD + b"{}" + _BOUNDARY
 
     def interrupted(self, errors: Sequence[Mapping[str, Any]], retry_ms: int) -> bytes:
         return self.fail("", errors) + self.end()
 
     def end(self) -> bytes:
-        return b"\r\n--graphql--\r\n"
+        return b"--\r\n"  # turns the boundary after the last part into the closing one

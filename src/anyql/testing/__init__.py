@@ -1,4 +1,5 @@
-"""Test client: GraphQL over HTTP and WebSocket, against an app in process or a server by URL.
+"""Test client: GraphQL over HTTP, SSE, multipart and WebSocket, against an app in process or
+a server by URL.
 
 ``TestClient(app)`` serves the app over in-memory byte streams with the native transport
 (``anyql.transports.native.serve_connection``, what ``anyql serve`` runs), inside
@@ -17,10 +18,21 @@ Works under Trio and asyncio: anyio's pytest plugin, pytest-trio, ``trio.run`` a
             # leaving the subscription's block sent `complete` (legacy: `stop`)
         # leaving the socket's block waited for the server to end the session: every
         # resolver's cleanup has run
+        async with client.subscribe_sse("subscription { count(target: 3) }") as results:
+            async for result in results:                         # GraphQL over SSE
+                ...
+        async with client.subscribe_multipart("subscription { ... }") as results:
+            ...                                                  # Apollo's multipart
+        async with client.event_stream() as stream:              # SSE, single connection
+            async with stream.subscribe("subscription { ... }") as results:
+                ...
+        # leaving a stream's block closed it and waited for the server to close its end
 
 Modules: ``_client`` (``TestClient``), ``_websocket`` (``WebSocketConnection``,
-``OperationResults``), ``_wire`` (in-memory streams, h11/wsproto client steps, ``Response``,
-errors). Must not import the app, the session or graphql.
+``OperationResults``), ``_streams`` (subscriptions over HTTP: ``StreamResults``,
+``EventStream``, ``StreamInterrupted``, the SSE and multipart parsers), ``_wire``
+(in-memory streams, h11/wsproto client steps, ``Response``, errors). Must not import the
+app, the session or graphql.
 """
 
 from __future__ import annotations
@@ -31,15 +43,21 @@ from ..errors import ResponseError as ResponseError
 from ..errors import WebSocketClosed as WebSocketClosed
 from ..errors import WebSocketRejected as WebSocketRejected
 from ._client import TestClient as TestClient
+from ._streams import EventStream as EventStream
+from ._streams import StreamInterrupted as StreamInterrupted
+from ._streams import StreamResults as StreamResults
 from ._websocket import OperationResults as OperationResults
 from ._websocket import WebSocketConnection as WebSocketConnection
 from ._wire import Response as Response
 
 __all__ = [
     "ClientError",
+    "EventStream",
     "OperationResults",
     "Response",
     "ResponseError",
+    "StreamInterrupted",
+    "StreamResults",
     "TestClient",
     "WebSocketClosed",
     "WebSocketConnection",

@@ -23,11 +23,21 @@ import anyio.abc
 import h11
 from wsproto.events import Request
 
-from ..errors import ClientError
+from ..errors import ClientError, ResponseError
 from ..transports.native import ServedApp, serve_connection
+from ._streams import (
+    MULTIPART_ACCEPT,
+    SSE_ACCEPT,
+    TOKEN_HEADER,
+    EventStream,
+    StreamResults,
+    event_stream,
+    operation_stream,
+)
 from ._websocket import WebSocketConnection
 from ._wire import (
     CLOSE_TIMEOUT,
+    JSON_ACCEPT,
     STREAM_ERRORS,
     Headers,
     Response,
@@ -45,7 +55,6 @@ from ._wire import (
 logger = logging.getLogger("anyql.testing")
 
 GRAPHQL_TRANSPORT_WS = "graphql-transport-ws"
-_ACCEPT = "application/graphql-response+json, application/json;q=0.9"
 
 
 class TestClient:
@@ -195,18 +204,34 @@ class TestClient:
             ResponseError: the status is neither 200 nor a 400 with
                 ``application/graphql-response+json`` (for example a 404 or a 405).
         """
+        target, head, body = self._operation(
+            query, variables, operation_name, extensions, method, path, JSON_ACCEPT, headers
+        )
+        return graphql_result(await self._send(method, target, head, body))
+
+    def _operation(
+        self,
+        query: str,
+        variables: Mapping[str, Any] | None,
+        operation_name: str | None,
+        extensions: Mapping[str, Any] | None,
+        method: str,
+        path: str | None,
+        accept: str,
+        headers: Headers,
+    ) -> tuple[str, list[tuple[str, str]], bytes]:
+        """The target, headers and body of a request for one operation."""
         params = operation_params(query, variables, operation_name, extensions)
         target = path or self.path
         body = b""
         if method == "GET":
             fields = {k: v if isinstance(v, str) else json.dumps(v) for k, v in params.items()}
             target = f"{target}?{urlencode(fields)}"
-            defaults = [("accept", _ACCEPT)]
+            defaults = [("accept", accept)]
         else:
             body = json.dumps(params).encode("utf-8")
-            defaults = [("accept", _ACCEPT), ("content-type", "application/json")]
-        head = merged(defaults, self.headers, headers)
-        return graphql_result(await self._send(method, target, head, body))
+            defaults = [("accept", accept), ("content-type", "application/json")]
+        return target, merged(defaults, self.headers, headers), body
 
     async def request(
         self, method: str, target: str | None = None, *, headers: Headers = (), body: bytes = b""
@@ -231,11 +256,162 @@ class TestClient:
     async def _send(
         self, method: str, target: str, headers: list[tuple[str, str]], body: bytes
     ) -> Response:
-        head = [("host", self._host), *headers, ("content-length", str(len(body)))]
         stream = await self._open()
         try:
-            request = h11.Request(method=method, target=target, headers=head)
-            return await exchange(stream, request, body)
+            return await exchange(stream, self._request(method, target, headers, body), body)
+        finally:
+            await anyio.aclose_forcefully(stream)
+
+    def _request(
+        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes
+    ) -> h11.Request:
+        head = [("host", self._host), *headers, ("content-length", str(len(body)))]
+        return h11.Request(method=method, target=target, headers=head)
+
+    # --- subscriptions over HTTP ---------------------------------------------------
+
+    @asynccontextmanager
+    async def subscribe_sse(
+        self,
+        query: str,
+        variables: Mapping[str, Any] | None = None,
+        operation_name: str | None = None,
+        *,
+        extensions: Mapping[str, Any] | None = None,
+        method: Literal["POST", "GET"] = "POST",
+        path: str | None = None,
+        headers: Headers = (),
+    ) -> AsyncIterator[StreamResults]:
+        """Run one operation over GraphQL over SSE, distinct connections mode: a request
+        with ``Accept: text/event-stream`` whose response is the operation's stream.
+
+        Leaving the block closes the connection and waits (up to ``CLOSE_TIMEOUT``) for the
+        server to close its end, which it does once the operation was cancelled and its
+        resolver's cleanup ran.
+
+        Args:
+            query: the GraphQL document.
+            variables: the operation's variables.
+            operation_name: which operation of the document to run.
+            extensions: the request's ``extensions``.
+            method: ``POST`` (a JSON body) or ``GET`` (parameters in the query string, as
+                ``EventSource`` sends them).
+            path: the path, if not the client's default.
+            headers: headers for this request; they replace the client's headers of the
+                same names.
+
+        Yields:
+            The operation's results as an async iterator: every ``next`` event's data
+            (validation errors included: graphql-sse sends them as a ``next``); it stops
+            at ``complete``.
+
+        Raises:
+            ResponseError: the server refused the request with an HTTP error (the context
+                factory's ``HTTPError``, a 406, a 503).
+        """
+        target, head, body = self._operation(
+            query, variables, operation_name, extensions, method, path, SSE_ACCEPT, headers
+        )
+        async with self._operation_stream(method, target, head, body) as results:
+            yield results
+
+    @asynccontextmanager
+    async def subscribe_multipart(
+        self,
+        query: str,
+        variables: Mapping[str, Any] | None = None,
+        operation_name: str | None = None,
+        *,
+        extensions: Mapping[str, Any] | None = None,
+        path: str | None = None,
+        headers: Headers = (),
+    ) -> AsyncIterator[StreamResults]:
+        """Run one operation as Apollo Client does over HTTP: a POST with ``Accept:
+        multipart/mixed;boundary="graphql";subscriptionSpec=1.0,application/json``.
+
+        A subscription's answer is a multipart stream; anything else (a query, a document
+        that does not validate) is a plain JSON answer, yielded as the one result. Leaving
+        the block closes the connection and waits for the server's end, as
+        ``subscribe_sse`` does.
+
+        Args:
+            query: the GraphQL document.
+            variables: the operation's variables.
+            operation_name: which operation of the document to run.
+            extensions: the request's ``extensions``.
+            path: the path, if not the client's default.
+            headers: headers for this request; they replace the client's headers of the
+                same names.
+
+        Yields:
+            The operation's results as an async iterator: each part's ``payload``
+            (heartbeats skipped); it stops at the closing delimiter. A transport error part
+            (``{"payload": null, "errors": [...]}``) raises ``StreamInterrupted``.
+
+        Raises:
+            ResponseError: the server refused the request with an HTTP error.
+        """
+        target, head, body = self._operation(
+            query, variables, operation_name, extensions, "POST", path, MULTIPART_ACCEPT, headers
+        )
+        async with self._operation_stream("POST", target, head, body) as results:
+            yield results
+
+    @asynccontextmanager
+    async def event_stream(
+        self, path: str | None = None, *, headers: Headers = ()
+    ) -> AsyncIterator[EventStream]:
+        """Open a GraphQL over SSE stream in single connection mode: reserve it (``PUT``,
+        201 and a token), then open it (a GET with ``Accept: text/event-stream`` and the
+        token). Operations then run on it with ``subscribe`` and ``query``.
+
+        Leaving the block closes the stream and waits (up to ``CLOSE_TIMEOUT``) for the
+        server to close its end: every operation on it has been cancelled and cleaned up.
+
+        Args:
+            path: the path, if not the client's default.
+            headers: headers for every request of the stream (reservation, stream,
+                operations, stops); they replace the client's headers of the same names.
+
+        Yields:
+            The open stream.
+
+        Raises:
+            ResponseError: the reservation or the stream was refused (401 from the context
+                factory, 429 too many reservations, 404, 409, 503).
+        """
+        target = path or self.path
+        base = merged(self.headers, headers)
+        reserved = await self._send("PUT", target, merged([("accept", "text/plain")], base), b"")
+        if reserved.status != 201:
+            raise ResponseError(reserved)
+        token = reserved.text.strip()
+        opening = merged(base, [("accept", SSE_ACCEPT), (TOKEN_HEADER, token)])
+        stream = await self._open()
+        try:
+            async with event_stream(
+                stream,
+                self._task_group(),
+                self._request("GET", target, opening, b""),
+                token,
+                self._send,
+                target,
+                base,
+            ) as events:
+                yield events
+        finally:
+            await anyio.aclose_forcefully(stream)
+
+    @asynccontextmanager
+    async def _operation_stream(
+        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes
+    ) -> AsyncIterator[StreamResults]:
+        tasks = self._task_group()
+        stream = await self._open()
+        try:
+            request = self._request(method, target, headers, body)
+            async with operation_stream(stream, tasks, request, body) as results:
+                yield results
         finally:
             await anyio.aclose_forcefully(stream)
 

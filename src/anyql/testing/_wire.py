@@ -1,7 +1,8 @@
 """The wire side of the test client: in-memory byte streams, h11 and wsproto client steps.
 
-Owns ``MemoryByteStream`` (one end of an in-memory connection), the HTTP exchange and the
-WebSocket handshake as a client, ``Response`` and the test client's errors. Imports anyio,
+Owns ``MemoryByteStream`` (one end of an in-memory connection), the HTTP exchange as a
+client (whole, or read as it arrives: ``ResponseReader``), the WebSocket handshake as a
+client, ``Response`` and the test client's errors. Imports anyio,
 h11, wsproto and ``errors``; must not import the server's transports, the app or graphql:
 the client side is plain h11 and wsproto, never the server's own code.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,8 @@ STREAM_ERRORS = (
     ConnectionClosed,
     OSError,
 )
+#: The ``Accept`` of a plain GraphQL-over-HTTP request.
+JSON_ACCEPT = "application/graphql-response+json, application/json;q=0.9"
 #: How long leaving a block waits for the server to finish its side of a connection.
 CLOSE_TIMEOUT = 5.0
 READ_SIZE = 65536
@@ -126,31 +129,105 @@ async def exchange(stream: anyio.abc.ByteStream, request: h11.Request, body: byt
     Raises:
         ClientError: the server closed the connection without a whole, valid response.
     """
-    connection = h11.Connection(h11.CLIENT)
-    data = connection.send(request) or b""
-    if body:
-        data += connection.send(h11.Data(data=body)) or b""
-    data += connection.send(h11.EndOfMessage()) or b""
-    await send_or_false(stream, data)  # a server may answer (413) before reading it all
-    status, headers, chunks = 0, decoded(()), []
-    while True:
-        try:
-            event = connection.next_event()
-        except h11.RemoteProtocolError as error:
-            raise ClientError(f"bad or missing HTTP response: {error}") from error
-        if event is h11.NEED_DATA:
+    reader = ResponseReader(stream)
+    await reader.send(request, body)
+    return await reader.rest(await reader.head())
+
+
+class ResponseReader:
+    """One HTTP exchange on a fresh connection, as an h11 client that reads the response as
+    it arrives: the head first, then the body piece by piece (a streamed answer).
+
+    Attributes:
+        stream: the connection.
+        finished: the whole body was read (False while reading, or when the connection
+            ended or broke in the middle of it).
+        broken: why the body could not be read to its end, once that happened.
+    """
+
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+        self.stream = stream
+        self.finished = False
+        self.broken: str | None = None
+        self._h11 = h11.Connection(h11.CLIENT)
+
+    async def send(self, request: h11.Request, body: bytes) -> None:
+        """Send the request (head, body, end); a server that answered early is not an error."""
+        data = self._h11.send(request) or b""
+        if body:
+            data += self._h11.send(h11.Data(data=body)) or b""
+        data += self._h11.send(h11.EndOfMessage()) or b""
+        await send_or_false(self.stream, data)  # a server may answer (413) before reading it all
+
+    async def head(self) -> Response:
+        """The response's status and headers (``body`` empty).
+
+        Raises:
+            ClientError: the server closed the connection without a valid response head.
+        """
+        while True:
+            event = await self._next_event()
+            if isinstance(event, h11.Response):
+                return Response(event.status_code, decoded(event.headers), b"")
+            if isinstance(event, h11.ConnectionClosed):
+                raise ClientError("the server closed the connection without a response")
+
+    async def data(self) -> bytes | None:
+        """The next piece of the body as it arrives; None once it ended (see ``finished``
+        and ``broken``)."""
+        if self.finished or self.broken is not None:
+            return None
+        while True:
             try:
-                connection.receive_data(await stream.receive(READ_SIZE))
+                event = await self._next_event()
+            except ClientError as error:
+                self.broken = str(error)
+                return None
+            if isinstance(event, h11.Data):
+                return bytes(event.data)
+            if isinstance(event, h11.EndOfMessage):
+                self.finished = True
+                return None
+            if isinstance(event, h11.ConnectionClosed):
+                self.broken = "the server closed the connection in the middle of the response"
+                return None
+
+    async def rest(self, head: Response) -> Response:
+        """The whole response: ``head`` with the rest of the body.
+
+        Raises:
+            ClientError: the body did not arrive whole.
+        """
+        chunks = [piece async for piece in self._pieces()]
+        if not self.finished:
+            raise ClientError(self.broken or "the response ended early")
+        return Response(head.status, head.headers, b"".join(chunks))
+
+    async def _pieces(self) -> AsyncIterator[bytes]:
+        while (piece := await self.data()) is not None:
+            yield piece
+
+    async def _next_event(self) -> Any:
+        while True:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as error:
+                raise ClientError(f"bad or missing HTTP response: {error}") from error
+            if event is not h11.NEED_DATA:
+                return event
+            try:
+                self._h11.receive_data(await self.stream.receive(READ_SIZE))
             except STREAM_ERRORS:
-                connection.receive_data(b"")
-        elif isinstance(event, h11.Response):
-            status, headers = event.status_code, decoded(event.headers)
-        elif isinstance(event, h11.Data):
-            chunks.append(bytes(event.data))
-        elif isinstance(event, h11.EndOfMessage):
-            return Response(status, headers, b"".join(chunks))
-        elif isinstance(event, h11.ConnectionClosed):
-            raise ClientError("the server closed the connection without a response")
+                self._h11.receive_data(b"")
+
+
+async def read_until_closed(stream: anyio.abc.ByteStream) -> None:
+    """Discard what ``stream`` still carries until the other end closes it."""
+    try:
+        while True:
+            await stream.receive(READ_SIZE)
+    except STREAM_ERRORS:
+        return
 
 
 async def handshake(
