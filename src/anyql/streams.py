@@ -34,7 +34,7 @@ from .fanout import Subscriber
 from .outbox import Outbox, Owner
 from .ports import SessionHost
 from .protocol.http_stream import StreamFraming
-from .types import RequestInfo, SlowConsumerPolicy, StreamSink
+from .types import DirectStreamSink, RequestInfo, SlowConsumerPolicy, StreamSink
 
 if TYPE_CHECKING:
     from .execution import FormattedError, PreparedOperation
@@ -109,6 +109,11 @@ class StreamSession:
         self._ready = anyio.Event()
         self._pending: list[tuple[str, PreparedOperation, Any]] = []
         self._tg: anyio.abc.TaskGroup | None = None
+        #: The sink, when it can write from the delivering task (the native server).
+        self._direct: DirectStreamSink | None = None
+        #: True while the writer waits with nothing queued: a result may then go out
+        #: from the task that produced it, as on a WebSocket.
+        self._idle = False
 
     # --- lifetime ------------------------------------------------------------------
 
@@ -124,6 +129,8 @@ class StreamSession:
                 pending, self._pending = self._pending, []
                 for id, prepared, context in pending:
                     self._launch(id, prepared, context)
+                if isinstance(sink, DirectStreamSink):
+                    self._direct = sink
                 try:
                     await sink.send(self.framing.opening())
                     await self._write_until_ended(sink)
@@ -202,10 +209,11 @@ class StreamSession:
 
     async def _write_until_ended(self, sink: StreamSink) -> None:
         interval = self.limits.stream_keep_alive_interval
+        direct = self._direct
         while True:
             items = self.outbox.take()
-            if items:
-                await sink.send(
+            if items or (direct is not None and direct.needs_flush):
+                await sink.send(  # after any residue ``write_now`` left
                     b"".join(i.data for i in items if i.owner is None or not i.owner.cancelled)
                 )
                 continue
@@ -213,13 +221,39 @@ class StreamSession:
                 await sink.send(self._last)
                 return
             self._ready = anyio.Event()
-            if interval > 0:
-                with anyio.move_on_after(interval) as idle:
+            self._idle = True
+            try:
+                if interval > 0:
+                    with anyio.move_on_after(interval) as idle:
+                        await self._ready.wait()
+                    if idle.cancelled_caught:
+                        await sink.send(self.framing.keep_alive())
+                else:
                     await self._ready.wait()
-                if idle.cancelled_caught:
-                    await sink.send(self.framing.keep_alive())
-            else:
-                await self._ready.wait()
+            finally:
+                self._idle = False
+
+    def _write_now(self, frame: bytes) -> bool:
+        """Send ``frame`` from the calling task when nothing is queued before it; False:
+        queue it. A stream whose client is gone counts as sent (nothing more goes out)."""
+        direct = self._direct
+        if (
+            direct is None
+            or not self._idle
+            or len(self.outbox)
+            or self.state is not StreamState.OPEN
+        ):
+            return False
+        try:
+            if not direct.write_now(frame):
+                return False
+        except ConnectionClosed:
+            self.state = StreamState.LOST
+            self._wake()
+            return True
+        if direct.needs_flush:
+            self._wake()  # the kernel took part of it: the writer sends the rest next
+        return True
 
     # --- operations ----------------------------------------------------------------
 
@@ -288,8 +322,11 @@ class StreamSession:
         def deliver(payload: bytes) -> bool:
             if owner.cancelled:
                 return False
+            frame = before + payload + after
+            if self._write_now(frame):
+                return self.state is StreamState.OPEN
             try:
-                self.outbox.offer(before + payload + after, owner=owner, policy=policy)
+                self.outbox.offer(frame, owner=owner, policy=policy)
             except SlowConsumer:
                 self._close_slow_consumer(owner)
                 return False
@@ -333,4 +370,9 @@ class StreamSession:
             await anyio.lowlevel.checkpoint()
             return
         frame = self.framing.next(owner.id, payload)
+        if self._write_now(frame):
+            # A direct write never waits: this checkpoint keeps a source that never awaits
+            # from holding the loop (and lets the client's leaving be noticed).
+            await anyio.lowlevel.checkpoint()
+            return
         await self.outbox.put(frame, owner=owner, policy=policy, droppable=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, get_args
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 __all__ = [
     "SLOW_CONSUMER_POLICIES",
@@ -21,6 +21,7 @@ __all__ = [
     "ASGIReceive",
     "ASGIScope",
     "ASGISend",
+    "DirectStreamSink",
     "HTTPRequest",
     "HTTPResponse",
     "HTTPStream",
@@ -106,6 +107,25 @@ class StreamSink(Protocol):
         Raises:
             ConnectionClosed: the client is gone.
         """
+        ...
+
+
+@runtime_checkable
+class DirectStreamSink(StreamSink, Protocol):
+    """A sink that can also write from the calling task without waiting (the native
+    server's): a stream's result then goes out from the task that produced it."""
+
+    def write_now(self, data: bytes) -> bool:
+        """Write ``data`` now; False when it must wait its turn (nothing written).
+
+        Raises:
+            ConnectionClosed: the client is gone.
+        """
+        ...
+
+    @property
+    def needs_flush(self) -> bool:
+        """True when ``write_now`` left bytes behind: an awaited ``send`` must follow."""
         ...
 
 

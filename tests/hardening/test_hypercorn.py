@@ -168,12 +168,17 @@ async def test_H12_body_over_the_cap_gets_413(port: int) -> None:
             400,
         ),
         (
-            b"PUT /graphql HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            b"PATCH /graphql HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             405,
+        ),
+        (
+            b"DELETE /graphql?operationId=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+            b"X-GraphQL-Event-Stream-Token: forged\r\nConnection: close\r\n\r\n",
+            404,
         ),
         (b"GARBAGE\r\n\r\n", 400),  # hypercorn's own answer: anyql never sees it
     ],
-    ids=["bad-json", "put", "garbage"],
+    ids=["bad-json", "patch", "forged-token", "garbage"],
 )
 async def test_H20_error_bodies_carry_no_internals(port: int, raw: bytes, expected: int) -> None:
     responses = await exchange(port, raw)

@@ -439,17 +439,52 @@ class HTTPConnection:
 class _ChunkSink:
     """The ``StreamSink`` of a native streamed response: each send is one h11 ``Data``."""
 
-    __slots__ = ("_connection", "sent")
+    __slots__ = ("_connection", "_residue", "sent")
 
     def __init__(self, connection: HTTPConnection) -> None:
         self._connection = connection
         self.sent = 0
+        #: What ``write_now`` could not write at once; it goes before anything else.
+        self._residue = b""
 
     async def send(self, data: bytes) -> None:
+        if self._residue:
+            residue, self._residue = self._residue, b""
+            await self.write(residue)
         if not data:
             return
         self.sent += len(data)
         await self.write(_serialise(self._connection._h11, h11.Data(data=data)))
+
+    def write_now(self, data: bytes) -> bool:
+        """Send ``data`` from the calling task without waiting; False: it must wait its turn
+        (nothing was written). What the kernel did not take waits in a residue that the
+        next ``send`` writes first (``needs_flush``).
+
+        Raises:
+            ConnectionClosed: the client is gone.
+        """
+        connection = self._connection
+        direct = connection._direct
+        if direct is None or self._residue:
+            return False
+        if connection._broken:
+            raise ConnectionClosed(1006)
+        framed = _serialise(connection._h11, h11.Data(data=data))
+        try:
+            written = direct.write(framed)
+        except STREAM_ERRORS:
+            connection._broken = True
+            raise ConnectionClosed(1006) from None
+        self.sent += len(data)
+        if written < len(framed):
+            self._residue = framed[written:]
+        return True
+
+    @property
+    def needs_flush(self) -> bool:
+        """True after ``write_now`` left a residue: an awaited ``send`` must follow."""
+        return bool(self._residue)
 
     async def write(self, data: bytes) -> None:
         connection = self._connection
