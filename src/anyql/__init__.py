@@ -10,6 +10,9 @@ from .broadcast import Broadcast as Broadcast
 from .context import Accepted as Accepted
 from .context import Connection as Connection
 from .context import Context as Context
+from .dataloader import DataLoader as DataLoader
+from .dataloader import loader as loader
+from .dataloader import loader_scope as loader_scope
 from .errors import AnyQLError as AnyQLError
 from .errors import BroadcastError as BroadcastError
 from .errors import ConfigError as ConfigError
@@ -28,6 +31,7 @@ from .transports.native import run as run
 from .transports.native import serve as serve
 from .types import HTTPRequest as HTTPRequest
 from .types import HTTPResponse as HTTPResponse
+from .types import HTTPStream as HTTPStream
 from .types import OperationRequest as OperationRequest
 from .types import RequestInfo as RequestInfo
 from .types import SlowConsumerPolicy as SlowConsumerPolicy
@@ -42,10 +46,12 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionRejected",
     "Context",
+    "DataLoader",
     "GraphQL",
     "HTTPError",
     "HTTPRequest",
     "HTTPResponse",
+    "HTTPStream",
     "Limits",
     "LocalProtocolError",
     "OperationRequest",
@@ -60,6 +66,8 @@ __all__ = [
     "SlowConsumerPolicy",
     "SourceError",
     "SubscriberOverflow",
+    "loader",
+    "loader_scope",
     "run",
     "serve",
 ]

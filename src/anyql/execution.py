@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, cast
@@ -38,6 +39,7 @@ from graphql.language import FieldNode, FragmentDefinitionNode, SelectionSetNode
 from ._document_limits import DocumentCache
 from ._executor import AnyioExecutor, aclose_within, run_executor, run_work
 from ._plan import OperationPlan, PlannedRun, PlanStats, plan_for
+from .dataloader import LoaderScope
 from .errors import FormattedError, RequestError, SourceError
 from .limits import Limits
 from .schema import Schema, as_schema
@@ -246,21 +248,29 @@ class Engine:
             )
         executor = self._build(prepared, context, root_value)
         plan = plan_for(prepared.plans, executor)
-        if plan is None:
-            self._plan_stats.operations_unplanned += 1
-            begin: Callable[[], Any] = functools.partial(run_executor, executor)
-            executor_of: Callable[[], AnyioExecutor | None] = _no_executor
-        else:
-            run = PlannedRun(plan, executor, self._plan_stats)
-            started = _start(run)
-            if type(started) is ExecutionResult and not (executor._tracked or executor._orphans):
-                # completed without awaiting anything: no timeout scope to enter
-                return self.format_result(started)
-            begin = functools.partial(_unwrap, started)
-            executor_of = run.executor_to_settle
-        result: ExecutionResult | None = None
-        with anyio.move_on_after(self.limits.operation_timeout):
-            result = await run_work(begin, executor_of)
+        scope = LoaderScope()  # the operation's loaders (anyql.loader)
+        token = scope.activate()
+        try:
+            if plan is None:
+                self._plan_stats.operations_unplanned += 1
+                begin: Callable[[], Any] = functools.partial(run_executor, executor)
+                executor_of: Callable[[], AnyioExecutor | None] = _no_executor
+            else:
+                run = PlannedRun(plan, executor, self._plan_stats)
+                started = _start(run)
+                if type(started) is ExecutionResult and not (
+                    executor._tracked or executor._orphans
+                ):
+                    # completed without awaiting anything: no timeout scope to enter
+                    return self.format_result(started)
+                begin = functools.partial(_unwrap, started)
+                executor_of = run.executor_to_settle
+            result: ExecutionResult | None = None
+            async with scope.running():
+                with anyio.move_on_after(self.limits.operation_timeout):
+                    result = await run_work(begin, executor_of)
+        finally:
+            scope.deactivate(token)
         if result is None:
             operation = prepared.operation.name
             logger.warning(
@@ -297,13 +307,28 @@ class Engine:
     async def _run_event(
         self, executor: AnyioExecutor, plan: OperationPlan | None, event: Any
     ) -> dict[str, Any]:
-        if plan is None:
-            self._plan_stats.operations_unplanned += 1
-            per_event = executor.build_per_event_executor(event)
-            result = await run_executor(per_event, serially=False)
-        else:
-            run = PlannedRun(plan, executor, self._plan_stats, event=event)
-            result = await run_work(run.start, run.executor_to_settle)
+        scope = LoaderScope()  # a fresh one per event: no value cached for an earlier one
+        token = scope.activate()
+        try:
+            if plan is None:
+                self._plan_stats.operations_unplanned += 1
+                per_event = executor.build_per_event_executor(event)
+                async with scope.running():
+                    result = await run_executor(per_event, serially=False)
+            else:
+                run = PlannedRun(plan, executor, self._plan_stats, event=event)
+                started = _start(run)
+                settle = run.executor_to_settle()
+                if type(started) is not ExecutionResult or (
+                    settle is not None and (settle._tracked or settle._orphans)
+                ):
+                    async with scope.running():
+                        started = await run_work(
+                            functools.partial(_unwrap, started), run.executor_to_settle
+                        )
+                result = started
+        finally:
+            scope.deactivate(token)
         return self.format_result(result)
 
     def subscribe(
@@ -438,6 +463,7 @@ class SubscriptionContext:
         self._context = context
         self._root_value = root_value
         self._source: AsyncIterator[Any] | None = None
+        self._scope: AsyncExitStack | None = None
 
     async def __aenter__(self) -> AsyncIterator[dict[str, Any]]:
         """Create the source stream.
@@ -450,12 +476,23 @@ class SubscriptionContext:
             raise RequestError(({"message": "Only subscription operations can be subscribed."},))
         engine = self._engine
         executor = engine._build(self._prepared, self._context, self._root_value)
-        created: Any = create_source_event_stream(executor)
-        if executor.is_awaitable(created):
-            created = await created
-        if isinstance(created, ExecutionResult):
-            errors = created.errors or [GraphQLError("Could not create the source stream.")]
-            raise RequestError(tuple(engine.format_error(error) for error in errors))
+        # The source's loads share the operation's scope (each event gets its own).
+        scope = LoaderScope()
+        stack = AsyncExitStack()
+        await stack.enter_async_context(scope.running())
+        token = scope.activate()
+        stack.callback(scope.deactivate, token)
+        try:
+            created: Any = create_source_event_stream(executor)
+            if executor.is_awaitable(created):
+                created = await created
+            if isinstance(created, ExecutionResult):
+                errors = created.errors or [GraphQLError("Could not create the source stream.")]
+                raise RequestError(tuple(engine.format_error(error) for error in errors))
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._scope = stack
         self._source = created.__aiter__()
         plan = plan_for(self._prepared.plans, executor)
         return _ResultStream(engine, executor, plan, self._source, self._prepared.root_field)
@@ -467,8 +504,15 @@ class SubscriptionContext:
         traceback: TracebackType | None,
     ) -> None:
         source, self._source = self._source, None
-        if source is not None:
-            await aclose_within(source, self._engine.limits.cleanup_grace, "a subscription source")
+        scope, self._scope = self._scope, None
+        try:
+            if source is not None:
+                await aclose_within(
+                    source, self._engine.limits.cleanup_grace, "a subscription source"
+                )
+        finally:
+            if scope is not None:
+                await scope.aclose()
 
 
 class _ResultStream:

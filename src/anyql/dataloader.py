@@ -1,0 +1,388 @@
+"""Batching and per-request caching of loads: ``DataLoader`` on anyio, and its scopes.
+
+Owns ``DataLoader``, ``loader()``, ``LoaderScope`` and ``loader_scope()``. Theory of
+operation: a scope is what one operation (or one event of a subscription) shares. The
+execution layer makes one and puts it in a context variable (never in the user's context
+object) around each execution; ``loader(info, batch_load)`` finds the loader for
+``batch_load`` in the current scope, making it on first use. ``load(key)`` registers the
+key at once, synchronously, and returns an awaitable. The first key of a new batch starts
+that batch's dispatch task in the scope's task group (or, when the scope has no task group
+yet because the execution has not awaited anything, as soon as it gets one): the task
+waits until the scope has made no new load for ``idle_checkpoints`` scheduler checkpoints,
+or for ``max_delay`` seconds, whichever comes first, then calls ``batch_load`` once per
+``max_batch_size`` chunk, chunks concurrently, and wakes the waiters. A waiter that is
+cancelled leaves; when the last one leaves a batch still loading, the load is cancelled
+and nothing of it is cached. When the scope ends, every task it started is cancelled:
+nothing outlives the request. Imports anyio only.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Hashable, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from typing import Any, Generic, TypeVar
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+
+__all__ = ["DataLoader", "LoaderScope", "loader", "loader_scope"]
+
+logger = logging.getLogger("anyql.dataloader")
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+BatchLoad = Callable[[list[Any]], "Awaitable[Sequence[Any]] | Sequence[Any]"]
+
+#: The scope of the running execution (None outside any).
+_current: ContextVar[LoaderScope | None] = ContextVar("anyql_loader_scope", default=None)
+#: Code objects of batch functions already warned about (made anew on every call).
+_warned: set[object] = set()
+
+_NO_SCOPE = (
+    "no loader scope here: anyql.loader() and DataLoader.load() work inside an operation's"
+    " execution (a resolver, or a subscription's source); elsewhere, open one with"
+    " `async with anyql.loader_scope():`"
+)
+
+
+class LoaderScope:
+    """What the loads of one execution share: its loaders, a count of loads and the task
+    group their batches run in. Made by the execution layer; users need ``loader_scope``.
+    """
+
+    __slots__ = ("_by_key", "_code_seen", "_task_group", "_waiting", "loads")
+
+    def __init__(self) -> None:
+        self._by_key: dict[Hashable, DataLoader[Any, Any]] = {}
+        self._code_seen: dict[object, object] = {}
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._waiting: list[_Batch] = []
+        #: Loads registered in this scope so far (the dispatch waits for it to stop moving).
+        self.loads = 0
+
+    def _start(self, batch: _Batch) -> None:
+        if self._task_group is None:
+            self._waiting.append(batch)
+        else:
+            self._task_group.start_soon(batch.dispatch)
+
+    @property
+    def busy(self) -> bool:
+        """True when a batch waits for a task group to run in."""
+        return bool(self._waiting)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[LoaderScope]:
+        """Give the scope a task group while the body runs; cancel what is left after it."""
+        async with anyio.create_task_group() as task_group:
+            self._task_group = task_group
+            waiting, self._waiting = self._waiting, []
+            for batch in waiting:
+                task_group.start_soon(batch.dispatch)
+            try:
+                yield self
+            finally:
+                self._task_group = None
+                task_group.cancel_scope.cancel()
+
+    def activate(self) -> Any:
+        """Make this the current scope; returns the token for ``deactivate``."""
+        return _current.set(self)
+
+    @staticmethod
+    def deactivate(token: Any) -> None:
+        """Restore the scope that was current before ``activate``."""
+        _current.reset(token)
+
+    def _loader_for(
+        self, batch_load: BatchLoad, key: Hashable | None, options: dict[str, Any]
+    ) -> DataLoader[Any, Any]:
+        lookup = batch_load if key is None else key
+        found = self._by_key.get(lookup)
+        if found is None:
+            if key is None:
+                self._check_made_on_the_fly(batch_load)
+            found = DataLoader(batch_load, **options)
+            self._by_key[lookup] = found
+        return found
+
+    def _check_made_on_the_fly(self, batch_load: BatchLoad) -> None:
+        code = getattr(batch_load, "__code__", None)
+        if code is None:
+            return
+        first = self._code_seen.setdefault(code, batch_load)
+        if first is not batch_load and code not in _warned:
+            _warned.add(code)
+            name = getattr(batch_load, "__qualname__", batch_load)
+            warnings.warn(
+                f"anyql.loader() got a new batch function {name!r}"
+                " for every call, so its loads never batch: define it once (at module level)"
+                " or pass key= to name its loader",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+
+
+def current_scope() -> LoaderScope:
+    """The current scope.
+
+    Raises:
+        RuntimeError: outside any scope.
+    """
+    scope = _current.get()
+    if scope is None:
+        raise RuntimeError(_NO_SCOPE)
+    return scope
+
+
+@asynccontextmanager
+async def loader_scope() -> AsyncIterator[LoaderScope]:
+    """A scope for loads made outside an execution (a background task, a test)."""
+    scope = LoaderScope()
+    token = scope.activate()
+    try:
+        async with scope.running():
+            yield scope
+    finally:
+        scope.deactivate(token)
+
+
+def loader(
+    info: Any, batch_load: BatchLoad, *, key: Hashable | None = None, **options: Any
+) -> DataLoader[Any, Any]:
+    """The loader for ``batch_load`` in the current execution, made on first use.
+
+    Args:
+        info: the resolver's ``info`` (the scope itself comes from the execution).
+        batch_load: ``(keys) -> values``, async or sync; identifies the loader.
+        key: identifies the loader instead of ``batch_load`` (for batch functions made
+            on the fly, which would otherwise never batch; anyql warns about those).
+        options: ``DataLoader``'s keyword arguments, used when the loader is made.
+
+    Raises:
+        RuntimeError: outside any execution (see ``loader_scope``).
+    """
+    del info  # the scope is the execution's, whatever the context object is
+    return current_scope()._loader_for(batch_load, key, options)
+
+
+class _Batch:
+    """Keys registered together, one dispatch, and the waiters on its outcome."""
+
+    __slots__ = ("done", "keys", "loader", "outcomes", "scope", "scope_cancel", "waiters")
+
+    def __init__(self, loader: DataLoader[Any, Any], scope: LoaderScope) -> None:
+        self.loader = loader
+        self.scope = scope
+        self.keys: dict[Hashable, None] = {}
+        #: key -> (True, value) or (False, exception), once done
+        self.outcomes: dict[Hashable, tuple[bool, Any]] = {}
+        self.done = anyio.Event()
+        self.waiters = 0
+        self.scope_cancel: anyio.CancelScope | None = None
+
+    async def dispatch(self) -> None:
+        loader = self.loader
+        try:
+            with anyio.CancelScope() as self.scope_cancel:
+                with anyio.move_on_after(loader.max_delay):
+                    quiet = 0
+                    seen = self.scope.loads
+                    while quiet < loader.idle_checkpoints:
+                        await anyio.lowlevel.checkpoint()
+                        if self.scope.loads == seen:
+                            quiet += 1
+                        else:
+                            seen, quiet = self.scope.loads, 0
+                if loader._open is self:
+                    loader._open = None  # later loads start a new batch
+                keys = list(self.keys)
+                size = loader.max_batch_size or len(keys) or 1
+                chunks = [keys[i : i + size] for i in range(0, len(keys), size)]
+                if len(chunks) == 1:
+                    await self._load(chunks[0])
+                else:
+                    async with anyio.create_task_group() as chunk_group:
+                        for chunk in chunks:
+                            chunk_group.start_soon(self._load, chunk)
+                self.done.set()
+        finally:
+            if loader._open is self:
+                loader._open = None
+            if not self.done.is_set():
+                cancelled = RuntimeError("the load was cancelled")
+                for key in self.keys:
+                    self.outcomes.setdefault(key, (False, cancelled))
+                    loader._forget(key, self)
+                self.done.set()
+
+    async def _load(self, keys: list[Hashable]) -> None:
+        loader = self.loader
+        try:
+            values: Any = loader.batch_load(keys)
+            if inspect.isawaitable(values):
+                values = await values
+            values = list(values)
+        except Exception as error:
+            for key in keys:
+                self.outcomes[key] = (False, error)
+                loader._forget(key, self)
+            return
+        if len(values) != len(keys):
+            wrong = ValueError(
+                f"batch_load {getattr(loader.batch_load, '__qualname__', loader.batch_load)!r}"
+                f" returned {len(values)} values for {len(keys)} keys: it must return one per"
+                " key, in the order of the keys"
+            )
+            for key in keys:
+                self.outcomes[key] = (False, wrong)
+                loader._forget(key, self)
+            return
+        for key, value in zip(keys, values, strict=True):
+            if isinstance(value, Exception):
+                self.outcomes[key] = (False, value)
+                loader._forget(key, self)  # an error is not cached
+            else:
+                self.outcomes[key] = (True, value)
+
+    async def wait(self, key: Hashable) -> Any:
+        self.waiters += 1
+        try:
+            await self.done.wait()
+        finally:
+            self.waiters -= 1
+            if not self.waiters and not self.done.is_set() and self.scope_cancel is not None:
+                self.scope_cancel.cancel()  # nobody waits any more: stop loading
+        ok, value = self.outcomes[key]
+        if ok:
+            return value
+        raise value
+
+
+class _Load(Generic[V]):
+    """What ``load`` returns: awaitable once, registered already."""
+
+    __slots__ = ("_batch", "_key", "_value")
+
+    def __init__(self, batch: _Batch | None, key: Hashable, value: Any = None) -> None:
+        self._batch = batch
+        self._key = key
+        self._value = value
+
+    def __await__(self) -> Generator[Any, None, V]:
+        if self._batch is None:
+            return self._ready().__await__()
+        return self._batch.wait(self._key).__await__()
+
+    async def _ready(self) -> V:
+        await anyio.lowlevel.checkpoint()
+        value: V = self._value
+        return value
+
+
+class DataLoader(Generic[K, V]):
+    """Batches the loads of one scope into calls of ``batch_load``, and caches their values.
+
+    Args:
+        batch_load: ``(keys: list[K]) -> Sequence[V | Exception]``, async or sync (a sync
+            one runs on the event loop: wrap a blocking store in ``anyio.to_thread``). One
+            value per key, in the keys' order; an ``Exception`` value fails only its key.
+        max_batch_size: the most keys of one call; None for no bound (chunks of one
+            dispatch load concurrently).
+        cache: keep values for later loads of the same key (for as long as this loader:
+            one scope, through ``anyql.loader``). Duplicate keys of one batch are loaded
+            once either way.
+        cache_key: maps a key to the key the cache and the batch use (for unhashable keys).
+        idle_checkpoints: dispatch once the scope has made no new load for this many
+            scheduler checkpoints ...
+        max_delay: ... or after this many seconds, whichever comes first.
+    """
+
+    def __init__(
+        self,
+        batch_load: BatchLoad,
+        *,
+        max_batch_size: int | None = None,
+        cache: bool = True,
+        cache_key: Callable[[Any], Hashable] | None = None,
+        idle_checkpoints: int = 3,
+        max_delay: float = 0.005,
+    ) -> None:
+        if max_batch_size is not None and max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1 or None, not {max_batch_size!r}")
+        if idle_checkpoints < 1:
+            raise ValueError(f"idle_checkpoints must be at least 1, not {idle_checkpoints!r}")
+        if not max_delay > 0:
+            raise ValueError(f"max_delay must be more than 0 seconds, not {max_delay!r}")
+        self.batch_load = batch_load
+        self.max_batch_size = max_batch_size
+        self.cache = cache
+        self.cache_key = cache_key
+        self.idle_checkpoints = idle_checkpoints
+        self.max_delay = max_delay
+        self._open: _Batch | None = None
+        #: key -> the batch that loads (or loaded) it
+        self._cached: dict[Hashable, _Batch] = {}
+        #: key -> a value given with ``prime``
+        self._primed: dict[Hashable, Any] = {}
+
+    def load(self, key: K) -> Awaitable[V]:
+        """Register ``key`` now; await the result for its value.
+
+        Raises (when awaited):
+            Exception: the value ``batch_load`` gave for the key, or what it raised.
+            RuntimeError: (at once) outside any scope.
+        """
+        scope = current_scope()
+        scope.loads += 1
+        cache_key = key if self.cache_key is None else self.cache_key(key)
+        if self.cache:
+            if cache_key in self._primed:
+                return _Load(None, cache_key, self._primed[cache_key])
+            cached = self._cached.get(cache_key)
+            if cached is not None:
+                return _Load(cached, cache_key)
+        batch = self._open
+        if batch is None or batch.scope is not scope:
+            batch = self._open = _Batch(self, scope)
+            scope._start(batch)
+        batch.keys[cache_key] = None
+        if self.cache:
+            self._cached[cache_key] = batch
+        return _Load(batch, cache_key)
+
+    async def load_many(self, keys: Sequence[K]) -> list[V]:
+        """The values of ``keys``, in order (one batch).
+
+        Raises:
+            Exception: the first key's error, in the order of ``keys``.
+        """
+        pending = [self.load(key) for key in keys]
+        return [await each for each in pending]
+
+    def prime(self, key: K, value: V) -> None:
+        """Cache ``value`` for ``key`` unless the key is cached already."""
+        cache_key = key if self.cache_key is None else self.cache_key(key)
+        if cache_key not in self._cached and cache_key not in self._primed:
+            self._primed[cache_key] = value
+
+    def clear(self, key: K) -> None:
+        """Forget ``key``'s cached value (the next load loads it again)."""
+        cache_key = key if self.cache_key is None else self.cache_key(key)
+        self._cached.pop(cache_key, None)
+        self._primed.pop(cache_key, None)
+
+    def clear_all(self) -> None:
+        """Forget every cached value."""
+        self._cached.clear()
+        self._primed.clear()
+
+    def _forget(self, key: Hashable, batch: _Batch) -> None:
+        if self._cached.get(key) is batch:
+            del self._cached[key]
