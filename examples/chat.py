@@ -10,28 +10,44 @@ Then, in GraphiQL at http://127.0.0.1:8000/graphql or any graphql-ws client::
 
     subscription { joinChatRooms(rooms: ["lobby", "games"], user: "ann") { room user text } }
     mutation { sendChatMessage(room: "lobby", user: "bob", message: "hi") }
+    { history(room: "lobby") { user text author { displayName color } } }
 
 ``joinChatRooms`` first yields a confirmation from the user "system" (``room`` lists the
 rooms joined, ``text`` says "<user> joined"): once a client has it, the subscription is
 listening, so nothing sent afterwards is missed. Then it yields every message sent to any
 of those rooms, in the order each room received them, including the user's own.
+
+``history`` gives a room's last 50 messages sent through this process, oldest first (kept
+in memory for the 1,000 rooms used last; with Redis each process keeps its own: a real app
+reads them from its database). A message's ``author`` is the sender's profile (null for a
+user without one), looked up in ``profiles`` through ``anyql.loader``: however many
+messages one result holds, their authors cost one store call. A subscription executes each
+event apart, with loaders of its own: every event looks its author up anew, and so sees the
+profile as it is at that moment.
 """
 
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from graphql import GraphQLError
 
+import anyql
 from anyql import Broadcast, GraphQL, Schema
 
 schema = Schema(
     """
-    type Query { hello(name: String = "world"): String! }
-    type ChatMessage { room: String! user: String! text: String! }
+    type Query {
+      hello(name: String = "world"): String!
+      history(room: String!): [ChatMessage!]!
+    }
+    type ChatMessage { room: String! user: String! text: String! author: Profile }
+    type Profile { user: String! displayName: String! color: String! }
     type Mutation { sendChatMessage(room: String!, user: String!, message: String!): Boolean! }
     type Subscription {
       count(target: Int!, delayMs: Int = 500): Int!
@@ -41,8 +57,48 @@ schema = Schema(
 )
 
 
+#: The most messages ``history`` keeps per room, and the most rooms it keeps.
+HISTORY_LENGTH = 50
+HISTORY_ROOMS = 1000
+#: room -> its last messages sent through this process; the room used last comes last.
+history: dict[str, deque[dict[str, str]]] = {}
+
+
+class ProfileStore:
+    """Stands for a user database: ``get_many`` looks up many users in one call."""
+
+    def __init__(self, profiles: dict[str, dict[str, str]]) -> None:
+        self.profiles = profiles
+
+    async def get_many(self, users: list[str]) -> list[dict[str, str] | None]:
+        await anyio.lowlevel.checkpoint()  # where a real store awaits its database
+        return [self.profiles.get(user) for user in users]
+
+
+profiles = ProfileStore(
+    {
+        "system": {"user": "system", "displayName": "Chat", "color": "gray"},
+        "ann": {"user": "ann", "displayName": "Ann", "color": "teal"},
+        "bob": {"user": "bob", "displayName": "Bob", "color": "orange"},
+    }
+)
+
+
 def channel(room: str) -> str:
     return f"chat:{room}"
+
+
+def remember(message: dict[str, str]) -> None:
+    room = history.pop(message["room"], None) or deque(maxlen=HISTORY_LENGTH)
+    room.append(message)
+    history[message["room"]] = room  # the room used last moves to the end
+    while len(history) > HISTORY_ROOMS:
+        del history[next(iter(history))]  # forget the room used least recently
+
+
+async def load_profiles(users: list[str]) -> list[dict[str, str] | None]:
+    """The profile loader's batch function: one store call for a whole batch of users."""
+    return await profiles.get_many(users)
 
 
 @schema.field("Query.hello")
@@ -50,11 +106,22 @@ def hello(root: Any, info: Any, name: str) -> str:
     return f"Hello {name}"
 
 
+@schema.field("Query.history")
+def room_history(root: Any, info: Any, room: str) -> list[dict[str, str]]:
+    return list(history.get(room, ()))
+
+
+@schema.field("ChatMessage.author")
+async def author(message: dict[str, str], info: Any) -> dict[str, str] | None:
+    # Every message of one result asks the same loader: their users make one batch.
+    return await anyql.loader(info, load_profiles).load(message["user"])
+
+
 @schema.field("Mutation.sendChatMessage")
 async def send_chat_message(root: Any, info: Any, room: str, user: str, message: str) -> bool:
-    await info.context.broadcast.publish(
-        channel(room), {"room": room, "user": user, "text": message}
-    )
+    sent = {"room": room, "user": user, "text": message}
+    remember(sent)
+    await info.context.broadcast.publish(channel(room), sent)
     return True
 
 

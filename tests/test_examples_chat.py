@@ -3,7 +3,8 @@
 Users are in-memory WebSocket sessions (tests/memory_socket.py) inside ``app.running()``,
 on both backends. Over Redis, two apps (each its own ``Broadcast``, as two processes would
 have) share the Redis on 127.0.0.1:6379, with rooms no other run uses; those tests skip
-without Redis, except under CI, where they fail.
+without Redis, except under CI, where they fail. Profile lookups are counted by wrapping
+the example's store (``count_lookups``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,16 @@ mutation Send($room: String!, $user: String!, $message: String!) {
   sendChatMessage(room: $room, user: $user, message: $message)
 }
 """
+JOIN_WITH_AUTHORS = """
+subscription Join($rooms: [String!]!, $user: String!) {
+  joinChatRooms(rooms: $rooms, user: $user) { text author { displayName } }
+}
+"""
+HISTORY = """
+query History($room: String!) {
+  history(room: $room) { user text author { displayName color } }
+}
+"""
 
 
 class User:
@@ -52,6 +63,17 @@ class User:
         self._sent += 1
         id = f"send-{self._sent}"
         await self.peer.send(operation(id, SEND, room=room, user=self.name, message=message))
+
+    async def ask(self, query: str, **variables: Any) -> dict[str, Any]:
+        """The result of a query or mutation (for a user who has not joined any room)."""
+        self._sent += 1
+        id = f"ask-{self._sent}"
+        await self.peer.send(operation(id, query, **variables))
+        frame = await self.peer.receive()
+        assert frame["id"] == id and frame["type"] == "next", frame
+        assert await self.peer.receive() == {"id": id, "type": "complete"}
+        result: dict[str, Any] = frame["payload"]
+        return result
 
     async def next_message(self) -> dict[str, Any]:
         """The next chat message, checking the mutation results met on the way.
@@ -87,6 +109,19 @@ def unique(room: str) -> str:
 
 def message(room: str, user: str, text: str) -> dict[str, str]:
     return {"room": room, "user": user, "text": text}
+
+
+def count_lookups(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The users of each profile store call from now on, one list per call."""
+    asked: list[list[str]] = []
+    get_many = chat.profiles.get_many
+
+    async def counted(users: list[str]) -> list[dict[str, str] | None]:
+        asked.append(list(users))
+        return await get_many(users)
+
+    monkeypatch.setattr(chat.profiles, "get_many", counted)
+    return asked
 
 
 # --- the scenarios, each given one app per user (the same app, or apps sharing Redis) ----
@@ -151,6 +186,65 @@ async def test_joining_no_room_is_an_error() -> None:
             "type": "error",
             "payload": [{"message": "Join at least one room, and name every room"}],
         }
+
+
+async def test_the_authors_of_a_rooms_history_cost_one_profile_lookup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lobby = unique("lobby")
+    app = chat.make_app()
+    async with app.running(), AsyncExitStack() as stack:
+        users = [await user(stack, app, name) for name in ("ann", "bob", "carol")]
+        for number in range(10):
+            for each in users:
+                sent = await each.ask(SEND, room=lobby, user=each.name, message=f"{number}")
+                assert sent == {"data": {"sendChatMessage": True}}
+        asked = count_lookups(monkeypatch)
+        result = await users[0].ask(HISTORY, room=lobby)
+    # 30 messages, one store call (its keys in the order the resolvers ran: Trio's differs)
+    assert [sorted(users) for users in asked] == [["ann", "bob", "carol"]]
+    history = result["data"]["history"]
+    assert [(each["user"], each["text"]) for each in history] == [
+        (name, f"{number}") for number in range(10) for name in ("ann", "bob", "carol")
+    ]
+    assert history[:3] == [
+        {"user": "ann", "text": "0", "author": {"displayName": "Ann", "color": "teal"}},
+        {"user": "bob", "text": "0", "author": {"displayName": "Bob", "color": "orange"}},
+        {"user": "carol", "text": "0", "author": None},  # no profile
+    ]
+
+
+async def test_each_event_of_a_subscription_looks_its_author_up_anew(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lobby = unique("lobby")
+    asked = count_lookups(monkeypatch)
+    app = chat.make_app()
+    async with app.running(), AsyncExitStack() as stack:
+        ann = await user(stack, app, "ann")
+        await ann.peer.send(operation("join", JOIN_WITH_AUTHORS, rooms=[lobby], user="ann"))
+        assert await ann.next_message() == {"text": "ann joined", "author": {"displayName": "Chat"}}
+        await ann.say(lobby, "one")
+        assert await ann.next_message() == {"text": "one", "author": {"displayName": "Ann"}}
+        monkeypatch.setitem(chat.profiles.profiles["ann"], "displayName", "Ann B.")
+        await ann.say(lobby, "two")
+        assert await ann.next_message() == {"text": "two", "author": {"displayName": "Ann B."}}
+    assert asked == [["system"], ["ann"], ["ann"]]  # nothing cached from an earlier event
+
+
+def test_history_keeps_the_last_messages_of_the_rooms_used_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(chat, "history", {})
+    monkeypatch.setattr(chat, "HISTORY_ROOMS", 2)
+    for number in range(chat.HISTORY_LENGTH + 5):
+        chat.remember(message("a", "ann", f"{number}"))
+    chat.remember(message("b", "bob", "in b"))
+    chat.remember(message("a", "ann", "last"))
+    chat.remember(message("c", "carol", "in c"))
+    assert list(chat.history) == ["a", "c"]  # b was used least recently
+    texts = [each["text"] for each in chat.history["a"]]
+    assert texts == [f"{number}" for number in range(6, chat.HISTORY_LENGTH + 5)] + ["last"]
 
 
 def test_the_module_app_is_in_memory_unless_ANYQL_REDIS_is_set() -> None:
