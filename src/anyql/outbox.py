@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import anyio
@@ -22,7 +22,7 @@ import anyio
 from .errors import SlowConsumer
 from .types import SlowConsumerPolicy
 
-__all__ = ["Outbox", "OutboxItem", "Owner"]
+__all__ = ["Outbox", "OutboxItem", "Owner", "describe_operations"]
 
 logger = logging.getLogger("anyql.session")
 
@@ -52,6 +52,15 @@ class Owner:
             self.scope.cancel()
         if self.on_cancel is not None:
             self.on_cancel()
+
+
+def describe_operations(owners: Iterable[Owner], where: str) -> list[str]:
+    """One line per running operation, for the shutdown watchdog (safe from any thread)."""
+    now = time.monotonic()
+    return [
+        f"operation {owner.id!r} ({owner.label}) {where}, running for {now - owner.started:.1f} s"
+        for owner in list(owners)
+    ]
 
 
 @dataclass(slots=True)

@@ -35,7 +35,7 @@ from .context import Accepted, Connection
 from .errors import ConnectionClosed, ConnectionRejected, RequestError, SlowConsumer, SourceError
 from .execution import encode_json_bytes
 from .fanout import Subscriber
-from .outbox import Outbox, Owner
+from .outbox import Outbox, Owner, describe_operations
 from .ports import DirectWebSocketTransport, SessionHost, WebSocketTransport
 from .protocol import (
     BadMessage,
@@ -175,12 +175,9 @@ class Session:
 
     def describe(self) -> list[str]:
         """One line per running operation, for the shutdown watchdog (any thread)."""
-        now = time.monotonic()
-        return [
-            f"operation {owner.id!r} ({owner.label}) on a connection from {self.info.peer},"
-            f" running for {now - owner.started:.1f} s"
-            for owner in list(self.operations.values())
-        ]
+        return describe_operations(
+            self.operations.values(), f"on a connection from {self.info.peer}"
+        )
 
     def _cancel_operations(self) -> None:
         for owner in list(self.operations.values()):

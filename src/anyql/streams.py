@@ -21,7 +21,6 @@ from __future__ import annotations
 import enum
 import logging
 import random
-import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +30,7 @@ import anyio.lowlevel
 from .errors import ConnectionClosed, RequestError, SlowConsumer, SourceError
 from .execution import encode_json_bytes
 from .fanout import Subscriber
-from .outbox import Outbox, Owner
+from .outbox import Outbox, Owner, describe_operations
 from .ports import SessionHost
 from .protocol.http_stream import StreamFraming
 from .types import DirectStreamSink, RequestInfo, SlowConsumerPolicy, StreamSink
@@ -177,12 +176,7 @@ class StreamSession:
 
     def describe(self) -> list[str]:
         """One line per running operation, for the shutdown watchdog (any thread)."""
-        now = time.monotonic()
-        return [
-            f"operation {owner.id!r} ({owner.label}) on a stream to {self.info.peer},"
-            f" running for {now - owner.started:.1f} s"
-            for owner in list(self.operations.values())
-        ]
+        return describe_operations(self.operations.values(), f"on a stream to {self.info.peer}")
 
     def _cancel_operations(self) -> None:
         for owner in list(self.operations.values()):

@@ -419,7 +419,9 @@ class HTTPConnection:
             data = b""
         self._h11.receive_data(data)
 
-    async def _write(self, data: bytes) -> None:
+    async def _write(self, data: bytes, patience: float | None = None) -> None:
+        """Write ``data``; a failure, or ``patience`` seconds (``body_timeout`` unless
+        given) without the peer taking it, marks the connection broken."""
         if self._broken:
             return
         try:
@@ -430,7 +432,7 @@ class HTTPConnection:
                 if written == len(data):
                     return
                 data = data[written:]
-            with anyio.fail_after(self._limits.body_timeout):
+            with anyio.fail_after(self._limits.body_timeout if patience is None else patience):
                 await self._stream.send(data)
         except STREAM_ERRORS:
             self._broken = True
@@ -488,20 +490,10 @@ class _ChunkSink:
 
     async def write(self, data: bytes) -> None:
         connection = self._connection
+        if not connection._broken:
+            await connection._write(data, connection._limits.pong_timeout)
         if connection._broken:
             raise ConnectionClosed(1006)
-        try:
-            direct = connection._direct
-            if direct is not None:
-                written = direct.write(data)
-                if written == len(data):
-                    return
-                data = data[written:]
-            with anyio.fail_after(connection._limits.pong_timeout):
-                await connection._stream.send(data)
-        except STREAM_ERRORS:
-            connection._broken = True
-            raise ConnectionClosed(1006) from None
 
 
 class _NeedData:
