@@ -186,21 +186,32 @@ def verify(server: ServerProcess) -> dict[str, Any]:
 
 
 def run_round(
-    server: LoaderServer, load: Load, timeout: int, progress: Progress, label: str
+    server: LoaderServer,
+    load: Load,
+    timeout: int,
+    progress: Progress,
+    label: str,
+    amount: int | None = None,
 ) -> dict[str, Any]:
-    """Load ``server`` with the query for ``load.seconds`` on ``load.connections``.
+    """Load ``server`` with the query on ``load.connections`` connections: ``amount``
+    requests (all answered before the round ends), or for ``load.seconds`` without one.
 
     Returns:
-        The round's figures: req/s and latency (autocannon: requests completed in the
-        window), server CPU per request (µs, the process's CPU over the window and the
-        0.2 s after it, over the requests completed), the store calls and keys per request
-        started (the store's counters over the round, after it went idle: a request
-        autocannon gave up on counts with the calls it made), errors, the idle wait.
+        The round's figures: req/s and latency (autocannon's), server CPU per request (µs,
+        the process's CPU over the round and the 0.2 s after it, over the requests
+        answered), the store calls and keys per request started (the store's counters over
+        the round, read once the store is idle; with ``amount`` every request started is
+        answered, so these are exact; in a round of fixed duration the requests autocannon
+        gives up on at its end count with the calls they made so far, and anyql cancels
+        them), errors, the idle wait.
     """
     before = read_store_stats(server)
     loadavg = list(os.getloadavg())
     cpu_before, children_before = server.cpu(), _children_cpu()
     command = autocannon_command(server.port, WORKLOAD, load)
+    if amount is not None:
+        at = command.index("-d")
+        command[at : at + 2] = ["-a", str(amount)]
     command[-1:-1] = ["-t", str(timeout)]
     raw = _autocannon(command, load, label, progress)
     generator_cpu = _children_cpu() - children_before
@@ -217,6 +228,7 @@ def run_round(
         "server": server.kind,
         "variant": server.variant,
         "connections": load.connections,
+        "amount": amount,
         "duration_s": duration,
         "requests": requests,
         "requests_2xx": raw.get("2xx", 0),

@@ -24,11 +24,16 @@ each as ``loader`` (authors batched by the framework's DataLoader) and ``naive``
 call per post). As in ``http.py``: every server started together in its own process, on
 the first CPU, autocannon and this driver on the others (``--pin auto``); each server's
 answer checked first, alone, which also counts the store calls of one request exactly;
-a discarded warm-up round, then ``--rounds`` rounds of every server in turn, in reverse
-order every other round. The naive servers are loaded with ``--naive-connections`` (1 by
-default): the store is their limit whatever the connections (one request's 1,000 calls
-keep its 4 slots busy), and more connections only lengthen each request (about 0.5 s per
-connection) and make the count of requests done in a round coarser. Per server: req/s
+a discarded warm-up round (``--warmup`` seconds), then ``--rounds`` rounds of every
+server in turn, in reverse order every other round. A measured round is a number of
+requests (autocannon ``-a``), the server's last req/s times ``--duration``, so that every
+request of the round is answered and the store calls per request are exact (a round of
+fixed duration ends with requests in flight, which anyql cancels when autocannon
+disconnects: their calls so far would count against too many requests). The naive servers are
+loaded with ``--naive-connections`` (1 by default): the store is their limit whatever the
+connections (one request's 1,000 calls keep its 4 slots busy), and more connections only
+lengthen each request (about 0.5 s per connection) and make the count of requests done
+in a round coarser. Per server: req/s
 (median, range), latency p50/p99, server CPU per request, the store calls per request
 (one request alone, and over the rounds), errors. After each round the driver waits until
 the store is idle before the next server is loaded.
@@ -363,6 +368,7 @@ def _rounds(
     plan += [(i, servers[::-1] if i % 2 else servers) for i in range(args.rounds)]
     runs: list[dict[str, Any]] = []
     dead: set[str] = set()
+    rates: dict[str, float] = {}  # the last req/s seen per server: sizes its next round
     for number, order in plan:
         warmup = number < 0
         for server in order:
@@ -371,13 +377,18 @@ def _rounds(
             connections = args.connections if server.variant == "loader" else args.naive_connections
             seconds = args.warmup if warmup else args.duration
             load = Load(connections, seconds, args.placement.generators)
+            rate = rates.get(server.kind)
+            amount = None if warmup or not rate else max(connections, round(rate * seconds))
             which = "warm-up" if warmup else f"round {number + 1}/{args.rounds}"
             label = f"{which} {server.kind}"
             try:
-                run = run_round(server, load, args.timeout, progress, label)
+                run = run_round(server, load, args.timeout, progress, label, amount)
             except (RuntimeError, OSError, ValueError, KeyError) as error:
                 progress.say(f"{label} failed: {error}")
                 run = {"server": server.kind, "failed": str(error)}
+            else:
+                if run["req_per_s"] > 0:
+                    rates[server.kind] = run["req_per_s"]
             run.update(round=number, warmup=warmup)
             runs.append(run)
             if server.process is not None and server.process.poll() is not None:

@@ -1,4 +1,4 @@
-"""Smoke runs of benchmarks/fanout.py, soak.py, http.py and drain.py, so they keep working.
+"""Smoke runs of benchmarks/fanout.py, soak.py, http.py, drain.py and dataloader.py.
 
 fanout: a real native Trio server with shared subscriptions, 20 subscribers, one burst of
 10 events, no baseline, no Strawberry, no plot: it needs nothing beyond the core and test
@@ -15,7 +15,12 @@ with the reason when missing); without a server, the workloads' field counts, th
 and data each reference server serves (when the bench extra is installed), the plan column
 and the message a missing autocannon gets. drain: 20 connections on a Trio server draining
 over 1 s after a 0.2 s delay, each closed with 1001 and reconnected to a second server (the
-accept-rate ratio is reported, but 20 connections are too few to judge it). Every script
+accept-rate ratio is reported, but 20 connections are too few to judge it). dataloader:
+anyql's native Trio server with and without its loader, one 1 s round each, and a micro-
+benchmark of 2 scopes x 50 loads (needs autocannon too); without a server, the N+1 apps
+(anyql on both backends, Strawberry when installed) answer alike with 2 store calls with
+a loader and 1,001 without, and every micro-benchmark implementation samples, alternates
+and profiles. Every script
 that can be run directly answers ``--help`` from the repository root and from benchmarks/,
 where benchmarks/http.py would shadow the standard library's ``http`` without the guard
 each script starts with (checked too). Full runs are not part of the suite (see
@@ -24,6 +29,7 @@ docs/performance.md and docs/reliability.md).
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
@@ -34,9 +40,11 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from graphql import build_schema, graphql_sync, lexicographic_sort_schema, print_schema
 
+from anyql.testing import TestClient
 from benchmarks import _http_runs
 from benchmarks._frames import OP_CONTINUATION, OP_TEXT, FrameParser, Inflater
 from benchmarks._generator import browser_handshake, sse_request
@@ -56,6 +64,7 @@ SCRIPTS = (
     "baseline_server.py",
     "http.py",
     "drain.py",
+    "dataloader.py",
 )
 #: What each of them starts with: benchmarks/ (holding http.py) must not stay on sys.path.
 PATH_GUARD = """from __future__ import annotations
@@ -522,3 +531,100 @@ def test_scripts_run_directly_despite_benchmarks_http_py(script: str, inside: bo
     )
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert finished.stdout.startswith(f"usage: {script}")
+
+
+@pytest.mark.e2e
+def test_dataloader_smoke_run_batches_and_measures_the_loaders(tmp_path: Path) -> None:
+    reason = _http_runs.autocannon_missing()
+    if reason is not None:
+        pytest.skip(f"the DataLoader benchmark's http part needs autocannon: {reason}")
+    results = tmp_path / "dataloader.json"
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "dataloader.py"),
+        "--backend", "trio", "--compare", "none", "--duration", "1", "--warmup", "1",
+        "--rounds", "1", "--connections", "2", "--loads", "50", "--scopes", "2",
+        "--repeats", "1", "--quiet", "--json", str(results),
+    ]  # fmt: skip
+    document = run_for_json(command, results, timeout=120)
+
+    calls = {"native-trio:loader": 2, "native-trio:naive": 1001}
+    assert document["servers"].keys() == calls.keys()
+    for kind, server in document["servers"].items():
+        for check in (server["verified"], server["verified_after"]):
+            assert check["ok"], check["problem"]
+            assert check["store_calls"] == calls[kind]
+    rows = {row["server"]: row for row in document["summary"]}
+    assert rows.keys() == calls.keys()
+    for kind, row in rows.items():
+        assert (row["rounds"], row["errors"], row["flagged"]) == (1, 0, False)
+        assert row["req_per_s"]["median"] > 0
+        assert row["store_calls_per_request"] == pytest.approx(calls[kind])
+    measured = [run for run in document["runs"] if not run["warmup"]]
+    assert all(run["amount"] for run in measured)  # sized from the warm-up: every request ends
+    kinds = [row["kind"] for row in document["micro"]["summary"]]
+    assert {"anyql-trio", "anyql-asyncio"} <= set(kinds)
+    for row in document["micro"]["summary"]:
+        assert row["samples"] == 1
+        assert row["sequential_miss_cpu_us"]["median"] > 0
+        assert row["sequential_hit_cpu_us"]["median"] > 0
+        assert (row["scope_us"] is not None) == row["kind"].startswith("anyql")
+    goals = {goal["goal"]: goal["met"] for goal in document["goals"]}
+    assert goals["native-trio:loader: one store call per level per request (2)"] is True
+
+
+def test_dataloader_servers_answer_alike_with_one_store_call_per_level() -> None:
+    from benchmarks import _dataloader_anyql_app, _dataloader_schema
+    from benchmarks._dataloader_schema import EXPECTED, QUERY, STORE
+    from benchmarks._http_schema import count_fields
+
+    async def anyql_calls(app: Any) -> int:
+        async with TestClient(app) as client:
+            before = STORE.calls
+            assert await client.query(QUERY) == {"data": EXPECTED}
+            return STORE.calls - before
+
+    assert count_fields(EXPECTED) == 5001
+    for backend in ("trio", "asyncio"):
+        assert anyio.run(anyql_calls, _dataloader_anyql_app.loader, backend=backend) == 2
+    assert anyio.run(anyql_calls, _dataloader_anyql_app.naive, backend="trio") == 1001
+    if importlib.util.find_spec("strawberry") is None:
+        pytest.skip("strawberry is not installed (the bench extra)")
+    from benchmarks import _dataloader_strawberry_app as strawberry_app
+
+    def printed(schema: object) -> str:
+        return print_schema(lexicographic_sort_schema(schema))  # type: ignore[arg-type]
+
+    sdl = build_schema(_dataloader_schema.SDL)
+    assert printed(strawberry_app.schema._schema) == printed(sdl)
+
+    async def strawberry_calls(author: Any) -> int:
+        before = STORE.calls
+        result = await strawberry_app.schema.execute(QUERY, context_value={"author": author()})
+        assert (result.errors, result.data) == (None, EXPECTED)
+        return STORE.calls - before
+
+    def batched() -> Any:
+        return strawberry_app.DataLoader(load_fn=_dataloader_schema.load_authors).load
+
+    assert asyncio.run(strawberry_calls(batched)) == 2
+    assert asyncio.run(strawberry_calls(lambda: STORE.author)) == 1001
+
+
+def test_dataloader_micro_benchmark_samples_every_implementation() -> None:
+    from benchmarks import _dataloader_micro as micro
+
+    kinds = [kind for kind in micro.KINDS if micro.missing(kind) is None]
+    assert {"anyql-trio", "anyql-asyncio", "anyql-trio loader()"} <= set(kinds)
+    samples = micro.run(kinds, loads=20, scopes=2, repeats=2)
+    assert [s["kind"] for s in samples] == kinds + kinds[::-1]  # alternating
+    rows = micro.summarise(samples)
+    assert [row["kind"] for row in rows] == kinds
+    for row in rows:
+        for figure in micro.FIGURES[:-1]:
+            assert row[figure]["median"] > 0, (row["kind"], figure)
+        assert row["tasks_miss_net_cpu_us"] is not None
+    if micro.REFERENCE in kinds:
+        [reference] = [row for row in rows if row["kind"] == micro.REFERENCE]
+        assert reference["vs_reference"]["sequential_miss_cpu_us"] == pytest.approx(1.0)
+    text = micro.profile("anyql-trio", loads=20, scopes=1)
+    assert "anyql/dataloader.py:" in text and "calls/load" in text

@@ -843,7 +843,7 @@ async def test_a_load_right_after_the_last_waiter_left_gets_its_value(phase: str
 async def test_a_waiter_cancelled_before_the_dispatch_starts_stops_the_batch(
     request: pytest.FixtureRequest, anyio_backend: Any
 ) -> None:
-    """Cancelled at once (the dispatch task has not run yet): nobody waits, so
+    """Cancelled at once, maybe before the dispatch task first ran: nobody waits, so
     batch_load must not be called."""
     if anyio_backend[0] == "trio":
         request.applymarker(
@@ -851,18 +851,21 @@ async def test_a_waiter_cancelled_before_the_dispatch_starts_stops_the_batch(
                 strict=True,
                 reason="bug: a batch whose last waiter leaves before the dispatch task first"
                 " ran has no cancel scope yet, so it is not cancelled: batch_load runs for"
-                " nobody (asyncio delivers the cancellation after a yield, so it passes)",
+                " nobody (on Trio about one time in two; asyncio delivers the cancellation"
+                " after the dispatch task started, so it passes)",
             )
         )
     seen: list[list[int]] = []
     async with loader_scope():
-        users = DataLoader(recording(seen))
-        with anyio.CancelScope() as scope:
-            scope.cancel()
-            await users.load(1)
-        other: list[list[int]] = []
-        assert await DataLoader(recording(other)).load(2) == 20  # a later dispatch settled
-    assert other == [[2]]
+        for _ in range(20):  # on Trio, whether the dispatch task ran first is random
+            users = DataLoader(recording(seen))
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await users.load(1)
+            other: list[list[int]] = []
+            # another batch, dispatched no earlier than that one would have been
+            assert await DataLoader(recording(other)).load(2) == 20
+            assert other == [[2]]
     assert seen == []
 
 

@@ -18,10 +18,20 @@ nothing outlives the request. Imports anyio only.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Hashable, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Hashable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any, Generic, TypeVar
@@ -72,14 +82,14 @@ class LoaderScope:
         else:
             self._task_group.start_soon(batch.dispatch)
 
-    @property
-    def busy(self) -> bool:
-        """True when a batch waits for a task group to run in."""
-        return bool(self._waiting)
-
     @asynccontextmanager
     async def running(self) -> AsyncIterator[LoaderScope]:
-        """Give the scope a task group while the body runs; cancel what is left after it."""
+        """Give the scope a task group while the body runs; cancel what is left after it.
+
+        An exception of the body leaves as it is, never inside an exception group (the
+        batches never raise: their errors go to their waiters).
+        """
+        failure: Exception | None = None
         async with anyio.create_task_group() as task_group:
             self._task_group = task_group
             waiting, self._waiting = self._waiting, []
@@ -87,9 +97,13 @@ class LoaderScope:
                 task_group.start_soon(batch.dispatch)
             try:
                 yield self
+            except Exception as error:
+                failure = error
             finally:
                 self._task_group = None
                 task_group.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
 
     def activate(self) -> Any:
         """Make this the current scope; returns the token for ``deactivate``."""
@@ -113,7 +127,8 @@ class LoaderScope:
         return found
 
     def _check_made_on_the_fly(self, batch_load: BatchLoad) -> None:
-        code = getattr(batch_load, "__code__", None)
+        made = batch_load.func if isinstance(batch_load, functools.partial) else batch_load
+        code = getattr(made, "__code__", None)
         if code is None:
             return
         first = self._code_seen.setdefault(code, batch_load)
@@ -180,7 +195,8 @@ class _Batch:
     def __init__(self, loader: DataLoader[Any, Any], scope: LoaderScope) -> None:
         self.loader = loader
         self.scope = scope
-        self.keys: dict[Hashable, None] = {}
+        #: cache key -> the key as given to ``load`` (what ``batch_load`` gets)
+        self.keys: dict[Hashable, Any] = {}
         #: key -> (True, value) or (False, exception), once done
         self.outcomes: dict[Hashable, tuple[bool, Any]] = {}
         self.done = anyio.Event()
@@ -202,7 +218,7 @@ class _Batch:
                             seen, quiet = self.scope.loads, 0
                 if loader._open is self:
                     loader._open = None  # later loads start a new batch
-                keys = list(self.keys)
+                keys = list(self.keys)  # cache keys
                 size = loader.max_batch_size or len(keys) or 1
                 chunks = [keys[i : i + size] for i in range(0, len(keys), size)]
                 if len(chunks) == 1:
@@ -225,9 +241,15 @@ class _Batch:
     async def _load(self, keys: list[Hashable]) -> None:
         loader = self.loader
         try:
-            values: Any = loader.batch_load(keys)
+            values: Any = loader.batch_load([self.keys[key] for key in keys])
             if inspect.isawaitable(values):
                 values = await values
+            if isinstance(values, Mapping) or not isinstance(values, Iterable):
+                raise TypeError(
+                    f"batch_load {getattr(loader.batch_load, '__qualname__', loader.batch_load)!r}"
+                    f" returned {type(values).__name__}: it must return a sequence of values,"
+                    " one per key, in the order of the keys"
+                )
             values = list(values)
         except Exception as error:
             for key in keys:
@@ -252,13 +274,13 @@ class _Batch:
                 self.outcomes[key] = (True, value)
 
     async def wait(self, key: Hashable) -> Any:
-        self.waiters += 1
+        """The outcome for ``key``; the caller was counted in ``waiters`` when it loaded."""
         try:
             await self.done.wait()
         finally:
             self.waiters -= 1
             if not self.waiters and not self.done.is_set() and self.scope_cancel is not None:
-                self.scope_cancel.cancel()  # nobody waits any more: stop loading
+                self.scope_cancel.cancel()  # every load of it has left: stop loading
         ok, value = self.outcomes[key]
         if ok:
             return value
@@ -333,11 +355,14 @@ class DataLoader(Generic[K, V]):
         self._primed: dict[Hashable, Any] = {}
 
     def load(self, key: K) -> Awaitable[V]:
-        """Register ``key`` now; await the result for its value.
+        """Register ``key`` now and return what to await for its value.
 
-        Raises (when awaited):
-            Exception: the value ``batch_load`` gave for the key, or what it raised.
-            RuntimeError: (at once) outside any scope.
+        Awaiting it raises the ``Exception`` value ``batch_load`` gave for the key, or what
+        ``batch_load`` raised (for every key of its chunk), or ``ValueError`` when it
+        returned the wrong number of values.
+
+        Raises:
+            RuntimeError: outside any scope (at once, not when awaited).
         """
         scope = current_scope()
         scope.loads += 1
@@ -346,13 +371,16 @@ class DataLoader(Generic[K, V]):
             if cache_key in self._primed:
                 return _Load(None, cache_key, self._primed[cache_key])
             cached = self._cached.get(cache_key)
-            if cached is not None:
+            # another scope's batch still loading is not waited on: it ends with its scope
+            if cached is not None and (cached.scope is scope or cached.done.is_set()):
+                cached.waiters += 1
                 return _Load(cached, cache_key)
         batch = self._open
         if batch is None or batch.scope is not scope:
             batch = self._open = _Batch(self, scope)
             scope._start(batch)
-        batch.keys[cache_key] = None
+        batch.keys.setdefault(cache_key, key)
+        batch.waiters += 1
         if self.cache:
             self._cached[cache_key] = batch
         return _Load(batch, cache_key)
