@@ -204,12 +204,22 @@ async def _in_tasks(
             raise AssertionError(f"{how}: wrong values after the {name} pass in tasks")
 
 
-async def _sample_async(how: str, loads: int, scopes: int) -> dict[str, float | None]:
+PATTERNS = ("sequential", "tasks")
+
+
+async def _sample_async(
+    how: str, loads: int, scopes: int, patterns: Sequence[str], collect: bool
+) -> dict[str, float | None]:
     make = _factory(how)
     clocks = {name: _Clock() for name in CLOCKS}
+    entered = 0
     for number in range(scopes):
         for pattern, body in (("sequential", _sequential), ("tasks", _in_tasks)):
-            gc.collect()  # outside the timed windows; the collector is off inside them
+            if pattern not in patterns:
+                continue
+            if collect:
+                gc.collect()  # outside the timed windows; the collector is off inside them
+            entered += 1
             first = (2 * number + (pattern == "tasks")) * loads
             keys = list(range(first, first + loads))
             if how.startswith("anyql"):
@@ -228,31 +238,42 @@ async def _sample_async(how: str, loads: int, scopes: int) -> dict[str, float | 
     for name, clock in clocks.items():
         if name == "scope":
             anyql_kind = how.startswith("anyql")
-            figures["scope_us"] = clock.wall * 1e6 / (2 * scopes) if anyql_kind else None
+            figures["scope_us"] = clock.wall * 1e6 / entered if anyql_kind else None
         else:
             figures[f"{name}_wall_us"] = clock.wall * 1e6 / total
             figures[f"{name}_cpu_us"] = clock.cpu * 1e6 / total
     return figures
 
 
-def sample(kind: str, loads: int, scopes: int) -> dict[str, float | None]:
+def sample(
+    kind: str,
+    loads: int,
+    scopes: int,
+    patterns: Sequence[str] = PATTERNS,
+    collect: bool = True,
+) -> dict[str, float | None]:
     """One sample of ``kind``: ``scopes`` times, a scope of ``loads`` loads awaited in turn
-    and a scope of ``loads`` loads each in its own task, in a new event loop.
+    and a scope of ``loads`` loads each in its own task (``patterns``), in a new event loop.
+    ``collect``: the collector off, and a collection before each scope (as measured);
+    without it, the collector as it is (as profiled).
 
     Returns:
         ``FIGURES``: µs per load of each pass (wall and CPU), and µs per scope entered and
         left (anyql only; None otherwise).
     """
     loop, how = KINDS[kind]
-    gc.disable()
+    arguments = (how, loads, scopes, patterns, collect)
+    if collect:
+        gc.disable()
     try:
         if loop == "trio":
-            return anyio.run(_sample_async, how, loads, scopes, backend="trio")
+            return anyio.run(_sample_async, *arguments, backend="trio")
         if how.startswith("anyql"):
-            return anyio.run(_sample_async, how, loads, scopes, backend="asyncio")
-        return asyncio.run(_sample_async(how, loads, scopes))  # plain asyncio, as they run
+            return anyio.run(_sample_async, *arguments, backend="asyncio")
+        return asyncio.run(_sample_async(*arguments))  # plain asyncio, as they run
     finally:
-        gc.enable()
+        if collect:
+            gc.enable()
 
 
 def run(
@@ -266,7 +287,7 @@ def run(
     each, in reverse order every other round. Returns every measured sample."""
     for kind in kinds:
         sample(kind, loads, max(1, scopes // 4))
-    samples = []
+    samples: list[dict[str, Any]] = []
     steps = repeats * len(kinds)
     for repeat in range(repeats):
         order = list(kinds) if repeat % 2 == 0 else list(kinds)[::-1]
@@ -308,26 +329,31 @@ def summarise(samples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def spin(kind: str, loads: int, scopes: int, seconds: float) -> int:
-    """Run samples of ``kind`` for about ``seconds`` (for a sampling profiler); how many."""
+def spin(
+    kind: str, loads: int, scopes: int, seconds: float, patterns: Sequence[str] = PATTERNS
+) -> int:
+    """Run samples of ``kind`` for about ``seconds`` (for a sampling profiler), each of 5 x
+    ``scopes`` scopes, with the collector left on and no collection between scopes; how
+    many samples."""
     deadline = time.monotonic() + seconds
     count = 0
     while time.monotonic() < deadline:
-        sample(kind, loads, scopes)
+        sample(kind, loads, 5 * scopes, patterns, collect=False)
         count += 1
     return count
 
 
 def profile(kind: str, loads: int, scopes: int, top: int = 30) -> str:
-    """cProfile of one sample of ``kind``: functions by own time, with calls per load.
+    """cProfile of one sample of ``kind``, loads awaited in turn only (the figures the
+    goal compares): functions by own time, with calls per ``load()`` call.
 
     cProfile's own cost per call inflates every figure; read the shares and the calls per
-    load, not the absolute times.
+    load, not the absolute times. A coroutine counts a call each time it is resumed.
     """
-    sample(kind, loads, scopes)  # warm
+    sample(kind, loads, scopes, ("sequential",))  # warm
     profiler = cProfile.Profile()
     profiler.enable()
-    sample(kind, loads, scopes)
+    sample(kind, loads, scopes, ("sequential",))
     profiler.disable()
     stats = pstats.Stats(profiler)
     total_loads = 2 * loads * scopes  # the miss and the hit pass
@@ -366,9 +392,10 @@ def _shorten(text: str) -> str:
     )
 
 
-def line_profile(raw: Path, top: int = 40) -> str:
+def line_profile(raw: Path, within: str | None = None, top: int = 40) -> str:
     """Self samples per source line (file:line, function) from py-spy's raw output, and
-    inclusive samples per function, for the lines of anyql, anyio, trio and asyncio."""
+    inclusive samples per function. ``within``: only the stacks through a function of that
+    name (a task's own frames: the scheduler's own time is outside them)."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
@@ -378,6 +405,8 @@ def line_profile(raw: Path, top: int = 40) -> str:
             continue
         count = int(count_text)
         frames = stack.split(";")
+        if within is not None and not any(f.startswith(f"{within} (") for f in frames):
+            continue
         total += count
         own[_frame(frames[-1])] += count
         for name in {_frame(frame, lines=False) for frame in frames}:

@@ -14,7 +14,7 @@ awaited in turn (miss: one batch; hit: the same keys again, all cached), for loa
 awaited in its own task (less the same tasks doing nothing), and the cost of entering and
 leaving anyql's scope. ``--profile`` adds, next to the JSON, a cProfile (functions by own
 time, file:line, calls per load) and a py-spy line profile (self time per file:line) of
-each anyql implementation and of the reference.
+loads awaited in turn, for each anyql implementation and for the reference.
 
 ``http``: ``{ posts { id title author { id name } } }`` over 1,000 posts by 100 authors
 (``_dataloader_schema``), each post's author from a store that answers a call in 2 ms, 4
@@ -300,6 +300,7 @@ def _profile(args: argparse.Namespace, progress: Progress, kinds: list[str]) -> 
             "loads": args.loads,
             "scopes": args.scopes,
             "seconds": SPIN_SECONDS,
+            "patterns": ["sequential"],
         }
         with tempfile.TemporaryDirectory() as directory:
             raw = Path(directory) / "raw.txt"
@@ -315,8 +316,20 @@ def _profile(args: argparse.Namespace, progress: Progress, kinds: list[str]) -> 
                 written[kind]["py_spy"] = f"failed: {error}"
                 continue
             lines = Path(f"{stem}-pyspy-{slug}.txt")
-            header = f"py-spy record --rate 500 of {kind} running samples for {SPIN_SECONDS} s\n"
-            lines.write_text(header + line_profile(raw) + "\n")
+            parts = [
+                f"py-spy record --rate 500 of {kind}: samples of loads awaited in turn for"
+                f" {SPIN_SECONDS} s (samples of {5 * args.scopes} scopes x {args.loads:,} keys,"
+                " miss and hit passes, the collector on as it is by default)",
+                "",
+                "== every stack (the scheduler's own time included) ==",
+                "",
+                line_profile(raw),
+                "",
+                "== only the stacks through the benchmark's task (_sequential) ==",
+                "",
+                line_profile(raw, within="_sequential"),
+            ]
+            lines.write_text("\n".join(parts) + "\n")
             written[kind]["py_spy"] = str(lines)
     return written
 

@@ -19,11 +19,13 @@ import threading
 import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
+from graphql import GraphQLError
 
 import anyql
 from anyql import DataLoader, GraphQL, Limits, Schema, loader_scope
@@ -52,9 +54,9 @@ type Query {
   onTheFly(ids: [Int!]!, keyed: Boolean!): [Named]
   contextType: String
 }
-type Post { id: Int!  title: String  author: User }
+type Post { id: Int!  title: String  author: User  reader: User }
 type User { id: Int!  name: String  friends: [User!] }
-type Watched { id: Int!  name: String }
+type Watched { id: Int!  name: String  stuck: String }
 type Named { name: String }
 type Subscription { watch(id: Int!): Watched  sharedWatch(id: Int!): Watched }
 """
@@ -69,6 +71,8 @@ class World:
         self.calls: list[tuple[str, list[Any]]] = []
         #: user ids whose value is an Exception
         self.missing: set[int] = set()
+        #: user ids whose value is a GraphQLError
+        self.private: set[int] = set()
         #: the users batch returns one value too few
         self.short = False
         #: the users batch raises
@@ -81,7 +85,7 @@ class World:
         self.hang_started = anyio.Event()
         self.hang_cleanups = 0
         self.hang_cleaned = anyio.Event()
-        #: the subscription sources wait for one message per event
+        #: after their first event, the subscription sources wait for one message per event
         self.go_in, self.go = anyio.create_memory_object_stream[None](100)
         #: what the subscription sources saw when loading in the operation's scope
         self.source_saw: list[str] = []
@@ -99,9 +103,11 @@ def make_schema(world: World) -> Schema:
         if world.explode:
             raise RuntimeError("the user store is down")
         values: list[Any] = [
-            ValueError(f"no user {key}")
+            GraphQLError(f"user {key} is private", extensions={"code": "FORBIDDEN"})
+            if key in world.private
+            else ValueError(f"no user {key}")
             if key in world.missing
-            else {"id": key, "name": world.names[key]}
+            else {"id": key, "name": world.names.get(key, f"user{key}")}
             for key in keys
         ]
         return values[:-1] if world.short else values
@@ -146,6 +152,10 @@ def make_schema(world: World) -> Schema:
     @schema.field("Post.author")
     def author(post: int, info: Any) -> Any:
         return mixed(post % 2 == 0, lambda: users(info).load(post % AUTHORS))
+
+    @schema.field("Post.reader")
+    def reader(post: int, info: Any) -> Any:
+        return mixed(post % 3 == 0, lambda: users(info).load(1000 + post))
 
     @schema.field("User.friends")
     def friends(user: dict[str, Any], info: Any) -> Any:
@@ -205,6 +215,10 @@ def make_schema(world: World) -> Schema:
     schema.field("Subscription.sharedWatch", shared=True)(watch)
     schema.field("Watched.id")(lambda id, info: id)
 
+    @schema.field("Watched.stuck")
+    def watched_stuck(id: int, info: Any) -> Any:
+        return anyql.loader(info, load_hang).load(id)
+
     @schema.field("Watched.name")
     async def watched_name(id: int, info: Any) -> str:
         return str((await users(info).load(id))["name"])
@@ -231,7 +245,7 @@ Run = Callable[..., Any]
 async def runner(via: str, app: GraphQL) -> AsyncIterator[Run]:
     """``run(query, variables=None)``: each call one operation, over ``via``."""
     if via == "engine":
-        engine = Engine(app.schema)
+        engine = Engine(app.schema, limits=app.limits)
 
         async def run(query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
             prepared = engine.prepare(OperationRequest(query, variables=variables))
@@ -299,20 +313,21 @@ async def test_a_list_level_with_sync_and_async_resolvers_is_one_batch(
 
 @pytest.mark.autojump
 async def test_a_big_level_is_one_batch_whatever_the_scheduling_order(
-    world: World, app: GraphQL
+    world: World, app: GraphQL, anyio_backend: Any
 ) -> None:
-    """Many items, many times: Trio's scheduler runs them in a random order each time."""
-    world.options = {}  # the defaults: under Trio the max delay is on the mock clock
+    """300 posts, each with a reader of its own, resolved sync for a third of them and async
+    (two checkpoints, then the load) for the others; ten times, in Trio's random order."""
+    if anyio_backend[0] == "trio":
+        world.options = {}  # the defaults: the max delay is on the mock clock
     engine = Engine(app.schema)
-    query = "{ users(ids: $ids) { id name } }"
-    for round in range(10):
+    prepared = engine.prepare(OperationRequest("{ posts(n: 300) { id reader { id } } }"))
+    for _ in range(10):
         world.calls.clear()
-        ids = list(range(round, round + 150))
-        prepared = engine.prepare(OperationRequest(query.replace("$ids", str(ids))))
         result = await engine.execute(prepared, context=None)
-        assert [user["id"] for user in result["data"]["users"]] == ids
+        readers = [post["reader"]["id"] for post in result["data"]["posts"]]
+        assert readers == [1000 + post for post in range(300)]
         [keys] = world.keys_of("users")
-        assert sorted(keys) == ids
+        assert sorted(keys) == readers
 
 
 @pytest.mark.parametrize("via", VIAS)
@@ -334,19 +349,21 @@ async def test_nested_levels_with_one_loaded_field_each_are_one_batch_per_level(
             assert levels == [authors, friends, fof]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a list item with two asynchronous fields (title and author, both loaded)"
-    " adds a task level (the fields' gather) before the async resolver's two checkpoints, so"
-    " the dispatch's idle_checkpoints=3 run out before the async items load: the level splits"
-    " into two batch_load calls (always on asyncio, most runs on Trio)",
-)
+@pytest.mark.parametrize("checkpoints", [2, 3])
 @pytest.mark.parametrize("via", VIAS)
 async def test_a_level_of_items_with_several_loaded_fields_is_one_batch_per_loader(
-    world: World, app: GraphQL, via: str
+    world: World,
+    app: GraphQL,
+    via: str,
+    checkpoints: int,
+    anyio_backend: Any,
+    request: pytest.FixtureRequest,
 ) -> None:
+    """Posts with two loaded fields each (title, author), then author -> friends ->
+    friends; sync resolvers and async ones that await ``checkpoints`` checkpoints first."""
+    world.checkpoints = checkpoints
     async with runner(via, app) as run:
-        for n in [40] + [10] * 29:  # a level splits in about half the runs on Trio
+        for n in [40] + [10] * 9:
             world.calls.clear()
             check_levels(world, n, await run(LEVELS % n))
 
@@ -554,9 +571,7 @@ async def test_without_the_cache_a_later_load_calls_batch_load_again() -> None:
 
 
 @pytest.mark.parametrize("via", VIAS)
-async def test_in_one_operation_a_key_is_loaded_once(
-    world: World, app: GraphQL, via: str
-) -> None:
+async def test_in_one_operation_a_key_is_loaded_once(world: World, app: GraphQL, via: str) -> None:
     query = "{ a: user(id: 1) { name } b: users(ids: [1, 2, 1]) { name } }"
     async with runner(via, app) as run:
         result = await run(query)
@@ -640,6 +655,27 @@ async def test_a_raising_batch_load_fails_every_key_and_caches_nothing() -> None
     assert seen == [[1, 2, 3], [1, 2, 3]]
 
 
+@pytest.mark.parametrize("returned", [{1: 10, 2: 20}, 42, None])
+async def test_a_mapping_or_a_non_sequence_fails_every_key_with_a_type_error(
+    returned: Any,
+) -> None:
+    calls = 0
+
+    async def batch_load(keys: list[int]) -> Any:
+        nonlocal calls
+        calls += 1
+        return returned if calls == 1 else [key * 10 for key in keys]
+
+    async with loader_scope():
+        users = DataLoader(batch_load)
+        pending = [users.load(1), users.load(2)]
+        for each in pending:
+            with pytest.raises(TypeError, match=r"batch_load.*returned .*sequence of values"):
+                await each
+        assert await users.load_many([1, 2]) == [10, 20]  # nothing was cached
+    assert calls == 2
+
+
 async def test_a_raising_chunk_fails_its_own_keys_only() -> None:
     async def batch_load(keys: list[int]) -> list[int]:
         await anyio.lowlevel.checkpoint()
@@ -682,8 +718,16 @@ async def test_load_errors_keep_graphql_paths_and_locations(
     ]
     errors = sorted(result["errors"], key=lambda error: [str(p) for p in error["path"]])
     assert errors == [
-        {"message": "no user 2", "locations": [{"line": 6, "column": 9}], "path": ["posts", 2, "author"]},
-        {"message": "no user 3", "locations": [{"line": 6, "column": 9}], "path": ["posts", 3, "author"]},
+        {
+            "message": "no user 2",
+            "locations": [{"line": 6, "column": 9}],
+            "path": ["posts", 2, "author"],
+        },
+        {
+            "message": "no user 3",
+            "locations": [{"line": 6, "column": 9}],
+            "path": ["posts", 3, "author"],
+        },
         {"message": "no user 2", "locations": [{"line": 3, "column": 7}], "path": ["users", 1]},
     ]
 
@@ -699,6 +743,27 @@ async def test_a_raising_batch_load_is_an_error_on_each_field(
     assert sorted((e["path"], e["message"]) for e in result["errors"]) == [
         (["a"], "the user store is down"),
         (["b"], "the user store is down"),
+    ]
+
+
+async def test_load_errors_are_masked_unless_they_are_graphql_errors(world: World) -> None:
+    """The production default masks an unexpected exception; a GraphQLError goes as is."""
+    world.missing, world.private = {1}, {2}
+    async with TestClient(GraphQL(make_schema(world))) as client:
+        result = await client.query("{ users(ids: [1, 2]) { id } }")
+    assert result["data"] == {"users": [None, None]}
+    assert sorted(result["errors"], key=lambda error: error["path"]) == [
+        {
+            "message": "Internal server error",
+            "locations": [{"line": 1, "column": 3}],
+            "path": ["users", 0],
+        },
+        {
+            "message": "user 2 is private",
+            "locations": [{"line": 1, "column": 3}],
+            "path": ["users", 1],
+            "extensions": {"code": "FORBIDDEN"},
+        },
     ]
 
 
@@ -767,6 +832,39 @@ async def test_a_cancelled_waiter_leaves_and_the_batch_goes_on_for_the_others() 
     assert cleanups == ["finally"]
 
 
+async def test_a_load_not_yet_awaited_keeps_its_batch_going() -> None:
+    """Load 1 is awaited and cancelled; load 2, of the same batch, is made but awaited
+    only afterwards: the batch was not cancelled for it."""
+    started, gate = anyio.Event(), anyio.Event()
+    seen: list[list[int]] = []
+
+    async def batch_load(keys: list[int]) -> list[int]:
+        seen.append(sorted(keys))
+        started.set()
+        await gate.wait()
+        return [key * 10 for key in keys]
+
+    async with loader_scope():
+        users = DataLoader(batch_load)
+        later = None
+        async with anyio.create_task_group() as task_group:
+
+            async def waiter() -> None:
+                nonlocal later
+                first = users.load(1)
+                later = users.load(2)  # made now, awaited by the test below
+                await first
+
+            task_group.start_soon(waiter)
+            await started.wait()
+            task_group.cancel_scope.cancel()
+        gate.set()
+        assert later is not None
+        assert await later == 20
+        assert await users.load(1) == 10  # loaded for load 2, so cached
+    assert seen == [[1, 2]]
+
+
 async def test_when_the_last_waiter_leaves_the_batch_is_cancelled_and_cleans_up(
     world: World,
 ) -> None:
@@ -790,12 +888,6 @@ async def test_when_the_last_waiter_leaves_the_batch_is_cancelled_and_cleans_up(
 
 
 @pytest.mark.parametrize("phase", ["waiting to dispatch", "loading"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a load made after the last waiter left a batch, before that batch's task"
-    " has seen its cancellation, joins the cancelled batch (the still-open one, or the"
-    " cached key's) and fails with 'the load was cancelled' though nobody cancelled it",
-)
 async def test_a_load_right_after_the_last_waiter_left_gets_its_value(phase: str) -> None:
     """The only waiter is cancelled and, in the same step (no checkpoint), its task loads
     again (and lets batch_load finish): that load must get its value."""
@@ -845,16 +937,6 @@ async def test_a_waiter_cancelled_before_the_dispatch_starts_stops_the_batch(
 ) -> None:
     """Cancelled at once, maybe before the dispatch task first ran: nobody waits, so
     batch_load must not be called."""
-    if anyio_backend[0] == "trio":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="bug: a batch whose last waiter leaves before the dispatch task first"
-                " ran has no cancel scope yet, so it is not cancelled: batch_load runs for"
-                " nobody (on Trio about one time in two; asyncio delivers the cancellation"
-                " after the dispatch task started, so it passes)",
-            )
-        )
     seen: list[list[int]] = []
     async with loader_scope():
         for _ in range(20):  # on Trio, whether the dispatch task ran first is random
@@ -869,50 +951,52 @@ async def test_a_waiter_cancelled_before_the_dispatch_starts_stops_the_batch(
     assert seen == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a DataLoader shared by two scopes (cache=True) hands scope B the batch"
-    " scope A started; when A ends, that batch is cancelled in A's task group and B's load"
-    " fails with 'the load was cancelled' though B still waits for it",
-)
-async def test_a_loader_shared_by_two_scopes_survives_the_first_scope_ending() -> None:
-    gate = anyio.Event()
+async def test_a_loader_shared_by_two_scopes_never_waits_on_the_other_scopes_batch() -> None:
+    """Scope A's batch is loading when scope B loads the same key: B does not wait on it
+    (it is cancelled when A gives up and A's scope ends), B's key is loaded for B."""
+    started, gate = anyio.Event(), anyio.Event()
     seen: list[list[int]] = []
+    cleanups: list[list[int]] = []
 
     async def batch_load(keys: list[int]) -> list[int]:
         seen.append(list(keys))
-        await gate.wait()
+        started.set()
+        try:
+            await gate.wait()
+        finally:
+            cleanups.append(list(keys))
         return [key * 10 for key in keys]
 
     shared = DataLoader(batch_load)
-    a_left = anyio.Event()
-    a_loading = anyio.Event()
+    a_scope = anyio.CancelScope()
+    a_left, b_loaded = anyio.Event(), anyio.Event()
     outcome: list[Any] = []
 
     async def a() -> None:
         async with loader_scope():
-            with anyio.CancelScope() as scope:
-                load = shared.load(1)
-                a_loading.set()
-                scope.cancel()  # A gives up (a client went away), its scope ends
-                await load
+            with a_scope:
+                await shared.load(1)
         a_left.set()
 
     async def b() -> None:
         async with loader_scope():
-            await a_loading.wait()
+            await started.wait()
             load = shared.load(1)
-            await a_left.wait()
-            gate.set()
-            try:
-                outcome.append(await load)
-            except RuntimeError as error:
-                outcome.append(str(error))
+            b_loaded.set()
+            outcome.append(await load)
 
     async with anyio.create_task_group() as task_group:
-        task_group.start_soon(b)
         task_group.start_soon(a)
+        task_group.start_soon(b)
+        await b_loaded.wait()
+        a_scope.cancel()  # A gives up (its client went away); its scope ends
+        await a_left.wait()
+        assert cleanups == [[1]]  # A's batch was cancelled with A
+        gate.set()
     assert outcome == [10]
+    assert seen == [[1], [1]]
+    async with loader_scope():
+        assert await shared.load(1) == 10  # B's finished batch is cached for the object
 
 
 # --- scopes -----------------------------------------------------------------------------
@@ -972,7 +1056,7 @@ async def test_each_subscription_event_has_a_fresh_scope(
     if field == "sharedWatch" and via == "engine":
         pytest.skip("shared subscriptions need the app's hubs")
     world.names[7] = "Ada"
-    query = "subscription { %s(id: 7) { id name } }" % field
+    query = f"subscription {{ {field}(id: 7) {{ id name }} }}"
     async with subscription(via, app, query) as results:
         for name in ("Ada", "Grace", "Linus", "Barbara"):
             world.names[7] = name
@@ -1030,6 +1114,33 @@ async def test_loader_works_whatever_the_context_object(world: World, made: Any)
             over_ws = await socket.query("{ contextType }")
     assert over_ws == {"data": {"contextType": type(made).__name__}}
     assert result == {"data": {"contextType": type(made).__name__, "user": {"name": "user1"}}}
+
+
+async def test_an_exception_leaves_a_loader_scope_as_it_is(world: World) -> None:
+    """Not in an exception group, also while a batch of the scope is running."""
+    with pytest.raises(LookupError, match="from the body"):
+        async with loader_scope():
+            DataLoader(make_hang(world)).load(1)
+            await world.hang_started.wait()
+            raise LookupError("from the body")
+    assert world.hang_cleanups == 1
+
+
+@pytest.mark.parametrize("via", ["websocket", "sse"])
+async def test_an_events_batches_are_cancelled_when_the_subscription_ends(
+    world: World, app: GraphQL, via: str
+) -> None:
+    """The first event's field waits on a batch that never ends; the client leaves: once
+    the client has seen the server close, the batch's finally has run."""
+    query = "subscription { watch(id: 1) { stuck } }"
+    async with TestClient(app) as client:
+        if via == "sse":
+            async with client.subscribe_sse(query):
+                await world.hang_started.wait()
+        else:
+            async with client.websocket() as socket, socket.subscribe(query):
+                await world.hang_started.wait()
+        assert world.hang_cleanups == 1
 
 
 # --- identity ---------------------------------------------------------------------------
@@ -1095,6 +1206,32 @@ async def test_a_batch_function_made_in_the_resolver_batches_with_a_key(
     assert [sorted(keys) for keys in world.keys_of("made here")] == [[1, 2, 3]]
 
 
+async def test_a_partial_made_anew_warns_and_batches_with_a_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dataloader_module, "_warned", set())
+    seen: list[list[int]] = []
+
+    def load_for(tenant: str, keys: list[int]) -> list[str]:
+        seen.append(list(keys))
+        return [f"{tenant}:{key}" for key in keys]
+
+    async with loader_scope():
+        with pytest.warns(RuntimeWarning, match="load_for"):
+            loads = [anyql.loader(None, partial(load_for, "a")).load(key) for key in (1, 2)]
+        assert [await each for each in loads] == ["a:1", "a:2"]
+        assert sorted(seen) == [[1], [2]]  # two loaders: nothing batched
+        seen.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            loads = [
+                anyql.loader(None, partial(load_for, "a"), key=("for", "a")).load(key)
+                for key in (3, 4)
+            ]
+        assert [await each for each in loads] == ["a:3", "a:4"]
+        assert seen == [[3, 4]]
+
+
 # --- prime, clear, clear_all, load_many, cache_key --------------------------------------
 
 
@@ -1148,15 +1285,22 @@ async def test_load_many_raises_the_first_keys_error_in_the_order_of_the_keys() 
             await users.load_many([1, 3, 2])
 
 
-async def test_cache_key_maps_unhashable_keys() -> None:
+async def test_cache_key_keys_the_cache_and_batch_load_gets_the_keys_as_loaded() -> None:
     seen: list[list[Any]] = []
+
+    async def batch_load(keys: list[dict[str, Any]]) -> list[int]:
+        seen.append(list(keys))
+        return [key["id"] * 10 for key in keys]
+
     async with loader_scope():
-        users = DataLoader(recording(seen), cache_key=lambda key: key["id"])
-        first = users.load({"id": 1})
-        assert await users.load_many([{"id": 2}, {"id": 1}]) == [20, 10]
-        assert await first == 10
+        users = DataLoader(batch_load, cache_key=lambda key: key["id"])
+        loads = [users.load({"id": 1, "as": "first"}), users.load({"id": 2})]
+        loads.append(users.load({"id": 1, "as": "second"}))
+        assert [await each for each in loads] == [10, 20, 10]
+        assert await users.load({"id": 1, "as": "third"}) == 10  # cached by its cache key
         users.prime({"id": 3}, "primed")
-        assert await users.load({"id": 3}) == "primed"
+        assert await users.load({"id": 3, "as": "other"}) == "primed"
         users.clear({"id": 1})
-        assert await users.load({"id": 1}) == 10
-    assert seen == [[1, 2], [1]]  # the batch gets the mapped keys
+        assert await users.load({"id": 1, "as": "fourth"}) == 10
+    # the first key given for each cache key, as loaded
+    assert seen == [[{"id": 1, "as": "first"}, {"id": 2}], [{"id": 1, "as": "fourth"}]]

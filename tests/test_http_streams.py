@@ -392,7 +392,9 @@ async def test_E04_a_second_stream_for_one_token_gets_409_and_unknown_tokens_404
     assert isinstance(first, HTTPStream)
     second = await answer(app, request("GET", headers=with_token(token)))
     assert isinstance(second, HTTPResponse) and second.status == 409
-    forged = await answer(app, request("GET", headers=with_token(token.partition(".")[0] + ".forged")))
+    forged = await answer(
+        app, request("GET", headers=with_token(token.partition(".")[0] + ".forged"))
+    )
     message = body_json(forged)["errors"][0]["message"]
     assert isinstance(forged, HTTPResponse) and forged.status == 404
     assert "sticky" in message and "Redis" in message

@@ -24,7 +24,7 @@ import orjson
 
 from . import http
 from ._media import match, parse_accept
-from ._stream_relay import RELAY_TIMEOUT, StreamRelay
+from ._stream_relay import RELAY_TIMEOUT, StreamRelay, decode_request, encode_request
 from .errors import HTTPError, RequestError
 from .protocol.http_stream import Multipart, SSEDistinct, SSESingle, StreamFraming
 from .reservations import PROCESS_PREFIX, Reservation, Reservations
@@ -51,9 +51,12 @@ _UNKNOWN_TOKEN: Final = (
 
 def stream_token(info: RequestInfo) -> str | None:
     """The single-connection token of a request: ``X-GraphQL-Event-Stream-Token``, else
-    the ``token`` query parameter, else None."""
+    the ``token`` query parameter of a stream request (what ``EventSource`` sends) or of a
+    ``DELETE``, else None. A ``token`` parameter of any other request is the app's own (a
+    GET query may carry one) and does not make it a stream request."""
     token = info.header(TOKEN_HEADER)
-    if token is None and b"token=" in info.query_string:
+    in_query = token is None and b"token=" in info.query_string
+    if in_query and (info.method == "DELETE" or http.negotiate_stream(info.header_map) == "sse"):
         values = parse_qs(info.query_string.decode("latin-1")).get("token")
         token = values[0] if values else None
     return token or None
@@ -166,8 +169,18 @@ class HTTPStreams:
         if target is None:
             return None
         answer = await relay.ask(target, "request", request, token, hops + 1)
-        if answer is None and reservation is not None:
-            self.reservations.release(reservation)  # its holder is gone
+        if answer is None:
+            # No answer in time is not "not held": the holder may only be slow.
+            raise _refusal(
+                503,
+                "The server process that holds this stream did not answer; try again",
+                (("retry-after", "1"),),
+            )
+        if reservation is not None:
+            if answer.status == 404:
+                self.reservations.release(reservation)  # its holder no longer has it
+            else:
+                self.reservations.touch(reservation)
         return answer
 
     async def answer_relayed(
@@ -189,7 +202,10 @@ class HTTPStreams:
                 )
             reservation.opened = True
             reservation.moved_to = request.info.header("x-anyql-relay-from") or "?"
-            return HTTPResponse(200)
+            self.reservations.moved(reservation)
+            # Operations sent here before the stream opened there go with it.
+            waiting = [encode_request(r) for r in reservation.session.take_pending_requests()]
+            return HTTPResponse(200, (("content-type", "application/json"),), orjson.dumps(waiting))
         answer = await self.single(request, token, hops)
         return answer if isinstance(answer, HTTPResponse) else None
 
@@ -269,7 +285,13 @@ class HTTPStreams:
             raise _refusal(answer.status, _message_of(answer))
         session = StreamSession(self.app, _SSE_SINGLE, info, single_operation=False)
         client = client_address(info, self.app.settings.trusted_proxies)
-        return self.reservations.adopt(token, client, session, maker)
+        reservation = self.reservations.adopt(token, client, session, maker)
+        for waiting in orjson.loads(answer.body or b"[]"):
+            try:
+                await self._operate(decode_request(waiting), token)
+            except HTTPError as error:  # refused here as it would have been there
+                logger.warning("an operation sent before the stream opened: %s", error.message)
+        return reservation
 
     def _stop(self, info: RequestInfo, token: str) -> HTTPResponse:
         reservation = self._reservation(token)
@@ -302,13 +324,15 @@ class HTTPStreams:
             check_method(received.method, prepared.operation_type, "sse")
         except (HTTPError, RequestError) as error:
             return app.http.respond(received, error)
+        if self.reservations.get(token) is not reservation or not session.accepting:
+            raise _refusal(404, _UNKNOWN_TOKEN)  # the stream ended meanwhile
         if session.operation_count >= app.limits.max_operations:
             raise _refusal(
                 429,
                 f"Too many operations on this stream (max_operations={app.limits.max_operations})",
             )
         try:
-            session.start(operation_id, prepared, context)
+            session.start(operation_id, prepared, context, request)
         except ValueError:
             raise _refusal(
                 409, f"Operation {operation_id!r} is already running on this stream"

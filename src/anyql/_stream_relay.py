@@ -34,12 +34,14 @@ from .types import HTTPRequest, HTTPResponse, RequestInfo
 if TYPE_CHECKING:
     from .broadcast import Broadcast
 
-__all__ = ["RELAY_TIMEOUT", "StreamRelay", "channel_of"]
+__all__ = ["RELAY_TIMEOUT", "StreamRelay", "channel_of", "decode_request", "encode_request"]
 
 logger = logging.getLogger("anyql.streams")
 
 #: How long a relayed question waits for its answer.
 RELAY_TIMEOUT: Final = 5.0
+#: Relayed questions one process has in flight at once.
+MAX_QUESTIONS: Final = 256
 
 
 def channel_of(prefix: str) -> str:
@@ -59,16 +61,31 @@ class StreamRelay:
     def __init__(self, broadcast: Broadcast, answer: Any) -> None:
         self.broadcast = broadcast
         self._answer = answer
+        #: Questions in flight at once; past it a request is answered 503 at once.
+        self._asking = anyio.CapacityLimiter(MAX_QUESTIONS)
+        #: Processes whose silence was logged (once each, so a forged token costs no log).
+        self._silent: set[str] = set()
 
     async def serve(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Answer the questions other processes send here, until cancelled."""
-        async with self.broadcast.subscribe(channel_of(PROCESS_PREFIX)) as questions:
-            task_status.started()
-            async with anyio.create_task_group() as tasks:
-                async for question in questions:
-                    tasks.start_soon(self._reply, question)
+        """Answer the questions other processes send here, until cancelled; a failure of
+        the subscription (an overflow) is logged and the subscription made again."""
+        started = False
+        while True:
+            try:
+                async with self.broadcast.subscribe(channel_of(PROCESS_PREFIX)) as questions:
+                    if not started:
+                        started = True
+                        task_status.started()
+                    async with anyio.create_task_group() as tasks:
+                        async for question in questions:
+                            tasks.start_soon(self._reply, question)
+            except Exception:
+                logger.exception("the stream relay's subscription failed; subscribing again")
+                await anyio.sleep(1)
+                continue
+            return
 
     async def ask(
         self, prefix: str, kind: str, request: HTTPRequest, token: str, hops: int = 0
@@ -80,15 +97,22 @@ class StreamRelay:
             "token": token,
             "hops": hops,
             "reply": reply,
-            "request": _encode_request(request),
+            "request": encode_request(request),
         }
+        if self._asking.available_tokens < 1:
+            return None
         try:
-            async with self.broadcast.subscribe(reply, timeout=RELAY_TIMEOUT) as replies:
+            async with (
+                self._asking,
+                self.broadcast.subscribe(reply, timeout=RELAY_TIMEOUT) as replies,
+            ):
                 await self.broadcast.publish(channel_of(prefix), question)
                 async for answer in replies:
                     return _decode_response(answer)
-        except Exception as error:  # any failure (no answer in time too): not held here
-            logger.warning("relaying a stream request to process %s failed: %r", prefix, error)
+        except Exception as error:  # any failure (no answer in time too): no answer
+            if prefix not in self._silent and len(self._silent) < 1000:
+                self._silent.add(prefix)
+                logger.warning("relaying a stream request to process %s failed: %r", prefix, error)
         return None
 
     async def tell(self, prefix: str, kind: str, token: str) -> None:
@@ -102,7 +126,7 @@ class StreamRelay:
         try:
             kind = question["kind"]
             token = question["token"]
-            request = _decode_request(question["request"]) if "request" in question else None
+            request = decode_request(question["request"]) if "request" in question else None
             response = await self._answer(kind, request, token, int(question.get("hops", 0)))
             if "reply" in question and response is not None:
                 await self.broadcast.publish(question["reply"], _encode_response(response))
@@ -110,7 +134,7 @@ class StreamRelay:
             logger.exception("answering a relayed stream request failed")
 
 
-def _encode_request(request: HTTPRequest) -> dict[str, Any]:
+def encode_request(request: HTTPRequest) -> dict[str, Any]:
     info = request.info
     return {
         "method": info.method,
@@ -123,7 +147,7 @@ def _encode_request(request: HTTPRequest) -> dict[str, Any]:
     }
 
 
-def _decode_request(data: dict[str, Any]) -> HTTPRequest:
+def decode_request(data: dict[str, Any]) -> HTTPRequest:
     client = data.get("client")
     info = RequestInfo(
         method=str(data["method"]),

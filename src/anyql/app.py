@@ -530,8 +530,9 @@ class GraphQL:
             return self._readiness()
         if not self.matches_path(request.info.path):
             return http.error_response(HTTPError(404, "Not Found"))
-        token = stream_token(request.info)
-        if token is not None or request.info.method in ("PUT", "DELETE"):
+        method = request.info.method
+        token = None if method == "OPTIONS" else stream_token(request.info)
+        if token is not None or method in ("PUT", "DELETE"):
             return await self.streams.single(request, token)
         endpoint = self.http
         received = endpoint.receive(request)

@@ -190,7 +190,16 @@ def loader(
 class _Batch:
     """Keys registered together, one dispatch, and the waiters on its outcome."""
 
-    __slots__ = ("done", "keys", "loader", "outcomes", "scope", "scope_cancel", "waiters")
+    __slots__ = (
+        "abandoned",
+        "done",
+        "keys",
+        "loader",
+        "outcomes",
+        "scope",
+        "scope_cancel",
+        "waiters",
+    )
 
     def __init__(self, loader: DataLoader[Any, Any], scope: LoaderScope) -> None:
         self.loader = loader
@@ -201,12 +210,24 @@ class _Batch:
         self.outcomes: dict[Hashable, tuple[bool, Any]] = {}
         self.done = anyio.Event()
         self.waiters = 0
-        self.scope_cancel: anyio.CancelScope | None = None
+        self.scope_cancel = anyio.CancelScope()
+        #: Every load of it left before it was done: later loads must not join it.
+        self.abandoned = False
+
+    def abandon(self) -> None:
+        """Stop this batch (nobody waits for it any more) and let later loads start anew."""
+        self.abandoned = True
+        self.scope_cancel.cancel()
+        loader = self.loader
+        if loader._open is self:
+            loader._open = None
+        for key in self.keys:
+            loader._forget(key, self)
 
     async def dispatch(self) -> None:
         loader = self.loader
         try:
-            with anyio.CancelScope() as self.scope_cancel:
+            with self.scope_cancel:
                 with anyio.move_on_after(loader.max_delay):
                     quiet = 0
                     seen = self.scope.loads
@@ -276,11 +297,14 @@ class _Batch:
     async def wait(self, key: Hashable) -> Any:
         """The outcome for ``key``; the caller was counted in ``waiters`` when it loaded."""
         try:
-            await self.done.wait()
+            if self.done.is_set():
+                await anyio.lowlevel.checkpoint_if_cancelled()  # no scheduler round
+            else:
+                await self.done.wait()
         finally:
             self.waiters -= 1
-            if not self.waiters and not self.done.is_set() and self.scope_cancel is not None:
-                self.scope_cancel.cancel()  # every load of it has left: stop loading
+            if not self.waiters and not self.done.is_set():
+                self.abandon()  # every load of it has left: stop loading
         ok, value = self.outcomes[key]
         if ok:
             return value
@@ -303,9 +327,13 @@ class _Load(Generic[V]):
         return self._batch.wait(self._key).__await__()
 
     async def _ready(self) -> V:
-        await anyio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint_if_cancelled()
         value: V = self._value
         return value
+
+
+async def _gather(pending: list[Awaitable[V]]) -> list[V]:
+    return [await each for each in pending]
 
 
 class DataLoader(Generic[K, V]):
@@ -333,8 +361,8 @@ class DataLoader(Generic[K, V]):
         max_batch_size: int | None = None,
         cache: bool = True,
         cache_key: Callable[[Any], Hashable] | None = None,
-        idle_checkpoints: int = 3,
-        max_delay: float = 0.005,
+        idle_checkpoints: int = 8,
+        max_delay: float = 0.05,
     ) -> None:
         if max_batch_size is not None and max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1 or None, not {max_batch_size!r}")
@@ -372,11 +400,15 @@ class DataLoader(Generic[K, V]):
                 return _Load(None, cache_key, self._primed[cache_key])
             cached = self._cached.get(cache_key)
             # another scope's batch still loading is not waited on: it ends with its scope
-            if cached is not None and (cached.scope is scope or cached.done.is_set()):
+            if (
+                cached is not None
+                and not cached.abandoned
+                and (cached.scope is scope or cached.done.is_set())
+            ):
                 cached.waiters += 1
                 return _Load(cached, cache_key)
         batch = self._open
-        if batch is None or batch.scope is not scope:
+        if batch is None or batch.scope is not scope or batch.abandoned:
             batch = self._open = _Batch(self, scope)
             scope._start(batch)
         batch.keys.setdefault(cache_key, key)
@@ -385,14 +417,15 @@ class DataLoader(Generic[K, V]):
             self._cached[cache_key] = batch
         return _Load(batch, cache_key)
 
-    async def load_many(self, keys: Sequence[K]) -> list[V]:
-        """The values of ``keys``, in order (one batch).
+    def load_many(self, keys: Sequence[K]) -> Awaitable[list[V]]:
+        """Register every key now; await the result for their values, in order (one batch).
+
+        Awaiting it raises the first key's error, in the order of ``keys``.
 
         Raises:
-            Exception: the first key's error, in the order of ``keys``.
+            RuntimeError: outside any scope (at once).
         """
-        pending = [self.load(key) for key in keys]
-        return [await each for each in pending]
+        return _gather([self.load(key) for key in keys])
 
     def prime(self, key: K, value: V) -> None:
         """Cache ``value`` for ``key`` unless the key is cached already."""

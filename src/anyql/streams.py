@@ -30,10 +30,10 @@ import anyio.lowlevel
 from .errors import ConnectionClosed, RequestError, SlowConsumer, SourceError
 from .execution import encode_json_bytes
 from .fanout import Subscriber
-from .outbox import Outbox, Owner, describe_operations
+from .outbox import Outbox, OutboxItem, Owner, describe_operations
 from .ports import SessionHost
 from .protocol.http_stream import StreamFraming
-from .types import DirectStreamSink, RequestInfo, SlowConsumerPolicy, StreamSink
+from .types import DirectStreamSink, HTTPRequest, RequestInfo, SlowConsumerPolicy, StreamSink
 
 if TYPE_CHECKING:
     from .execution import FormattedError, PreparedOperation
@@ -51,6 +51,11 @@ CLOSE_FLUSH_TIMEOUT = 1.0
 DRAIN_RETRY_MS = (500, 3000)
 #: The ``retry:`` hint of a stream ended as a slow consumer: long enough not to loop.
 SLOW_CONSUMER_RETRY_MS = (10_000, 20_000)
+
+
+def _frames(items: list[OutboxItem]) -> bytes:
+    """The queued frames still to send (those of cancelled operations vanish)."""
+    return b"".join(i.data for i in items if i.owner is None or not i.owner.cancelled)
 
 
 def policy_for(app: SessionHost, prepared: PreparedOperation) -> SlowConsumerPolicy:
@@ -106,8 +111,15 @@ class StreamSession:
         #: The frames that end the stream, once the state is ENDING.
         self._last: bytes = b""
         self._ready = anyio.Event()
-        self._pending: list[tuple[str, PreparedOperation, Any]] = []
+        #: Operations started before ``run``: id, operation, context, and the request that
+        #: asked for it (handed to another process when the stream opens there).
+        self._pending: list[tuple[str, PreparedOperation, Any, HTTPRequest | None]] = []
         self._tg: anyio.abc.TaskGroup | None = None
+        #: ``run`` has returned: nothing can start any more.
+        self.finished = False
+        #: The writer's scope: once the stream ends, what is left to write gets
+        #: ``CLOSE_FLUSH_TIMEOUT`` (a client that stopped reading must not hold it for ever).
+        self._writer = anyio.CancelScope()
         #: The sink, when it can write from the delivering task (the native server).
         self._direct: DirectStreamSink | None = None
         #: True while the writer waits with nothing queued: a result may then go out
@@ -126,36 +138,60 @@ class StreamSession:
                     handle.watch(self, self._going_away)
                     handle.track(self, self.describe)
                 pending, self._pending = self._pending, []
-                for id, prepared, context in pending:
+                for id, prepared, context, _ in pending:
                     self._launch(id, prepared, context)
                 if isinstance(sink, DirectStreamSink):
                     self._direct = sink
                 try:
-                    await sink.send(self.framing.opening())
-                    await self._write_until_ended(sink)
+                    with self._writer:
+                        await sink.send(self.framing.opening())
+                        await self._write_until_ended(sink)
                 except ConnectionClosed:
                     self.state = StreamState.LOST
                 self._cancel_operations()
                 tg.cancel_scope.cancel()
         finally:
             self.state = StreamState.LOST
+            self.finished = True
+            self._tg = None
+            self._pending.clear()
             if handle is not None:
                 handle.unwatch(self)
                 handle.untrack(self)
             self._cancel_operations()
 
-    def start(self, id: str, prepared: PreparedOperation, context: Any) -> None:
+    @property
+    def accepting(self) -> bool:
+        """Whether an operation may start: the stream has not ended nor begun to."""
+        return not self.finished and self.state is StreamState.OPEN
+
+    def start(
+        self,
+        id: str,
+        prepared: PreparedOperation,
+        context: Any,
+        request: HTTPRequest | None = None,
+    ) -> None:
         """Run operation ``id`` on this stream (queued until ``run`` begins).
 
         Raises:
             ValueError: an operation with this id is still running.
+            RuntimeError: the stream ended or is ending (``accepting`` is False).
         """
+        if not self.accepting:
+            raise RuntimeError("the stream has ended")
         if id in self.operations or any(p[0] == id for p in self._pending):
             raise ValueError(id)
         if self._tg is None:
-            self._pending.append((id, prepared, context))
+            self._pending.append((id, prepared, context, request))
         else:
             self._launch(id, prepared, context)
+
+    def take_pending_requests(self) -> list[HTTPRequest]:
+        """Forget the operations waiting for ``run`` and return the requests that asked
+        for them (the stream is opening in another process, which runs them)."""
+        pending, self._pending = self._pending, []
+        return [request for _, _, _, request in pending if request is not None]
 
     def stop(self, id: str) -> bool:
         """Cancel operation ``id`` (the client's ``DELETE``); False if it is not running."""
@@ -188,6 +224,7 @@ class StreamSession:
             return
         self.state = StreamState.ENDING
         self._last = last
+        self._writer.deadline = anyio.current_time() + CLOSE_FLUSH_TIMEOUT
         self._wake()
 
     def _going_away(self) -> None:
@@ -204,28 +241,25 @@ class StreamSession:
     async def _write_until_ended(self, sink: StreamSink) -> None:
         interval = self.limits.stream_keep_alive_interval
         direct = self._direct
-        while True:
+        while self.state is StreamState.OPEN:
             items = self.outbox.take()
             if items or (direct is not None and direct.needs_flush):
-                await sink.send(  # after any residue ``write_now`` left
-                    b"".join(i.data for i in items if i.owner is None or not i.owner.cancelled)
-                )
+                await sink.send(_frames(items))  # after any residue ``write_now`` left
                 continue
-            if self.state is not StreamState.OPEN:
-                await sink.send(self._last)
-                return
             self._ready = anyio.Event()
             self._idle = True
             try:
                 if interval > 0:
                     with anyio.move_on_after(interval) as idle:
                         await self._ready.wait()
-                    if idle.cancelled_caught:
-                        await sink.send(self.framing.keep_alive())
                 else:
                     await self._ready.wait()
             finally:
                 self._idle = False
+            if interval > 0 and idle.cancelled_caught:
+                await sink.send(self.framing.keep_alive())
+        if self.state is StreamState.ENDING:  # within the writer's deadline (``_end``)
+            await sink.send(_frames(self.outbox.take()) + self._last)
 
     def _write_now(self, frame: bytes) -> bool:
         """Send ``frame`` from the calling task when nothing is queued before it; False:

@@ -332,34 +332,50 @@ class HTTPConnection:
         await self._write(data)
         return not self._broken and self._h11.our_state is h11.DONE
 
-    async def send_stream(self, response: HTTPStream) -> tuple[bool, int]:
-        """Send ``response``'s head, run its body, then end the body.
+    async def send_stream(
+        self, response: HTTPStream, sent: list[int], *, close: bool = False
+    ) -> bool:
+        """Run ``response``'s body, writing its head with the first bytes, then end it.
 
-        h11 frames the body: chunked for an HTTP/1.1 client, close-delimited for HTTP/1.0
-        (the connection then ends with it). No keep-alive, body or request timer runs while
-        the body is produced; a write the client takes nothing of for ``pong_timeout``
-        ends the stream (its client is gone or stuck).
+        The body is the first thing awaited, so whatever it holds is released in its own
+        ``finally`` even when the client is gone before the head could be written. h11
+        frames the body: chunked for an HTTP/1.1 client, close-delimited for HTTP/1.0 (the
+        connection then ends with it). No keep-alive, body or request timer runs while the
+        body is produced; a write the client takes nothing of for ``pong_timeout`` ends
+        the stream (its client is gone or stuck).
+
+        Args:
+            response: the stream.
+            sent: gets the body's size so far appended, also when the stream is cut.
+            close: end the connection after this response (``connection: close``).
 
         Returns:
-            Whether the connection may serve another request, and the body bytes sent.
+            Whether the connection may serve another request.
 
         Raises:
+            ConnectionClosed: the client went away.
             h11.LocalProtocolError: the response is malformed (a bug in the caller).
         """
+        close = close or self._requests >= self._limits.max_requests_per_connection
         headers = [
             (name.encode("latin-1"), value.encode("latin-1"))
             for name, value in response.headers
             if name.lower() not in _TRANSPORT_HEADERS
         ]
+        if close:
+            headers.append((b"connection", b"close"))
         head = h11.Response(
             status_code=response.status, headers=headers, reason=_phrase(response.status).encode()
         )
-        sink = _ChunkSink(self)
-        await sink.write(_serialise(self._h11, head))
-        await response.body(sink)
-        await sink.write(_serialise(self._h11, h11.EndOfMessage()))
+        sink = _ChunkSink(self, _serialise(self._h11, head))
+        try:
+            await response.body(sink)
+            await sink.send(b"")  # the head, if the body sent nothing
+            await sink.write(_serialise(self._h11, h11.EndOfMessage()))
+        finally:
+            sent.append(sink.sent)
         reusable = not self._broken and self._h11.our_state is h11.DONE
-        return reusable and self._requests < self._limits.max_requests_per_connection, sink.sent
+        return reusable and not close
 
     async def send_error(self, status: int, headers: HeaderPairs = ()) -> None:
         """Answer with a JSON error and close, if a response can still be sent.
@@ -441,22 +457,26 @@ class HTTPConnection:
 class _ChunkSink:
     """The ``StreamSink`` of a native streamed response: each send is one h11 ``Data``."""
 
-    __slots__ = ("_connection", "_residue", "sent")
+    __slots__ = ("_connection", "_head", "_residue", "_writing", "sent")
 
-    def __init__(self, connection: HTTPConnection) -> None:
+    def __init__(self, connection: HTTPConnection, head: bytes) -> None:
         self._connection = connection
         self.sent = 0
+        #: The response head, written with the first bytes of the body.
+        self._head = head
         #: What ``write_now`` could not write at once; it goes before anything else.
         self._residue = b""
+        #: An awaited write is in progress: ``write_now`` must not cut into it.
+        self._writing = False
 
     async def send(self, data: bytes) -> None:
-        if self._residue:
-            residue, self._residue = self._residue, b""
-            await self.write(residue)
-        if not data:
-            return
-        self.sent += len(data)
-        await self.write(_serialise(self._connection._h11, h11.Data(data=data)))
+        pending = self._head + self._residue
+        self._head = self._residue = b""
+        if data:
+            self.sent += len(data)
+            pending += _serialise(self._connection._h11, h11.Data(data=data))
+        if pending:
+            await self.write(pending)
 
     def write_now(self, data: bytes) -> bool:
         """Send ``data`` from the calling task without waiting; False: it must wait its turn
@@ -468,7 +488,7 @@ class _ChunkSink:
         """
         connection = self._connection
         direct = connection._direct
-        if direct is None or self._residue:
+        if direct is None or self._residue or self._head or self._writing:
             return False
         if connection._broken:
             raise ConnectionClosed(1006)
@@ -491,7 +511,11 @@ class _ChunkSink:
     async def write(self, data: bytes) -> None:
         connection = self._connection
         if not connection._broken:
-            await connection._write(data, connection._limits.pong_timeout)
+            self._writing = True
+            try:
+                await connection._write(data, connection._limits.pong_timeout)
+            finally:
+                self._writing = False
         if connection._broken:
             raise ConnectionClosed(1006)
 

@@ -195,13 +195,18 @@ async def _send_response(send: ASGISend, response: HTTPResponse) -> None:
 class _ASGISink:
     """The ``StreamSink`` of an ASGI streamed response: each send is a ``more_body`` part."""
 
-    __slots__ = ("_send",)
+    __slots__ = ("_send", "_start")
 
-    def __init__(self, send: ASGISend) -> None:
+    def __init__(self, send: ASGISend, start: ASGIMessage) -> None:
         self._send = send
+        #: ``http.response.start``, sent with the first part of the body.
+        self._start: ASGIMessage | None = start
 
     async def send(self, data: bytes) -> None:
         try:
+            start, self._start = self._start, None
+            if start is not None:
+                await self._send(start)
             await self._send({"type": "http.response.body", "body": data, "more_body": True})
         except OSError as error:  # the server reports a client that left (uvicorn, daphne)
             raise ConnectionClosed(1006) from error
@@ -215,10 +220,12 @@ async def _send_stream(send: ASGISend, response: HTTPStream) -> None:
         for k, v in response.headers
         if k.lower() not in _HOP_BY_HOP
     ]
-    await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    sink = _ASGISink(send)
-    await sink.send(b"")  # some servers send the head only with the first body part
+    start = {"type": "http.response.start", "status": response.status, "headers": headers}
+    # The body is the first thing awaited, so it releases what it holds in its own finally
+    # even when the client is gone before the head could go out.
+    sink = _ASGISink(send, start)
     await response.body(sink)
+    await sink.send(b"")  # the head, if the body sent nothing
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

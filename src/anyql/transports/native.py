@@ -19,6 +19,7 @@ connections closed, requests in flight answered with ``connection: close``, then
 from __future__ import annotations
 
 import logging
+import re
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from functools import partial
@@ -52,6 +53,9 @@ from anyql.types import HTTPRequest, HTTPResponse, HTTPStream, RequestInfo
 __all__ = ["NativeWebSocket", "ServedApp", "ShutdownHandle", "run", "serve", "serve_connection"]
 
 logger = logging.getLogger("anyql.transports.native")
+#: A single-connection SSE token in a request target: the credential of a stream, never
+#: logged (``EventSource`` can only send it in the URL).
+_TOKEN_IN_TARGET = re.compile(r"([?&])token=[^&]*")
 #: The access log: one INFO line per request (``anyql serve --no-access-log`` turns it off).
 access_logger = logging.getLogger("anyql.access")
 
@@ -337,12 +341,17 @@ async def _serve_requests(
         if body is None:
             return None
         answered: list[HTTPResponse | HTTPStream] = []
-        streamed: list[tuple[bool, int]] = []
+        streamed: list[int] = []  # a stream's size, then 1 if the connection may go on
         answering = connections.answering_scope()
         try:
             with answering:
                 await _respond_unless_gone(
-                    app, http, HTTPRequest(info=info, body=body), answered, streamed
+                    app,
+                    http,
+                    HTTPRequest(info=info, body=body),
+                    answered,
+                    streamed,
+                    connections.draining,
                 )
         finally:
             connections.forget(answering)
@@ -350,9 +359,8 @@ async def _serve_requests(
         # shielded mutation): a 503 would invite the client to run it again.
         response = answered[0] if answered else None
         if isinstance(response, HTTPStream):  # sent while it ran
-            reusable, size = streamed[0] if streamed else (False, 0)
-            _log_access(info, request, response.status, size, started)
-            if not reusable:
+            _log_access(info, request, response.status, streamed[0] if streamed else 0, started)
+            if streamed[1:] != [1]:
                 return None
             continue
         if response is None and answering.cancelled_caught:  # the grace ran out first
@@ -377,7 +385,7 @@ def _log_access(
     time; WebSocket upgrades are logged when the handshake is answered (101 or a refusal)."""
     if not access_logger.isEnabledFor(logging.INFO):
         return
-    target = request.target.decode("ascii", errors="replace")
+    target = _TOKEN_IN_TARGET.sub(r"\1token=…", request.target.decode("ascii", errors="replace"))
     access_logger.info(
         '%s "%s %s HTTP/%s" %d %d %.1fms',
         info.peer,
@@ -395,12 +403,13 @@ async def _respond_unless_gone(
     http: HTTPConnection,
     request: HTTPRequest,
     answered: list[HTTPResponse | HTTPStream],
-    streamed: list[tuple[bool, int]],
+    streamed: list[int],
+    draining: bool = False,
 ) -> None:
     """Append the app's answer to ``answered``, unless the peer closes first: then the
     answering is cancelled (what the app shields, a mutation by default, still finishes).
-    A streamed answer is sent here, while its body runs; ``streamed`` gets whether the
-    connection may go on and the body's size (nothing when the stream was cut).
+    A streamed answer is sent here, while its body runs; ``streamed`` gets the body's size,
+    then 1 when the connection may go on (nothing more when the stream was cut).
 
     The answer runs in a child task, so context variables the app sets while answering
     (a request id, the user) start fresh with every request of a keep-alive connection.
@@ -412,7 +421,8 @@ async def _respond_unless_gone(
             answered.append(response)
             if isinstance(response, HTTPStream):
                 try:
-                    streamed.append(await http.send_stream(response))
+                    if await http.send_stream(response, streamed, close=draining):
+                        streamed.append(1)
                 except ConnectionClosed:
                     pass
                 except Exception:
