@@ -34,7 +34,7 @@ from collections.abc import (
 )
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import anyio
 import anyio.abc
@@ -293,6 +293,8 @@ class _Batch:
                 loader._forget(key, self)  # an error is not cached
             else:
                 self.outcomes[key] = (True, value)
+                if loader._cached.get(key) is self:  # cached: later loads take it at once
+                    loader._values[key] = _Resolved(value)
 
     async def wait(self, key: Hashable) -> Any:
         """The outcome for ``key``; the caller was counted in ``waiters`` when it loaded."""
@@ -311,25 +313,39 @@ class _Batch:
         raise value
 
 
-class _Load(Generic[V]):
-    """What ``load`` returns: awaitable once, registered already."""
+class _Resolved(Generic[V]):
+    """A loaded value: awaiting it returns it at once (any number of times)."""
 
-    __slots__ = ("_batch", "_key", "_value")
+    __slots__ = ("value",)
 
-    def __init__(self, batch: _Batch | None, key: Hashable, value: Any = None) -> None:
-        self._batch = batch
-        self._key = key
-        self._value = value
+    def __init__(self, value: V) -> None:
+        self.value = value
 
     def __await__(self) -> Generator[Any, None, V]:
-        if self._batch is None:
-            return self._ready().__await__()
-        return self._batch.wait(self._key).__await__()
+        return self.value
+        yield  # a generator that returns at once
 
-    async def _ready(self) -> V:
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        value: V = self._value
-        return value
+
+class _Load(Generic[V]):
+    """What ``load`` returns for a key of a batch: awaitable once, registered already."""
+
+    __slots__ = ("_batch", "_key")
+
+    def __init__(self, batch: _Batch, key: Hashable) -> None:
+        self._batch = batch
+        self._key = key
+
+    def __await__(self) -> Generator[Any, None, V]:
+        # An outcome that is there already is returned without a scheduler round (as
+        # awaiting a finished future does); only a load whose batch still runs waits.
+        batch = self._batch
+        if batch.done.is_set():
+            batch.waiters -= 1
+            ok, outcome = batch.outcomes[self._key]
+            if ok:
+                return cast(V, outcome)
+            raise outcome
+        return cast(V, (yield from batch.wait(self._key).__await__()))
 
 
 async def _gather(pending: list[Awaitable[V]]) -> list[V]:
@@ -379,8 +395,8 @@ class DataLoader(Generic[K, V]):
         self._open: _Batch | None = None
         #: key -> the batch that loads (or loaded) it
         self._cached: dict[Hashable, _Batch] = {}
-        #: key -> a value given with ``prime``
-        self._primed: dict[Hashable, Any] = {}
+        #: key -> its value, once loaded (or given with ``prime``)
+        self._values: dict[Hashable, _Resolved[Any]] = {}
 
     def load(self, key: K) -> Awaitable[V]:
         """Register ``key`` now and return what to await for its value.
@@ -390,14 +406,16 @@ class DataLoader(Generic[K, V]):
         returned the wrong number of values.
 
         Raises:
-            RuntimeError: outside any scope (at once, not when awaited).
+            RuntimeError: outside any scope, when the key must be loaded (at once, not
+                when awaited); a value cached already is returned anywhere.
         """
-        scope = current_scope()
-        scope.loads += 1
         cache_key = key if self.cache_key is None else self.cache_key(key)
         if self.cache:
-            if cache_key in self._primed:
-                return _Load(None, cache_key, self._primed[cache_key])
+            resolved = self._values.get(cache_key)
+            if resolved is not None:
+                return resolved  # a dictionary lookup: no batch, no task switch
+        scope = current_scope()
+        if self.cache:
             cached = self._cached.get(cache_key)
             # another scope's batch still loading is not waited on: it ends with its scope
             if (
@@ -407,6 +425,7 @@ class DataLoader(Generic[K, V]):
             ):
                 cached.waiters += 1
                 return _Load(cached, cache_key)
+        scope.loads += 1
         batch = self._open
         if batch is None or batch.scope is not scope or batch.abandoned:
             batch = self._open = _Batch(self, scope)
@@ -430,20 +449,21 @@ class DataLoader(Generic[K, V]):
     def prime(self, key: K, value: V) -> None:
         """Cache ``value`` for ``key`` unless the key is cached already."""
         cache_key = key if self.cache_key is None else self.cache_key(key)
-        if cache_key not in self._cached and cache_key not in self._primed:
-            self._primed[cache_key] = value
+        if cache_key not in self._cached and cache_key not in self._values:
+            self._values[cache_key] = _Resolved(value)
 
     def clear(self, key: K) -> None:
         """Forget ``key``'s cached value (the next load loads it again)."""
         cache_key = key if self.cache_key is None else self.cache_key(key)
         self._cached.pop(cache_key, None)
-        self._primed.pop(cache_key, None)
+        self._values.pop(cache_key, None)
 
     def clear_all(self) -> None:
         """Forget every cached value."""
         self._cached.clear()
-        self._primed.clear()
+        self._values.clear()
 
     def _forget(self, key: Hashable, batch: _Batch) -> None:
         if self._cached.get(key) is batch:
             del self._cached[key]
+            self._values.pop(key, None)
