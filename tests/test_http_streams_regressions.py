@@ -300,16 +300,17 @@ async def test_E06_a_stream_whose_asgi_client_left_before_its_head_releases_its_
     await reserve(app)  # the client is not locked out
 
 
-async def open_and_reset(port: int, token: str) -> None:
-    """Ask for the stream of ``token``, then reset the connection at once (RST, no FIN)."""
-    client = await anyio.connect_tcp("127.0.0.1", port)
-    await client.send(
-        f"GET /graphql HTTP/1.1\r\nHost: x\r\nAccept: {SSE}\r\n"
-        f"X-GraphQL-Event-Stream-Token: {token}\r\n\r\n".encode()
-    )
-    raw = client.extra(anyio.abc.SocketAttribute.raw_socket)
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    await client.aclose()
+def open_and_reset(port: int, token: str) -> None:
+    """Ask for the stream of ``token``, then reset the connection at once (RST, no FIN).
+
+    A blocking client, for a worker thread: the server runs while it sends and resets.
+    """
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        client.sendall(
+            f"GET /graphql HTTP/1.1\r\nHost: x\r\nAccept: {SSE}\r\n"
+            f"X-GraphQL-Event-Stream-Token: {token}\r\n\r\n".encode()
+        )
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 async def test_E06_a_stream_whose_native_client_reset_at_once_releases_its_reservation() -> None:
@@ -318,9 +319,9 @@ async def test_E06_a_stream_whose_native_client_reset_at_once_releases_its_reser
     async with anyio.create_task_group() as tasks:
         port = await tasks.start(partial(serve, app, port=0))
         tokens = []
-        for _ in range(3):
+        for _ in range(5):
             tokens.append(await reserve(app))
-            await open_and_reset(port, tokens[-1])
+            await anyio.to_thread.run_sync(open_and_reset, port, tokens[-1])
         await until(lambda: all(app.streams.reservations.get(t) is None for t in tokens))
         tasks.cancel_scope.cancel()
 
