@@ -236,6 +236,24 @@ async def test_E04_a_holder_too_slow_to_answer_gets_503_and_keeps_its_stream() -
     assert len(maker.streams.reservations) == 0  # the holder said "released"
 
 
+async def test_E04_a_holder_that_never_answers_is_taken_as_gone_after_three_requests() -> None:
+    maker, _ = make_app()
+    holder, _ = make_app()
+    token = await reserve(maker)
+    to_holder, elsewhere = link(maker, holder, token)
+    stream = await answer(holder, request("GET", headers=with_token(elsewhere)))
+    assert isinstance(stream, HTTPStream)
+    sink = Sink()
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(stream.body, sink)
+        await sink.wait_for(b":\n\n")
+        to_holder.silent = True  # its process died, say
+        statuses = [(await operate(maker, token, "{ hello }", str(i))).status for i in range(4)]
+        tasks.cancel_scope.cancel()
+    assert statuses == [503, 503, 404, 404]
+    assert maker.streams.reservations.get(token) is None
+
+
 async def test_E04_operations_sent_before_the_stream_opens_at_another_process_run_there() -> None:
     maker, _ = make_app()
     holder, _ = make_app()

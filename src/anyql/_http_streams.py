@@ -39,6 +39,9 @@ __all__ = ["TOKEN_HEADER", "HTTPStreams", "client_address", "stream_token"]
 logger = logging.getLogger("anyql.streams")
 
 TOKEN_HEADER: Final = "x-graphql-event-stream-token"
+#: Relayed requests in a row a stream's holder may leave unanswered before it is taken
+#: as gone (its process exited) and the token as unknown.
+HOLDER_GONE_AFTER: Final = 3
 _SSE_DISTINCT: Final = SSEDistinct()
 _SSE_SINGLE: Final = SSESingle()
 _MULTIPART: Final = Multipart()
@@ -170,7 +173,13 @@ class HTTPStreams:
             return None
         answer = await relay.ask(target, "request", request, token, hops + 1)
         if answer is None:
-            # No answer in time is not "not held": the holder may only be slow.
+            # No answer in time is not "not held": the holder may only be slow. After
+            # ``HOLDER_GONE_AFTER`` in a row, it is taken as gone.
+            if reservation is not None:
+                reservation.unanswered += 1
+                if reservation.unanswered >= HOLDER_GONE_AFTER:
+                    self.reservations.release(reservation)
+                    raise _refusal(404, _UNKNOWN_TOKEN)
             raise _refusal(
                 503,
                 "The server process that holds this stream did not answer; try again",
@@ -180,6 +189,7 @@ class HTTPStreams:
             if answer.status == 404:
                 self.reservations.release(reservation)  # its holder no longer has it
             else:
+                reservation.unanswered = 0
                 self.reservations.touch(reservation)
         return answer
 

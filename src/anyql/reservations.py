@@ -50,6 +50,8 @@ class Reservation:
     maker: str | None = None
     #: Whether it counts against its client's ``max_stream_reservations_per_client``.
     counted: bool = True
+    #: Relayed requests in a row that its holder did not answer (``moved_to``).
+    unanswered: int = 0
 
 
 class Reservations:
