@@ -66,21 +66,49 @@ class LoaderScope:
     group their batches run in. Made by the execution layer; users need ``loader_scope``.
     """
 
-    __slots__ = ("_by_key", "_code_seen", "_task_group", "_waiting", "loads")
+    __slots__ = (
+        "_by_key",
+        "_code_seen",
+        "_open",
+        "_started",
+        "_task_group",
+        "_waiting",
+        "closed",
+        "loads",
+    )
 
     def __init__(self) -> None:
         self._by_key: dict[Hashable, DataLoader[Any, Any]] = {}
         self._code_seen: dict[object, object] = {}
+        #: Each loader's batch still taking keys in this scope.
+        self._open: dict[DataLoader[Any, Any], _Batch] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
         self._waiting: list[_Batch] = []
+        #: Dispatch tasks started in the task group (none: nothing to cancel at the end).
+        self._started = 0
         #: Loads registered in this scope so far (the dispatch waits for it to stop moving).
         self.loads = 0
+        #: The execution ended: a load now is an error, not a wait for ever.
+        self.closed = False
 
     def _start(self, batch: _Batch) -> None:
         if self._task_group is None:
             self._waiting.append(batch)
         else:
+            self._started += 1
             self._task_group.start_soon(batch.dispatch)
+
+    def close(self) -> None:
+        """The execution ended: fail what never got a task, and drop the scope's loaders
+        and their values (nothing cached outlives the operation it was loaded for)."""
+        self.closed = True
+        waiting, self._waiting = self._waiting, []
+        for batch in waiting:
+            batch.fail(RuntimeError("the operation this load belongs to has ended"))
+        for owned in self._by_key.values():
+            owned.clear_all()
+        self._by_key.clear()
+        self._open.clear()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[LoaderScope]:
@@ -89,19 +117,23 @@ class LoaderScope:
         An exception of the body leaves as it is, never inside an exception group (the
         batches never raise: their errors go to their waiters).
         """
-        failure: Exception | None = None
+        failure: BaseException | None = None
         async with anyio.create_task_group() as task_group:
             self._task_group = task_group
             waiting, self._waiting = self._waiting, []
             for batch in waiting:
+                self._started += 1
                 task_group.start_soon(batch.dispatch)
             try:
                 yield self
-            except Exception as error:
+            except anyio.get_cancelled_exc_class():
+                raise
+            except BaseException as error:
                 failure = error
             finally:
                 self._task_group = None
-                task_group.cancel_scope.cancel()
+                if self._started:
+                    task_group.cancel_scope.cancel()
         if failure is not None:
             raise failure
 
@@ -109,10 +141,10 @@ class LoaderScope:
         """Make this the current scope; returns the token for ``deactivate``."""
         return _current.set(self)
 
-    @staticmethod
-    def deactivate(token: Any) -> None:
-        """Restore the scope that was current before ``activate``."""
+    def deactivate(self, token: Any) -> None:
+        """Restore the scope that was current before ``activate``; this one is closed."""
         _current.reset(token)
+        self.close()
 
     def _loader_for(
         self, batch_load: BatchLoad, key: Hashable | None, options: dict[str, Any]
@@ -153,6 +185,11 @@ def current_scope() -> LoaderScope:
     scope = _current.get()
     if scope is None:
         raise RuntimeError(_NO_SCOPE)
+    if scope.closed:
+        raise RuntimeError(
+            "the operation this load belongs to has ended (a task started by a resolver"
+            " outlived it): load inside the operation, or open `anyql.loader_scope()`"
+        )
     return scope
 
 
@@ -188,11 +225,12 @@ def loader(
 
 
 class _Batch:
-    """Keys registered together, one dispatch, and the waiters on its outcome."""
+    """Keys registered together, one dispatch, and the loads waiting for its outcome."""
 
     __slots__ = (
         "abandoned",
         "done",
+        "generation",
         "keys",
         "loader",
         "outcomes",
@@ -209,20 +247,41 @@ class _Batch:
         #: key -> (True, value) or (False, exception), once done
         self.outcomes: dict[Hashable, tuple[bool, Any]] = {}
         self.done = anyio.Event()
+        #: Loads of it that have not left yet (counted from ``load()``, not the await).
         self.waiters = 0
         self.scope_cancel = anyio.CancelScope()
         #: Every load of it left before it was done: later loads must not join it.
         self.abandoned = False
+        #: The loader's cache generation when the batch began (a ``clear`` since: the
+        #: values are not cached).
+        self.generation = loader._generation
+
+    def _close_to_new_keys(self) -> None:
+        if self.scope._open.get(self.loader) is self:
+            del self.scope._open[self.loader]
+
+    def leave(self) -> None:
+        """One load of it left (got its outcome, or was cancelled)."""
+        self.waiters -= 1
+        if not self.waiters and not self.done.is_set():
+            self.abandon()  # every load of it has left: stop loading
 
     def abandon(self) -> None:
         """Stop this batch (nobody waits for it any more) and let later loads start anew."""
         self.abandoned = True
         self.scope_cancel.cancel()
-        loader = self.loader
-        if loader._open is self:
-            loader._open = None
+        self._close_to_new_keys()
         for key in self.keys:
-            loader._forget(key, self)
+            self.loader._forget(key, self)
+
+    def fail(self, error: Exception) -> None:
+        """End the batch with ``error`` for every key that has no outcome yet."""
+        self._close_to_new_keys()
+        for key in self.keys:
+            if key not in self.outcomes:
+                self.outcomes[key] = (False, error)
+                self.loader._forget(key, self)
+        self.done.set()
 
     async def dispatch(self) -> None:
         loader = self.loader
@@ -237,8 +296,7 @@ class _Batch:
                             quiet += 1
                         else:
                             seen, quiet = self.scope.loads, 0
-                if loader._open is self:
-                    loader._open = None  # later loads start a new batch
+                self._close_to_new_keys()  # later loads start a new batch
                 keys = list(self.keys)  # cache keys
                 size = loader.max_batch_size or len(keys) or 1
                 chunks = [keys[i : i + size] for i in range(0, len(keys), size)]
@@ -249,27 +307,24 @@ class _Batch:
                         for chunk in chunks:
                             chunk_group.start_soon(self._load, chunk)
                 self.done.set()
+        except Exception as error:  # never out of the scope's task group: to the loads
+            logger.exception("a batch of %r failed", loader.batch_load)
+            self.fail(error)
         finally:
-            if loader._open is self:
-                loader._open = None
             if not self.done.is_set():
-                cancelled = RuntimeError("the load was cancelled")
-                for key in self.keys:
-                    self.outcomes.setdefault(key, (False, cancelled))
-                    loader._forget(key, self)
-                self.done.set()
+                self.fail(RuntimeError("the load was cancelled"))
 
     async def _load(self, keys: list[Hashable]) -> None:
         loader = self.loader
+        name = getattr(loader.batch_load, "__qualname__", loader.batch_load)
         try:
             values: Any = loader.batch_load([self.keys[key] for key in keys])
             if inspect.isawaitable(values):
                 values = await values
             if isinstance(values, Mapping) or not isinstance(values, Iterable):
                 raise TypeError(
-                    f"batch_load {getattr(loader.batch_load, '__qualname__', loader.batch_load)!r}"
-                    f" returned {type(values).__name__}: it must return a sequence of values,"
-                    " one per key, in the order of the keys"
+                    f"batch_load {name!r} returned {type(values).__name__}: it must return a"
+                    " sequence of values, one per key, in the order of the keys"
                 )
             values = list(values)
         except Exception as error:
@@ -279,38 +334,27 @@ class _Batch:
             return
         if len(values) != len(keys):
             wrong = ValueError(
-                f"batch_load {getattr(loader.batch_load, '__qualname__', loader.batch_load)!r}"
-                f" returned {len(values)} values for {len(keys)} keys: it must return one per"
-                " key, in the order of the keys"
+                f"batch_load {name!r} returned {len(values)} values for {len(keys)} keys:"
+                " it must return one per key, in the order of the keys"
             )
             for key in keys:
                 self.outcomes[key] = (False, wrong)
                 loader._forget(key, self)
             return
+        keep = loader.cache and loader._generation == self.generation
         for key, value in zip(keys, values, strict=True):
             if isinstance(value, Exception):
                 self.outcomes[key] = (False, value)
                 loader._forget(key, self)  # an error is not cached
             else:
                 self.outcomes[key] = (True, value)
-                if loader._cached.get(key) is self:  # cached: later loads take it at once
+                if keep:  # later loads take it at once, in any scope
                     loader._values[key] = _Resolved(value)
+                    loader._forget(key, self)
 
-    async def wait(self, key: Hashable) -> Any:
-        """The outcome for ``key``; the caller was counted in ``waiters`` when it loaded."""
-        try:
-            if self.done.is_set():
-                await anyio.lowlevel.checkpoint_if_cancelled()  # no scheduler round
-            else:
-                await self.done.wait()
-        finally:
-            self.waiters -= 1
-            if not self.waiters and not self.done.is_set():
-                self.abandon()  # every load of it has left: stop loading
-        ok, value = self.outcomes[key]
-        if ok:
-            return value
-        raise value
+    async def wait(self) -> None:
+        """Until the batch is done."""
+        await self.done.wait()
 
 
 class _Resolved(Generic[V]):
@@ -325,31 +369,65 @@ class _Resolved(Generic[V]):
         return self.value
         yield  # a generator that returns at once
 
+    def release(self) -> None:
+        """Nothing to release: it waits for nothing."""
+
 
 class _Load(Generic[V]):
-    """What ``load`` returns for a key of a batch: awaitable once, registered already."""
+    """What ``load`` returns for a key of a batch, registered already (counted as one of
+    the batch's loads until it leaves)."""
 
-    __slots__ = ("_batch", "_key")
+    __slots__ = ("_batch", "_key", "_left")
 
     def __init__(self, batch: _Batch, key: Hashable) -> None:
         self._batch = batch
         self._key = key
+        self._left = False
+
+    def release(self) -> None:
+        """Leave the batch without awaiting (once)."""
+        if not self._left:
+            self._left = True
+            self._batch.leave()
 
     def __await__(self) -> Generator[Any, None, V]:
-        # An outcome that is there already is returned without a scheduler round (as
-        # awaiting a finished future does); only a load whose batch still runs waits.
         batch = self._batch
-        if batch.done.is_set():
-            batch.waiters -= 1
-            ok, outcome = batch.outcomes[self._key]
-            if ok:
-                return cast(V, outcome)
-            raise outcome
-        return cast(V, (yield from batch.wait(self._key).__await__()))
+        if self._left:  # awaited again after leaving: it counts again
+            self._left = False
+            batch.waiters += 1
+        try:
+            # An outcome that is there already is returned without a scheduler round (as
+            # awaiting a finished future is); only a load whose batch still runs waits.
+            if not batch.done.is_set():
+                yield from batch.wait().__await__()
+        finally:
+            self.release()
+        ok, outcome = batch.outcomes[self._key]
+        if ok:
+            return cast(V, outcome)
+        raise outcome
 
 
-async def _gather(pending: list[Awaitable[V]]) -> list[V]:
-    return [await each for each in pending]
+class _Many(Generic[V]):
+    """What ``load_many`` returns: the loads of its keys, awaited in order."""
+
+    __slots__ = ("_loads",)
+
+    def __init__(self, loads: list[_Load[V] | _Resolved[V]]) -> None:
+        self._loads = loads
+
+    def __await__(self) -> Generator[Any, None, list[V]]:
+        values: list[V] = []
+        loads = self._loads
+        index = 0
+        try:
+            for index, each in enumerate(loads):  # noqa: B007 - read in the handler
+                values.append((yield from each.__await__()))
+        except BaseException:
+            for rest in loads[index + 1 :]:  # they will not be awaited: they leave now
+                rest.release()
+            raise
+        return values
 
 
 class DataLoader(Generic[K, V]):
@@ -368,6 +446,9 @@ class DataLoader(Generic[K, V]):
         idle_checkpoints: dispatch once the scope has made no new load for this many
             scheduler checkpoints ...
         max_delay: ... or after this many seconds, whichever comes first.
+
+    Raises:
+        ValueError: an option out of range.
     """
 
     def __init__(
@@ -380,11 +461,15 @@ class DataLoader(Generic[K, V]):
         idle_checkpoints: int = 8,
         max_delay: float = 0.05,
     ) -> None:
-        if max_batch_size is not None and max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be at least 1 or None, not {max_batch_size!r}")
-        if idle_checkpoints < 1:
-            raise ValueError(f"idle_checkpoints must be at least 1, not {idle_checkpoints!r}")
-        if not max_delay > 0:
+        if max_batch_size is not None and not _whole(max_batch_size, 1):
+            raise ValueError(
+                f"max_batch_size must be a whole number >= 1 or None, not {max_batch_size!r}"
+            )
+        if not _whole(idle_checkpoints, 1):
+            raise ValueError(
+                f"idle_checkpoints must be a whole number >= 1, not {idle_checkpoints!r}"
+            )
+        if not isinstance(max_delay, int | float) or not max_delay > 0:
             raise ValueError(f"max_delay must be more than 0 seconds, not {max_delay!r}")
         self.batch_load = batch_load
         self.max_batch_size = max_batch_size
@@ -392,11 +477,12 @@ class DataLoader(Generic[K, V]):
         self.cache_key = cache_key
         self.idle_checkpoints = idle_checkpoints
         self.max_delay = max_delay
-        self._open: _Batch | None = None
-        #: key -> the batch that loads (or loaded) it
+        #: key -> the batch that is loading it
         self._cached: dict[Hashable, _Batch] = {}
         #: key -> its value, once loaded (or given with ``prime``)
         self._values: dict[Hashable, _Resolved[Any]] = {}
+        #: Bumped by ``clear``/``clear_all``: a batch begun before does not cache.
+        self._generation = 0
 
     def load(self, key: K) -> Awaitable[V]:
         """Register ``key`` now and return what to await for its value.
@@ -409,6 +495,9 @@ class DataLoader(Generic[K, V]):
             RuntimeError: outside any scope, when the key must be loaded (at once, not
                 when awaited); a value cached already is returned anywhere.
         """
+        return self._load(key)
+
+    def _load(self, key: K) -> _Load[V] | _Resolved[V]:
         cache_key = key if self.cache_key is None else self.cache_key(key)
         if self.cache:
             resolved = self._values.get(cache_key)
@@ -418,17 +507,13 @@ class DataLoader(Generic[K, V]):
         if self.cache:
             cached = self._cached.get(cache_key)
             # another scope's batch still loading is not waited on: it ends with its scope
-            if (
-                cached is not None
-                and not cached.abandoned
-                and (cached.scope is scope or cached.done.is_set())
-            ):
+            if cached is not None and not cached.abandoned and cached.scope is scope:
                 cached.waiters += 1
                 return _Load(cached, cache_key)
         scope.loads += 1
-        batch = self._open
-        if batch is None or batch.scope is not scope or batch.abandoned:
-            batch = self._open = _Batch(self, scope)
+        batch = scope._open.get(self)
+        if batch is None or batch.abandoned:
+            batch = scope._open[self] = _Batch(self, scope)
             scope._start(batch)
         batch.keys.setdefault(cache_key, key)
         batch.waiters += 1
@@ -444,7 +529,7 @@ class DataLoader(Generic[K, V]):
         Raises:
             RuntimeError: outside any scope (at once).
         """
-        return _gather([self.load(key) for key in keys])
+        return _Many([self._load(key) for key in keys])
 
     def prime(self, key: K, value: V) -> None:
         """Cache ``value`` for ``key`` unless the key is cached already."""
@@ -455,15 +540,20 @@ class DataLoader(Generic[K, V]):
     def clear(self, key: K) -> None:
         """Forget ``key``'s cached value (the next load loads it again)."""
         cache_key = key if self.cache_key is None else self.cache_key(key)
+        self._generation += 1
         self._cached.pop(cache_key, None)
         self._values.pop(cache_key, None)
 
     def clear_all(self) -> None:
         """Forget every cached value."""
+        self._generation += 1
         self._cached.clear()
         self._values.clear()
 
     def _forget(self, key: Hashable, batch: _Batch) -> None:
         if self._cached.get(key) is batch:
             del self._cached[key]
-            self._values.pop(key, None)
+
+
+def _whole(value: object, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least

@@ -489,13 +489,14 @@ class SubscriptionContext:
             if isinstance(created, ExecutionResult):
                 errors = created.errors or [GraphQLError("Could not create the source stream.")]
                 raise RequestError(tuple(engine.format_error(error) for error in errors))
+            source = created.__aiter__()
+            plan = plan_for(self._prepared.plans, executor)
         except BaseException:
             await stack.aclose()
             raise
         self._scope = stack
-        self._source = created.__aiter__()
-        plan = plan_for(self._prepared.plans, executor)
-        return _ResultStream(engine, executor, plan, self._source, self._prepared.root_field)
+        self._source = source
+        return _ResultStream(engine, executor, plan, source, self._prepared.root_field)
 
     async def __aexit__(
         self,
