@@ -223,3 +223,92 @@ async def test_loaded_values_are_freed_when_the_operation_ends() -> None:
         assert Row.alive == 0, f"{Row.alive} loaded values of finished operations still alive"
     finally:
         gc.enable()
+
+
+# --- before the process's first load: no task group, the first awaiting load runs the batch
+
+
+class _NoLoadsYet:
+    """``dataloader._usage`` as in a process that never loaded: scopes get no task group."""
+
+    @property
+    def loads_made(self) -> bool:
+        return False
+
+    @loads_made.setter
+    def loads_made(self, value: bool) -> None:
+        del value
+
+
+@pytest.fixture
+def no_loads_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    from anyql import dataloader
+
+    monkeypatch.setattr(dataloader, "_usage", _NoLoadsYet())
+
+
+@pytest.mark.usefixtures("no_loads_yet")
+async def test_before_any_load_an_execution_opens_no_task_group_and_still_batches() -> None:
+    calls: list[list[int]] = []
+
+    async def authors(keys: list[int]) -> list[str]:
+        calls.append(sorted(keys))
+        return [f"a{key}" for key in keys]
+
+    schema = Schema("type Query { posts: [Post!]! } type Post { author: String! }")
+    schema.field("Query.posts")(lambda root, info: list(range(20)))
+
+    @schema.field("Post.author")
+    async def author(post: int, info: Any) -> str:
+        await anyio.lowlevel.checkpoint()
+        return await anyql.loader(info, authors).load(post % 5)
+
+    engine = Engine(schema)
+    result = await engine.execute(
+        engine.prepare(OperationRequest("{ posts { author } }")), context=None
+    )
+    assert result["data"]["posts"][7] == {"author": "a2"}
+    assert calls == [[0, 1, 2, 3, 4]]
+
+
+@pytest.mark.usefixtures("no_loads_yet")
+async def test_before_any_load_a_cancelled_leading_load_hands_the_batch_over() -> None:
+    """The load that runs the batch is cancelled while batch_load runs: the other load
+    runs it again and gets its value."""
+    from anyql.dataloader import LoaderScope
+
+    calls: list[list[int]] = []
+    running = anyio.Event()
+
+    async def slow(keys: list[int]) -> list[int]:
+        calls.append(sorted(keys))
+        running.set()
+        await anyio.sleep(0 if len(calls) > 1 else 3600)
+        return [key * 10 for key in keys]
+
+    scope = LoaderScope()
+    token = scope.activate()
+    got: list[int] = []
+    try:
+        async with scope.running():
+            loader = DataLoader(slow)
+            first, second = loader.load(1), loader.load(2)
+            async with anyio.create_task_group() as tasks:
+                leading = anyio.CancelScope()
+
+                async def lead() -> None:
+                    with leading:
+                        await first
+
+                async def follow() -> None:
+                    got.append(await second)
+
+                tasks.start_soon(lead)
+                await running.wait()
+                tasks.start_soon(follow)
+                await anyio.lowlevel.checkpoint()
+                leading.cancel()
+    finally:
+        scope.deactivate(token)
+    assert got == [20]
+    assert calls == [[1, 2], [1, 2]]

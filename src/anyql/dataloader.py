@@ -32,7 +32,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 from typing import Any, Generic, TypeVar, cast
 
@@ -53,6 +53,16 @@ BatchLoad = Callable[[list[Any]], "Awaitable[Sequence[Any]] | Sequence[Any]"]
 _current: ContextVar[LoaderScope | None] = ContextVar("anyql_loader_scope", default=None)
 #: Code objects of batch functions already warned about (made anew on every call).
 _warned: set[object] = set()
+
+
+class _Usage:
+    """Whether any load was ever made in this process: until then an execution opens no
+    task group for its scope (an app without loaders pays nothing for them)."""
+
+    loads_made = False
+
+
+_usage = _Usage()
 
 _NO_SCOPE = (
     "no loader scope here: anyql.loader() and DataLoader.load() work inside an operation's"
@@ -93,10 +103,20 @@ class LoaderScope:
 
     def _start(self, batch: _Batch) -> None:
         if self._task_group is None:
-            self._waiting.append(batch)
+            self._waiting.append(batch)  # the task group starts it, or its first awaiter
         else:
             self._started += 1
+            batch.started = True
             self._task_group.start_soon(batch.dispatch)
+
+    def _run_here(self, batch: _Batch) -> bool:
+        """Whether the awaiting task must run ``batch``'s dispatch itself: no task group will
+        (the execution began before this process made its first load)."""
+        if batch.started or self._task_group is not None:
+            return False
+        batch.started = True
+        self._waiting.remove(batch)
+        return True
 
     def close(self) -> None:
         """The execution ended: fail what never got a task, and drop the scope's loaders
@@ -110,19 +130,27 @@ class LoaderScope:
         self._by_key.clear()
         self._open.clear()
 
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[LoaderScope]:
+    def running(self) -> AbstractAsyncContextManager[LoaderScope]:
         """Give the scope a task group while the body runs; cancel what is left after it.
 
+        Until the process made its first load, nothing: an app without loaders pays no
+        task group (a batch of a scope without one is run by its first awaiting load).
         An exception of the body leaves as it is, never inside an exception group (the
         batches never raise: their errors go to their waiters).
         """
+        if not _usage.loads_made:
+            return _NoTaskGroup(self)
+        return self._with_task_group()
+
+    @asynccontextmanager
+    async def _with_task_group(self) -> AsyncIterator[LoaderScope]:
         failure: BaseException | None = None
         async with anyio.create_task_group() as task_group:
             self._task_group = task_group
             waiting, self._waiting = self._waiting, []
             for batch in waiting:
                 self._started += 1
+                batch.started = True
                 task_group.start_soon(batch.dispatch)
             try:
                 yield self
@@ -176,6 +204,21 @@ class LoaderScope:
             )
 
 
+class _NoTaskGroup:
+    """``LoaderScope.running()`` before any load was made: nothing to enter."""
+
+    __slots__ = ("_scope",)
+
+    def __init__(self, scope: LoaderScope) -> None:
+        self._scope = scope
+
+    async def __aenter__(self) -> LoaderScope:
+        return self._scope
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
 def current_scope() -> LoaderScope:
     """The current scope.
 
@@ -199,7 +242,7 @@ async def loader_scope() -> AsyncIterator[LoaderScope]:
     scope = LoaderScope()
     token = scope.activate()
     try:
-        async with scope.running():
+        async with scope._with_task_group():  # always: batches run without being awaited
             yield scope
     finally:
         scope.deactivate(token)
@@ -229,6 +272,7 @@ class _Batch:
 
     __slots__ = (
         "abandoned",
+        "changed",
         "done",
         "generation",
         "keys",
@@ -236,6 +280,7 @@ class _Batch:
         "outcomes",
         "scope",
         "scope_cancel",
+        "started",
         "waiters",
     )
 
@@ -247,6 +292,8 @@ class _Batch:
         #: key -> (True, value) or (False, exception), once done
         self.outcomes: dict[Hashable, tuple[bool, Any]] = {}
         self.done = anyio.Event()
+        #: Set when done, or when the load running it left and the next must take over.
+        self.changed = anyio.Event()
         #: Loads of it that have not left yet (counted from ``load()``, not the await).
         self.waiters = 0
         self.scope_cancel = anyio.CancelScope()
@@ -255,6 +302,8 @@ class _Batch:
         #: The loader's cache generation when the batch began (a ``clear`` since: the
         #: values are not cached).
         self.generation = loader._generation
+        #: Its dispatch began (in the scope's task group, or in its first awaiting load).
+        self.started = False
 
     def _close_to_new_keys(self) -> None:
         if self.scope._open.get(self.loader) is self:
@@ -281,9 +330,33 @@ class _Batch:
             if key not in self.outcomes:
                 self.outcomes[key] = (False, error)
                 self.loader._forget(key, self)
-        self.done.set()
+        self._finish()
 
     async def dispatch(self) -> None:
+        """Run the batch in the scope's task group; cancelled, it fails its loads."""
+        try:
+            await self._dispatch()
+        finally:
+            if not self.done.is_set():
+                self.fail(RuntimeError("the load was cancelled"))
+
+    async def lead(self) -> None:
+        """Run the batch in the task of a load that awaits it (the scope has no task group).
+        If that load is cancelled while others still wait, the next of them runs it."""
+        try:
+            await self._dispatch()
+        finally:
+            if not self.done.is_set():
+                if self.waiters > 1 and not self.abandoned:  # others wait: hand it over
+                    self.started = False
+                    self.scope_cancel = anyio.CancelScope()
+                    self.scope._waiting.append(self)
+                    changed, self.changed = self.changed, anyio.Event()
+                    changed.set()
+                else:
+                    self.fail(RuntimeError("the load was cancelled"))
+
+    async def _dispatch(self) -> None:
         loader = self.loader
         try:
             with self.scope_cancel:
@@ -306,13 +379,14 @@ class _Batch:
                     async with anyio.create_task_group() as chunk_group:
                         for chunk in chunks:
                             chunk_group.start_soon(self._load, chunk)
-                self.done.set()
+                self._finish()
         except Exception as error:  # never out of the scope's task group: to the loads
             logger.exception("a batch of %r failed", loader.batch_load)
             self.fail(error)
-        finally:
-            if not self.done.is_set():
-                self.fail(RuntimeError("the load was cancelled"))
+
+    def _finish(self) -> None:
+        self.done.set()
+        self.changed.set()
 
     async def _load(self, keys: list[Hashable]) -> None:
         loader = self.loader
@@ -353,8 +427,8 @@ class _Batch:
                     loader._forget(key, self)
 
     async def wait(self) -> None:
-        """Until the batch is done."""
-        await self.done.wait()
+        """Until the batch is done, or handed over to the next load to run."""
+        await self.changed.wait()
 
 
 class _Resolved(Generic[V]):
@@ -398,8 +472,11 @@ class _Load(Generic[V]):
         try:
             # An outcome that is there already is returned without a scheduler round (as
             # awaiting a finished future is); only a load whose batch still runs waits.
-            if not batch.done.is_set():
-                yield from batch.wait().__await__()
+            while not batch.done.is_set():
+                if batch.scope._run_here(batch):
+                    yield from batch.lead().__await__()
+                else:
+                    yield from batch.wait().__await__()
         finally:
             self.release()
         ok, outcome = batch.outcomes[self._key]
@@ -511,6 +588,7 @@ class DataLoader(Generic[K, V]):
                 cached.waiters += 1
                 return _Load(cached, cache_key)
         scope.loads += 1
+        _usage.loads_made = True
         batch = scope._open.get(self)
         if batch is None or batch.abandoned:
             batch = scope._open[self] = _Batch(self, scope)
