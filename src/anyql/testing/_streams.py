@@ -44,6 +44,7 @@ from ._wire import (
     ResponseReader,
     graphql_result,
     merged,
+    only_result,
     operation_params,
     read_until_closed,
 )
@@ -693,11 +694,8 @@ class EventStream:
             StreamInterrupted: the stream ended first.
             ClientError: the operation completed without a result.
         """
-        async with self.subscribe(query, variables, operation_name, extensions=extensions) as op:
-            results = [result async for result in op]
-        if not results:
-            raise ClientError("the operation completed without a result")
-        return results[0]
+        operation = self.subscribe(query, variables, operation_name, extensions=extensions)
+        return await only_result(operation)
 
     @asynccontextmanager
     async def subscribe(

@@ -31,6 +31,7 @@ from ._wire import (
     READ_SIZE,
     STREAM_ERRORS,
     error_list,
+    only_result,
     operation_params,
     send_or_false,
 )
@@ -103,11 +104,8 @@ class WebSocketConnection:
             WebSocketClosed: the socket closed before the operation completed.
             ClientError: the operation completed without a result.
         """
-        async with self.subscribe(query, variables, operation_name, extensions=extensions) as op:
-            results = [result async for result in op]
-        if not results:
-            raise ClientError("the operation completed without a result")
-        return results[0]
+        operation = self.subscribe(query, variables, operation_name, extensions=extensions)
+        return await only_result(operation)
 
     @asynccontextmanager
     async def subscribe(

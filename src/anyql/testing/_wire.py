@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -339,3 +340,18 @@ def leaves(error: BaseException) -> list[BaseException]:
     if isinstance(error, BaseExceptionGroup):
         return [leaf for inner in error.exceptions for leaf in leaves(inner)]
     return [error]
+
+
+async def only_result(
+    operation: AbstractAsyncContextManager[AsyncIterable[dict[str, Any]]],
+) -> dict[str, Any]:
+    """The one result of a query or mutation run as an operation (WebSocket or stream).
+
+    Raises:
+        ClientError: the operation completed without a result.
+    """
+    async with operation as results:
+        collected = [result async for result in results]
+    if not collected:
+        raise ClientError("the operation completed without a result")
+    return collected[0]
