@@ -153,6 +153,28 @@ class SubscriberOverflow(BroadcastError):
     """
 
 
+class ResumeError(BroadcastError):
+    """A subscription cannot resume where the client asked it to.
+
+    Raised by a durable ``Broadcast`` stream (``broadcast.events(..., after=...)``) before
+    it yields anything, and sent to the client as a GraphQL error (never masked) whose
+    ``extensions.code`` is ``code``:
+
+    * ``RESUME_POINT_EXPIRED``: events after the resume point may be gone (past retention,
+      a stream that expired, a broker that lost its data, a process that restarted). The
+      client must refetch what it shows and subscribe again without a resume point.
+    * ``RESUME_POINT_INVALID``: not an id this server issued for these channels (malformed,
+      from other channels, or from the future).
+
+    Attributes:
+        code: one of the two codes above.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 # --- the test client ----------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "ASGIScope",
     "ASGISend",
     "DirectStreamSink",
+    "Event",
     "HTTPRequest",
     "HTTPResponse",
     "HTTPStream",
@@ -143,6 +144,41 @@ class HTTPStream:
     status: int
     headers: tuple[tuple[str, str], ...]
     body: Callable[[StreamSink], Awaitable[None]]
+
+
+#: The longest event id a value may carry: it travels in every frame and comes back from the
+#: client (``Last-Event-ID``, ``extensions.lastEventId``).
+MAX_EVENT_ID_LENGTH = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A value a subscription's source yields together with its event id.
+
+    ``yield Event(value, id)`` (a durable ``Broadcast`` stream yields these itself): the
+    selection set is executed on ``value`` and the result goes to the client with ``id``:
+    in ``extensions.eventId`` of the ``next`` message and as the SSE ``id:``. A client that
+    reconnects gives the last id back, and ``anyql.resume_point(info)`` hands it to the
+    source.
+
+    Attributes:
+        value: what the selection set is executed on.
+        id: an opaque, non-empty string without line breaks or NUL, at most 4,096
+            characters (it becomes an SSE ``id:`` line).
+        channel: for a ``Broadcast`` event, the channel it was published on; else None.
+    """
+
+    value: Any
+    id: str
+    channel: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise ValueError("an event id is a non-empty str")
+        if len(self.id) > MAX_EVENT_ID_LENGTH:
+            raise ValueError(f"an event id has at most {MAX_EVENT_ID_LENGTH} characters")
+        if "\n" in self.id or "\r" in self.id or "\0" in self.id:
+            raise ValueError("an event id cannot contain a line break or NUL")
 
 
 @dataclass(frozen=True, slots=True)

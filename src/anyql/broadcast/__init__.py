@@ -23,12 +23,13 @@ treat it as read-only.
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import anyio.lowlevel
 
 from .._deprecated import renamed
+from ..errors import ResumeError
 from ._base import (
     OVERFLOW_POLICIES,
     BroadcastError,
@@ -39,7 +40,12 @@ from ._base import (
     check_channels,
     encode,
 )
-from .memory import MemoryBackend
+from ._durable import DurableSubscription, Feed, Retention
+from ._ids import encode_token
+from .memory import MemoryBackend, MemoryLog
+
+if TYPE_CHECKING:
+    from .redis_streams import RedisStreamsBackend as RedisStreamsLog
 
 _NOT_RUNNING = (
     "Broadcast is not running: enter it with `async with broadcast:`, or let the app's"
@@ -47,7 +53,15 @@ _NOT_RUNNING = (
     " `app.running()` in the parent's lifespan)"
 )
 
-__all__ = ["Broadcast", "BroadcastError", "ChannelSubscription", "SubscriberOverflow"]
+__all__ = [
+    "Broadcast",
+    "BroadcastError",
+    "ChannelSubscription",
+    "DurableSubscription",
+    "ResumeError",
+    "Retention",
+    "SubscriberOverflow",
+]
 
 _REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
 
@@ -65,7 +79,7 @@ class _Backend(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
-    async def publish(self, channel: str, data: bytes) -> None: ...
+    async def publish(self, channel: str, data: bytes) -> Any: ...
 
     def channels_changed(self) -> None: ...
 
@@ -99,6 +113,9 @@ class Broadcast:
         overflow: OverflowPolicy = "drop_oldest",
         publish_timeout: float = 2.0,
         group_prefix: str = "group:",
+        durable: bool = False,
+        retention: Retention | None = None,
+        key_prefix: str = "anyql:events:",
     ) -> None:
         """Configure a broadcast; nothing connects before ``async with``.
 
@@ -112,10 +129,16 @@ class Broadcast:
             publish_timeout: seconds a Redis publish (and a Redis connection attempt) may
                 take before it fails with ``BroadcastError``.
             group_prefix: the channel prefix that turns a group name into a channel.
+            durable: keep every message with an id, so subscribers can resume after a
+                gap (``events(..., after=...)``): a bounded ring per channel in memory,
+                or one Redis stream per channel (``XADD``/``XREAD``) instead of pub/sub.
+            retention: how much a durable broadcast keeps (default ``Retention()``:
+                10,000 entries per channel, channels idle for a day deleted).
+            key_prefix: (durable Redis) the prefix of each channel's stream key.
 
         Raises:
-            ValueError: an unknown URL scheme or overflow policy, a buffer below 1, or a
-                timeout that is not positive.
+            ValueError: an unknown URL scheme or overflow policy, a buffer below 1, a
+                timeout that is not positive, or ``retention`` without ``durable``.
         """
         scheme = urlsplit(url).scheme if url is not None else "memory"
         if scheme != "memory" and scheme not in _REDIS_SCHEMES:
@@ -126,7 +149,16 @@ class Broadcast:
             raise ValueError(f"unknown overflow policy {overflow!r}")
         if not publish_timeout > 0:
             raise ValueError("publish_timeout must be positive")
+        if retention is not None and not durable:
+            raise ValueError("retention applies to a durable Broadcast: pass durable=True")
+        if not key_prefix:
+            raise ValueError("key_prefix cannot be empty")
         self._url = url if scheme != "memory" else None
+        self._retention = retention if retention is not None else Retention()
+        self._durable = durable
+        self._key_prefix = key_prefix
+        self._feed: Feed | None = None
+        self._log: MemoryLog | RedisStreamsLog | None = None
         self._buffer = buffer
         self._overflow: OverflowPolicy = overflow
         self._publish_timeout = publish_timeout
@@ -140,6 +172,8 @@ class Broadcast:
 
     def __repr__(self) -> str:
         where = "memory" if self._url is None else urlsplit(self._url).scheme
+        if self._durable:
+            where += ", durable"
         state = "running" if self._backend is not None else "stopped"
         return f"<Broadcast {where} {state}>"
 
@@ -158,17 +192,31 @@ class Broadcast:
             raise RuntimeError("this Broadcast is already running")
         backend: _Backend
         router = Router(on_change=lambda: backend.channels_changed())
+        feed = Feed(on_change=lambda: backend.channels_changed())
+        log: MemoryLog | RedisStreamsLog | None = None
         if self._url is None:
-            backend = MemoryBackend(router)
+            log = MemoryLog(self._retention, feed) if self._durable else None
+            backend = MemoryBackend(router, log)
+        elif self._durable:
+            from .redis_streams import RedisStreamsBackend
+
+            backend = log = RedisStreamsBackend(
+                self._url,
+                router,
+                feed,
+                publish_timeout=self._publish_timeout,
+                retention=self._retention,
+                key_prefix=self._key_prefix,
+            )
         else:
             from .redis import RedisBackend
 
             backend = RedisBackend(self._url, router, publish_timeout=self._publish_timeout)
-        self._router = router
+        self._router, self._feed, self._log = router, feed, log
         try:
             await backend.__aenter__()
         except BaseException:
-            self._router = None
+            self._router = self._feed = self._log = None
             raise
         self._backend = backend
         return self
@@ -179,8 +227,8 @@ class Broadcast:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        backend, router = self._backend, self._router
-        self._backend = self._router = None
+        backend, router, feed = self._backend, self._router, self._feed
+        self._backend = self._router = self._feed = self._log = None
         self._listening.clear()
         self._listening_change()  # waiters see that the broadcast stopped
         try:
@@ -189,23 +237,36 @@ class Broadcast:
         finally:
             if router is not None:
                 router.close_all()
+            if feed is not None:
+                feed.close_all()
 
-    async def publish(self, channel: str, message: Any) -> None:
+    async def publish(self, channel: str, message: Any) -> str | None:
         """Publish ``message`` to every subscriber of ``channel`` (and its group members).
 
-        Never waits for subscribers: a slow one loses messages under its overflow policy.
+        Never waits for subscribers: a slow one loses messages under its overflow policy
+        (a durable subscription never does: it reads from the retained log instead).
 
         Args:
             channel: the channel name.
             message: any JSON-serialisable value.
+
+        Returns:
+            For a durable broadcast, the message's event id (a resume token for
+            ``channel``: ``events(channel, after=id)`` starts after this message); None
+            otherwise.
 
         Raises:
             TypeError: ``message`` is not JSON-serialisable.
             BroadcastError: (Redis) unreachable or no answer within ``publish_timeout``.
             RuntimeError: the broadcast is not running.
         """
+        check_channels((channel,))
         data = encode(message)
-        await self._running_backend().publish(channel, data)
+        backend = self._running_backend()
+        entry_id = await backend.publish(channel, data)
+        if self._log is None or entry_id is None:
+            return None
+        return encode_token(self._log.epoch, {channel: entry_id})
 
     def subscribe(self, *channels: str, timeout: float | None = None) -> ChannelSubscription:
         """Listen to ``channels``: ``async with broadcast.subscribe("a") as s: async for m in s``.
@@ -235,6 +296,55 @@ class Broadcast:
             timeout=timeout,
             attach=self._attach,
             detach=self._detach,
+        )
+
+    @property
+    def durable(self) -> bool:
+        """True when messages are kept with ids (``Broadcast(durable=True)``)."""
+        return self._durable
+
+    def events(
+        self, *channels: str, after: str | None = None, buffer: int | None = None
+    ) -> DurableSubscription:
+        """Read ``channels`` of a durable broadcast as ``anyql.Event`` objects, resumable.
+
+        ``async with broadcast.events("a", after=resume_point(info)) as events:``, then
+        ``async for event in events: yield event`` in a subscription resolver: each
+        ``Event`` carries the message (``value``), the channel, and an ``id`` that is the
+        resume token after it. With ``after`` (a token this broadcast issued: an event's
+        id or what ``publish`` returned) the stream starts right after it, channel by
+        channel, without gaps or duplicates; channels the token does not name, and every
+        channel without ``after``, start at the moment of entering. There is no order
+        across channels. The overflow policy does not apply: a subscriber that falls more
+        than ``buffer`` events behind reads from the retained log at its own pace, and
+        one that falls behind retention ends with ``ResumeError``.
+
+        Args:
+            channels: one or more channel names (groups are not expanded: listen to
+                ``group_channel(g)`` itself).
+            after: the resume token, or None to start now.
+            buffer: events buffered from the live feed before the subscription reads
+                from the log instead (default: the broadcast's ``buffer``).
+
+        Returns:
+            A ``DurableSubscription`` (an async context manager; its value is the stream).
+
+        Raises:
+            ValueError: the broadcast is not durable, no channels, an empty channel name,
+                or a buffer below 1. Entering raises ``ResumeError`` for a resume point
+                that is malformed, of other channels, from the future
+                (``RESUME_POINT_INVALID``) or past retention (``RESUME_POINT_EXPIRED``),
+                and ``RuntimeError`` when the broadcast is not running.
+        """
+        if not self._durable:
+            raise ValueError("events() needs a durable Broadcast: Broadcast(..., durable=True)")
+        unique = tuple(dict.fromkeys(channels))
+        check_channels(unique)
+        capacity = self._buffer if buffer is None else buffer
+        if capacity < 1:
+            raise ValueError("buffer must be at least 1")
+        return DurableSubscription(
+            unique, after=after, capacity=capacity, log=self._running_log, feed=self._running_feed
         )
 
     def group_channel(self, group: str) -> str:
@@ -342,6 +452,16 @@ class Broadcast:
         if self._backend is None:
             raise RuntimeError(_NOT_RUNNING)
         return self._backend
+
+    def _running_log(self) -> MemoryLog | RedisStreamsLog:
+        self._running_backend()
+        assert self._log is not None
+        return self._log
+
+    def _running_feed(self) -> Feed:
+        self._running_backend()
+        assert self._feed is not None
+        return self._feed
 
     def _running_router(self) -> Router:
         if self._router is None:

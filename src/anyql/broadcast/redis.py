@@ -32,6 +32,7 @@ from collections.abc import Callable, Collection
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -136,7 +137,7 @@ class RedisBackend:
             self._state = _State.CONNECTING
             self._confirmed.clear()
 
-    async def publish(self, channel: str, data: bytes) -> None:
+    async def publish(self, channel: str, data: bytes) -> Any:
         """PUBLISH ``data`` on ``channel``, bounded by ``publish_timeout``.
 
         Args:
@@ -153,7 +154,7 @@ class RedisBackend:
         try:
             with anyio.fail_after(self._timeout):
                 publisher = await self._ready_publisher()
-                await publisher.client.publish(channel, data)
+                return await self._send(publisher.client, channel, data)
         except TimeoutError:
             self._discard(publisher)
             raise BroadcastError(
@@ -164,6 +165,11 @@ class RedisBackend:
             raise BroadcastError(
                 f"publish to {channel!r} failed (Redis at {self._where}): {error}"
             ) from error
+
+    async def _send(self, client: coredis.Redis[bytes], channel: str, data: bytes) -> Any:
+        """The command that publishes; the streams backend appends to a stream instead."""
+        await client.publish(channel, data)
+        return None
 
     def channels_changed(self) -> None:
         """Wake the reconciler: some channel is newly wanted or no longer wanted."""
