@@ -153,8 +153,12 @@ class MemoryLog:
 
     def retained(self, channel: str) -> int:
         """How many entries ``channel`` retains now (for tests and metrics)."""
-        ring = self._live_ring(channel, self._clock())
-        return 0 if ring is None else len(ring.entries)
+        now = self._clock()
+        ring = self._live_ring(channel, now)
+        if ring is None:
+            return 0
+        self._trim(ring, now)
+        return len(ring.entries)
 
     def _live_ring(self, channel: str, now: float) -> _Ring | None:
         ring = self._rings.get(channel)

@@ -93,7 +93,7 @@ class RedisStreamsBackend(RedisBackend):
         self._wake_key = f"anyql:wake:{secrets.token_hex(8)}"
         #: Per channel read, the last id the reader delivered (or where it started).
         self._positions: dict[str, StreamId] = {}
-        self._wake_position = "$"
+        self._wake_position = "0-0"  # the key is this process's own: all of it is ours
         self._script: tuple[coredis.Redis[bytes], Script[bytes]] | None = None
         self._wake_requested: anyio.Event
 
@@ -247,7 +247,6 @@ class RedisStreamsBackend(RedisBackend):
 
     async def _position_new_channels(self, client: coredis.Redis[bytes]) -> None:
         """Start reading new channels at their last id; forget channels nobody reads."""
-        self._wake_requested = anyio.Event()
         wanted = self._router.channels() | self._feed.channels()
         for channel in [c for c in self._positions if c not in wanted]:
             del self._positions[channel]
