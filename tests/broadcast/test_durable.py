@@ -38,7 +38,7 @@ async def durable(
         durable=True,
         retention=retention,
         key_prefix=prefix,
-        **options,
+        publish_timeout=publish_timeout,
     )
     async with broadcast:
         yield broadcast
