@@ -118,7 +118,8 @@ class MemoryLog:
         milliseconds = int(now * 1000)
         head = ring.head
         new_id = (milliseconds, 0) if milliseconds > head[0] else (head[0], head[1] + 1)
-        entry = Entry(new_id, head, data)
+        # A copy of exact size: orjson's output keeps its whole (4 KiB) working buffer.
+        entry = Entry(new_id, head, bytes(memoryview(data)))
         ring.entries.append(entry)
         ring.head = new_id
         ring.touched = now
