@@ -133,15 +133,25 @@ class RedisStreamsBackend(RedisBackend):
         return ZERO if last is None else last
 
     async def read_after(self, channel: str, after: StreamId, count: int) -> list[Entry]:
-        async def read(client: coredis.Redis[bytes]) -> list[Entry]:
+        async def page(client: coredis.Redis[bytes]) -> list[Entry]:
             found = await client.xrange(
                 self._prefix + channel, f"({format_id(after)}", "+", count=count
             )
-            entries = [entry for entry in map(_entry, found) if entry is not None]
-            if entries:
-                check_resume(channel, after, entries[0], None)
-            else:
-                check_resume(channel, after, None, await self._last_id(client, channel))
+            return [entry for entry in map(_entry, found) if entry is not None]
+
+        async def read(client: coredis.Redis[bytes]) -> list[Entry]:
+            entries = await page(client)
+            if not entries:
+                # Nothing after ``after`` now. The last id, read next, may name entries
+                # published since: read again, and only a page still empty then (while
+                # ids up to that last one exist or were deleted) means a hole.
+                last = await self._last_id(client, channel)
+                if last is not None and last > after:
+                    entries = await page(client)
+                if not entries:
+                    check_resume(channel, after, None, last)
+                    return []
+            check_resume(channel, after, entries[0], None)
             return entries
 
         entries: list[Entry] = await self._on_publisher(channel, read)
