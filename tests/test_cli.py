@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import os
@@ -13,6 +14,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -138,3 +140,35 @@ def test_serve_logs_the_url_answers_and_exits_0_on_signal(
         watchdog.cancel()
         process.kill()
         process.wait()
+
+
+@pytest.mark.parametrize(
+    ("options", "window"),
+    [
+        ((), 5.0),  # SIGTERM drains by default: closing spread over SERVE_DRAIN_WINDOW
+        (("--limit", "drain_window=0"), None),  # configured: the app's own (0, at once)
+        (("--limit", "drain_window=2"), None),
+    ],
+)
+def test_serve_drains_over_a_default_window_unless_one_is_configured(
+    monkeypatch: pytest.MonkeyPatch, options: tuple[str, ...], window: float | None
+) -> None:
+    import anyql.cli
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(anyql.cli, "run", lambda app, **kwargs: calls.append(kwargs))
+    command = ["serve", "tests.e2e.stubborn_app:app", "--port", "0", "--gc-threshold", "0"]
+    assert main([*command, *options]) == 0
+    [kwargs] = calls
+    assert kwargs["shutdown_watchdog"] is True
+    assert kwargs["drain_window"] == window
+    assert anyql.cli.SERVE_DRAIN_WINDOW == 5.0
+
+
+def test_serve_keeps_a_drain_window_set_in_code() -> None:
+    from anyql import GraphQL, Limits, Schema
+    from anyql.cli import serve_drain_window
+
+    app = GraphQL(Schema("type Query { ok: Boolean }"), limits=Limits(drain_window=3.0))
+    args = argparse.Namespace(config=None, set=[], limit=[])
+    assert serve_drain_window(app, args) is None

@@ -1,6 +1,8 @@
 """The public connection object resolvers get (``info.context.connection``): who it is,
 its parameters, and a synchronous, idempotent ``close`` that server code may call from a
-resolver running on that very connection; on both subprotocols and both backends.
+resolver running on that very connection; on both subprotocols and both backends. The
+expiry (row P40) and ``close`` also over real TCP, on the native server and under
+hypercorn (ASGI).
 """
 
 from __future__ import annotations
@@ -11,9 +13,13 @@ from typing import Any
 
 import anyio
 import pytest
+from wsproto.events import CloseConnection
 
 from anyql import Accepted, Connection, ConnectionRejected, GraphQL, Schema
 from anyql.testing import TestClient, WebSocketClosed
+from tests.hardening.clients import GraphQLSocket, subscribe
+from tests.hardening.clients import serving as native_serving
+from tests.in_process import hypercorn_serving
 
 pytestmark = pytest.mark.anyio
 
@@ -172,3 +178,58 @@ async def test_without_an_expiry_accepted_only_carries_the_payload() -> None:
     async with TestClient(app) as client, client.websocket() as socket:
         assert socket.ack_payload == {"user": "bob"}
         assert await socket.query("{ whoami }") == {"data": {"whoami": "graphql-transport-ws {}"}}
+
+
+# --- real servers: the native one and hypercorn (ASGI) -----------------------------------
+
+SERVERS = pytest.mark.parametrize("server", ["native", "hypercorn"])
+
+
+def serving(server: str, app: GraphQL, backend: str) -> Any:
+    return native_serving(app) if server == "native" else hypercorn_serving(app, backend)
+
+
+async def close_after_messages(socket: GraphQLSocket) -> tuple[int, str]:
+    """Read until the server's close frame, skipping the messages before it."""
+    while True:
+        event = await socket.event()
+        if isinstance(event, CloseConnection):
+            return event.code, event.reason or ""
+
+
+@SERVERS
+async def test_P40_credentials_expire_on_real_servers(server: str, anyio_backend_name: str) -> None:
+    """A real lifetime (the mock clock cannot drive real sockets): 4403, then cleanup."""
+    probe = Probe()
+    app = make_app(probe)
+
+    async def on_connect(context: Any, params: Any) -> Accepted:
+        return Accepted({"user": "ann"}, expires_at=time.time() + 0.3)
+
+    app.on_connect = on_connect
+    async with serving(server, app, anyio_backend_name) as port:
+        socket = await GraphQLSocket.connect(port)
+        with anyio.fail_after(10):
+            assert await socket.init() == {"type": "connection_ack", "payload": {"user": "ann"}}
+            await socket.send(subscribe("1", "subscription { watch }"))
+            assert (await socket.receive())["payload"] == {"data": {"watch": 0}}
+            assert await socket.close_frame() == (4403, "Connection expired")
+            await probe.finally_ran.wait()
+        await socket.aclose()
+
+
+@SERVERS
+async def test_a_resolver_closes_its_connection_on_real_servers(
+    server: str, anyio_backend_name: str
+) -> None:
+    probe = Probe()
+    async with serving(server, make_app(probe), anyio_backend_name) as port:
+        socket = await GraphQLSocket.connect(port)
+        with anyio.fail_after(10):
+            assert (await socket.init())["type"] == "connection_ack"
+            await socket.send(subscribe("1", "subscription { watch }"))
+            assert (await socket.receive())["payload"] == {"data": {"watch": 0}}
+            await socket.send(subscribe("kick", '{ kick(code: 4000, reason: "token expired") }'))
+            assert await close_after_messages(socket) == (4000, "token expired")
+            await probe.finally_ran.wait()
+        await socket.aclose()

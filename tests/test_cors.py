@@ -29,6 +29,8 @@ from anyql.execution import Engine, RequestError
 from anyql.testing import TestClient
 from anyql.testing._wire import Response
 from anyql.types import HTTPResponse, OperationRequest
+from tests.hardening.clients import request, serving
+from tests.in_process import hypercorn_serving
 
 TRUSTED = "https://app.example"
 FOREIGN = "https://evil.example"
@@ -467,11 +469,88 @@ def test_G10_anything_but_a_rule_class_is_refused(rule: Any) -> None:
         GraphQL(make_schema([]), validation_rules=(rule,))
 
 
-# --- CORS on the transports' own errors --------------------------------------------------
+# --- H41 through real servers ------------------------------------------------------------
 
 
 @pytest.mark.anyio
-async def test_a_413_from_the_native_transport_carries_the_cors_headers() -> None:
+@pytest.mark.parametrize("server", ["native", "hypercorn"])
+async def test_H41_a_get_with_a_non_json_content_type_gets_415_from_real_servers(
+    server: str, anyio_backend_name: str
+) -> None:
+    log: list[str] = []
+    app = make_app(log)
+    serving_app = serving(app) if server == "native" else hypercorn_serving(app, anyio_backend_name)
+    target = "/graphql?query=%7B%20hello%20%7D"
+    async with serving_app as port:
+        refused, _, _ = await request(port, "GET", target, [("content-type", "text/plain")])
+        assert log == []  # refused before a context was made: nothing executed
+        served, _, body = await request(port, "GET", target, [("accept", "application/json")])
+    assert (refused, served) == (415, 200)
+    assert json.loads(body) == {"data": {"hello": "world"}}
+
+
+# --- H43: CORS on the transports' own errors ---------------------------------------------
+
+
+async def raw_exchange(port: int, data: bytes) -> tuple[int, dict[str, str]]:
+    """Send ``data`` on a new connection and read the one response the server sends."""
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(data)
+        received = b""
+        with anyio.fail_after(10):
+            while b"\r\n\r\n" not in received:
+                received += await stream.receive()
+    head = received.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in head[1:])
+    return int(head[0].split()[1]), headers
+
+
+@pytest.mark.anyio
+async def test_H43_a_408_after_the_head_carries_the_cors_headers() -> None:
+    """The head (and its Origin) arrived, the body never does: 408 within body_timeout,
+    readable by the page that sent it."""
+    app = make_app([], cors_origins=(TRUSTED,), limits=Limits(body_timeout=0.2))
+    head = (
+        b"POST /graphql HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+        b"origin: " + TRUSTED.encode() + b"\r\ncontent-length: 100\r\n\r\n{"
+    )
+    async with serving(app) as port:
+        status, headers = await raw_exchange(port, head)
+    assert status == 408
+    assert headers["access-control-allow-origin"] == TRUSTED
+    assert headers["vary"] == "origin"
+
+
+@pytest.mark.anyio
+async def test_H43_a_400_for_a_malformed_body_carries_the_cors_headers() -> None:
+    app = make_app([], cors_origins=(TRUSTED,))
+    chunked = (
+        b"POST /graphql HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+        b"origin: " + TRUSTED.encode() + b"\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"zz\r\nnot a chunk size\r\n"
+    )
+    async with serving(app) as port:
+        status, headers = await raw_exchange(port, chunked)
+    assert status == 400
+    assert headers["access-control-allow-origin"] == TRUSTED
+
+
+@pytest.mark.anyio
+async def test_H43_an_error_before_the_origin_is_known_has_no_cors_headers() -> None:
+    """A 431 for a head over the cap: the Origin was never read, so nothing can be allowed."""
+    app = make_app([], cors_origins=(TRUSTED,), limits=Limits(max_header_bytes=1024))
+    head = (
+        b"POST /graphql HTTP/1.1\r\nhost: t\r\norigin: " + TRUSTED.encode() + b"\r\n"
+        b"x-padding: " + b"x" * 4096 + b"\r\n\r\n"
+    )
+    async with serving(app) as port:
+        status, headers = await raw_exchange(port, head)
+    assert status == 431
+    assert "access-control-allow-origin" not in headers
+
+
+@pytest.mark.anyio
+async def test_H43_a_413_from_the_native_transport_carries_the_cors_headers() -> None:
     """Sent before the app sees the request, but after the head (and the Origin) arrived:
     a browser page can then read why its request failed."""
     app = make_app([], cors_origins=(TRUSTED,), limits=Limits(max_body_bytes=100))
@@ -485,7 +564,7 @@ async def test_a_413_from_the_native_transport_carries_the_cors_headers() -> Non
 
 
 @pytest.mark.anyio
-async def test_a_413_from_the_asgi_adapter_carries_the_cors_headers() -> None:
+async def test_H43_a_413_from_the_asgi_adapter_carries_the_cors_headers() -> None:
     app = make_app([], cors_origins=(TRUSTED,), limits=Limits(max_body_bytes=100))
     headers = {"content-type": "application/json", "origin": TRUSTED, "content-length": "500"}
     start, _body = await asgi_request(app, "POST", headers)

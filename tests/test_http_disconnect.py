@@ -19,6 +19,11 @@ from tests.in_process import hypercorn_serving
 pytestmark = pytest.mark.anyio
 
 SERVERS = pytest.mark.parametrize("server", ["native", "hypercorn"])
+#: How long the slow query's resolver would sleep if nothing cancelled it.
+SLOW_QUERY_SECONDS = 60.0
+#: The promise: a departed client's query is cancelled within this; far below the
+#: resolver's own sleep, so meeting it means the cancellation ended the resolver.
+CANCELLED_WITHIN = 1.0
 
 
 class Probe:
@@ -27,6 +32,7 @@ class Probe:
     def __init__(self) -> None:
         self.query_started = anyio.Event()
         self.query_cleaned_up = anyio.Event()
+        self.query_cancelled = False
         self.mutation_started = anyio.Event()
         self.release_mutation = anyio.Event()
         self.mutation_ended = anyio.Event()
@@ -40,7 +46,10 @@ def make_app(probe: Probe, **settings: Any) -> GraphQL:
     async def slow(root: Any, info: Any) -> int:
         probe.query_started.set()
         try:
-            await anyio.sleep_forever()
+            await anyio.sleep(SLOW_QUERY_SECONDS)
+        except anyio.get_cancelled_exc_class():
+            probe.query_cancelled = True
+            raise
         finally:
             probe.query_cleaned_up.set()
         return 1  # pragma: no cover
@@ -86,8 +95,12 @@ async def test_H42_a_query_whose_client_leaves_is_cancelled_and_cleaned_up(
         client = await post(port, "{ slow }")
         with anyio.fail_after(10):
             await probe.query_started.wait()
-            await client.aclose()
+        await client.aclose()
+        # The resolver's finally runs within a second of the close, long before its own
+        # 60 s sleep could end, and because it was cancelled.
+        with anyio.fail_after(CANCELLED_WITHIN):
             await probe.query_cleaned_up.wait()
+    assert probe.query_cancelled
 
 
 @SERVERS

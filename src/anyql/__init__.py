@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._resume import resume_point as resume_point
 from .app import GraphQL as GraphQL
 from .app import ServerHandle as ServerHandle
 from .app import Settings as Settings
@@ -22,6 +23,7 @@ from .errors import HTTPError as HTTPError
 from .errors import LocalProtocolError as LocalProtocolError
 from .errors import ProtocolError as ProtocolError
 from .errors import RequestError as RequestError
+from .errors import ResumeError as ResumeError
 from .errors import SlowConsumer as SlowConsumer
 from .errors import SourceError as SourceError
 from .errors import SubscriberOverflow as SubscriberOverflow
@@ -29,6 +31,7 @@ from .limits import Limits as Limits
 from .schema import Schema as Schema
 from .transports.native import run as run
 from .transports.native import serve as serve
+from .types import Event as Event
 from .types import HTTPRequest as HTTPRequest
 from .types import HTTPResponse as HTTPResponse
 from .types import HTTPStream as HTTPStream
@@ -47,6 +50,7 @@ __all__ = [
     "ConnectionRejected",
     "Context",
     "DataLoader",
+    "Event",
     "GraphQL",
     "HTTPError",
     "HTTPRequest",
@@ -58,6 +62,7 @@ __all__ = [
     "ProtocolError",
     "RequestError",
     "RequestInfo",
+    "ResumeError",
     "Schema",
     "ServerHandle",
     "Settings",
@@ -68,6 +73,7 @@ __all__ = [
     "SubscriberOverflow",
     "loader",
     "loader_scope",
+    "resume_point",
     "run",
     "serve",
 ]

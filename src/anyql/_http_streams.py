@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qs
 
@@ -24,12 +25,20 @@ import orjson
 
 from . import http
 from ._media import match, parse_accept
+from ._resume import LAST_EVENT_ID, check_event_id
 from ._stream_relay import RELAY_TIMEOUT, StreamRelay, decode_request, encode_request
 from .errors import HTTPError, RequestError
 from .protocol.http_stream import Multipart, SSEDistinct, SSESingle, StreamFraming
 from .reservations import PROCESS_PREFIX, Reservation, Reservations
 from .streams import DRAIN_RETRY_MS, StreamSession
-from .types import HTTPRequest, HTTPResponse, HTTPStream, RequestInfo, StreamSink
+from .types import (
+    HTTPRequest,
+    HTTPResponse,
+    HTTPStream,
+    OperationRequest,
+    RequestInfo,
+    StreamSink,
+)
 
 if TYPE_CHECKING:
     from .app import GraphQL
@@ -39,6 +48,8 @@ __all__ = ["TOKEN_HEADER", "HTTPStreams", "client_address", "stream_token"]
 logger = logging.getLogger("anyql.streams")
 
 TOKEN_HEADER: Final = "x-graphql-event-stream-token"
+#: The header a reconnecting ``EventSource`` sends with the last ``id:`` it saw.
+LAST_EVENT_ID_HEADER: Final = "last-event-id"
 #: Relayed requests in a row a stream's holder may leave unanswered before it is taken
 #: as gone (its process exited) and the token as unknown.
 HOLDER_GONE_AFTER: Final = 3
@@ -110,8 +121,11 @@ class HTTPStreams:
         if refusal is not None:
             return refusal
         try:
+            operation = parsed.operations[0]
+            if sse:
+                operation = _resuming_at_header(operation, info)
             context = await app.make_context(info)
-            prepared = app.engine.prepare(parsed.operations[0])
+            prepared = app.engine.prepare(operation)
             app.http.check_operation(parsed, prepared.operation_type)
         except HTTPError as error:
             return app.http.respond(parsed, error)
@@ -409,6 +423,25 @@ class HTTPStreams:
         if not cors:
             return response
         return HTTPResponse(response.status, (*response.headers, *cors), response.body)
+
+
+def _resuming_at_header(operation: OperationRequest, info: RequestInfo) -> OperationRequest:
+    """``operation`` resuming after the request's ``Last-Event-ID`` (what a reconnecting
+    ``EventSource`` sends), which wins over ``extensions.lastEventId``; as it is without one.
+    Distinct-mode SSE only: on a single-connection stream the id would mix operations.
+
+    Raises:
+        HTTPError: 400, the header cannot be an event id (too long, NUL).
+    """
+    header = info.header(LAST_EVENT_ID_HEADER)
+    if not header:
+        return operation
+    try:
+        check_event_id(header, "The Last-Event-ID header")
+    except ValueError as error:
+        raise _refusal(400, str(error)) from None
+    extensions = {**(operation.extensions or {}), LAST_EVENT_ID: header}
+    return replace(operation, extensions=extensions)
 
 
 def _ended_with(framing: StreamFraming, frames: bytes) -> Callable[[StreamSink], Awaitable[None]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -376,6 +377,45 @@ class ServerHandle:
         return lines
 
 
+class _RunningHTTP:
+    """A query or mutation being answered over HTTP, as the shutdown watchdog names it."""
+
+    __slots__ = ("field", "kind", "peer", "started")
+
+    def __init__(self, kind: str, field: str, peer: str) -> None:
+        self.kind = kind
+        self.field = field
+        self.peer = peer
+        self.started = time.monotonic()
+
+    def describe(self) -> list[str]:
+        """One line, safe to call from the watchdog's thread."""
+        age = time.monotonic() - self.started
+        return [f"HTTP {self.kind} ({self.field}) from {self.peer}, running for {age:.1f} s"]
+
+
+def _first_root_field(prepared: Any, type_name: str) -> str:
+    """``Type.field`` of the operation's first root field (fragments followed), for logs."""
+    fragments = {
+        node.name.value: node
+        for node in prepared.document.definitions
+        if getattr(node, "kind", None) == "fragment_definition"
+    }
+    pending = [prepared.operation.selection_set]
+    while pending:
+        for selection in pending.pop().selections:
+            node_kind = getattr(selection, "kind", None)
+            if node_kind == "field":
+                return f"{type_name}.{selection.name.value}"
+            if node_kind == "fragment_spread":
+                fragment = fragments.get(selection.name.value)
+                if fragment is not None:
+                    pending.append(fragment.selection_set)
+            elif getattr(selection, "selection_set", None) is not None:
+                pending.append(selection.selection_set)
+    return type_name
+
+
 class GraphQL:
     """A GraphQL server app: an ASGI 3 application and what ``anyql.run()`` serves.
 
@@ -569,15 +609,25 @@ class GraphQL:
     ) -> dict[str, Any]:
         prepared = self.engine.prepare(operation)
         endpoint.check_operation(parsed, prepared.operation_type)
-        if (
-            prepared.operation_type == "mutation"
-            and not self.settings.cancel_mutations_on_disconnect
-        ):
-            # A client that leaves does not stop a mutation halfway (its side effects would
-            # be partial); operation_timeout still bounds it.
-            with anyio.CancelScope(shield=True):
-                return await self.engine.execute(prepared, context=context, peer=info.peer)
-        return await self.engine.execute(prepared, context=context, peer=info.peer)
+        handle = self._handle
+        root = self.schema.graphql_schema.get_root_type(prepared.operation.operation)
+        field = _first_root_field(prepared, root.name if root else prepared.operation_type)
+        running = _RunningHTTP(prepared.operation_type, field, info.peer)
+        if handle is not None:  # named in the shutdown watchdog's log while it runs
+            handle.track(running, running.describe)
+        try:
+            if (
+                prepared.operation_type == "mutation"
+                and not self.settings.cancel_mutations_on_disconnect
+            ):
+                # A client that leaves does not stop a mutation halfway (its side effects
+                # would be partial); operation_timeout still bounds it.
+                with anyio.CancelScope(shield=True):
+                    return await self.engine.execute(prepared, context=context, peer=info.peer)
+            return await self.engine.execute(prepared, context=context, peer=info.peer)
+        finally:
+            if handle is not None:
+                handle.untrack(running)
 
     def _graphql_http(self) -> http.GraphQLHTTP:
         """The sans-IO endpoint for these settings, built once with the app."""

@@ -40,6 +40,12 @@ _APP_METHODS = (
 #: fan-out burst queues a few objects per subscriber at once; at 700 the collector runs so
 #: often that it took 38-61% of the server's time (docs/performance.md).
 GC_THRESHOLD = 50_000
+#: The drain window ``anyql serve`` gives SIGTERM when none is configured (``Limits`` says
+#: 0, which ``run``/``serve`` keep): the WebSockets and streams still open are closed over
+#: this many seconds, not at once. Nothing waits for it when none is open. With the
+#: default ``shutdown_grace`` the budget is 5 + 10 (+ 1.5 s watchdog margin), well inside
+#: Kubernetes' 30 s ``terminationGracePeriodSeconds`` (docs/deployment.md).
+SERVE_DRAIN_WINDOW = 5.0
 
 
 class _UsageError(Exception):
@@ -175,8 +181,7 @@ def configure(app: ServedApp, args: argparse.Namespace) -> ServedApp:
         _UsageError: a bad override or file, or overrides for an app without settings.
     """
     try:
-        overrides = load_toml(args.config) if args.config else Overrides()
-        overrides.update(Overrides.from_assignments(args.set, args.limit))
+        overrides = _overrides(args)
         if args.permessage_deflate:
             overrides.settings["permessage_deflate"] = True
         if args.debug:
@@ -190,6 +195,26 @@ def configure(app: ServedApp, args: argparse.Namespace) -> ServedApp:
         return cast(ServedApp, rebuild(apply(settings, overrides)))
     except ConfigError as exc:
         raise _UsageError(f"anyql: {exc}") from exc
+
+
+def _overrides(args: argparse.Namespace) -> Overrides:
+    """What ``--config`` and ``--set``/``--limit`` replace (flags over file).
+
+    Raises:
+        ConfigError: a bad override or file.
+    """
+    overrides = load_toml(args.config) if args.config else Overrides()
+    overrides.update(Overrides.from_assignments(args.set, args.limit))
+    return overrides
+
+
+def serve_drain_window(app: ServedApp, args: argparse.Namespace) -> float | None:
+    """The drain window ``anyql serve`` uses: ``SERVE_DRAIN_WINDOW`` unless the window was
+    configured (``--limit``, ``--config``, or a non-zero ``Limits.drain_window`` in code);
+    None means the app's own."""
+    if app.limits.drain_window or "drain_window" in _overrides(args).limits:
+        return None
+    return SERVE_DRAIN_WINDOW
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -231,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=args.port,
             backend=args.backend,
             shutdown_watchdog=True,
+            drain_window=serve_drain_window(app, args),
         )
     except OSError as exc:
         print(f"anyql: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)

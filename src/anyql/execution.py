@@ -39,17 +39,19 @@ from graphql.language import FieldNode, FragmentDefinitionNode, SelectionSetNode
 from ._document_limits import DocumentCache
 from ._executor import AnyioExecutor, aclose_within, run_executor, run_work
 from ._plan import OperationPlan, PlannedRun, PlanStats, plan_for
+from ._resume import read_resume_point, resuming
 from .dataloader import LoaderScope
-from .errors import FormattedError, RequestError, SourceError
+from .errors import FormattedError, RequestError, ResumeError, SourceError
 from .limits import Limits
 from .schema import Schema, as_schema
-from .types import OperationRequest
+from .types import Event, OperationRequest
 
 __all__ = [
     "Engine",
     "FormattedError",
     "PreparedOperation",
     "RequestError",
+    "ResultStream",
     "SourceError",
     "SubscriptionContext",
     "encode_json",
@@ -94,6 +96,8 @@ class PreparedOperation:
     root_field: str | None
     #: the document's plan store (``_plan.plan_for``), shared by every request for it.
     plans: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: the client's resume point (``extensions.lastEventId``, checked), or None.
+    resume_point: str | None = None
 
 
 class Engine:
@@ -155,11 +159,16 @@ class Engine:
             The prepared operation.
 
         Raises:
-            RequestError: a limit is exceeded, the document does not parse or validate, or
-                the operation to run cannot be selected.
+            RequestError: a limit is exceeded, the document does not parse or validate,
+                the operation to run cannot be selected, or ``extensions.lastEventId`` is
+                not an event id (``anyql._resume.read_resume_point``).
         """
         if not isinstance(request.query, str):
             raise RequestError(({"message": "The query must be a string."},))
+        try:
+            resume = read_resume_point(request.extensions)
+        except ValueError as error:
+            raise RequestError(({"message": str(error)},)) from None
         checked = self._documents.get(request.query)
         if checked.document is None:
             raise RequestError(tuple(_formatted(error) for error in checked.errors))
@@ -169,7 +178,9 @@ class Engine:
         root_field = None
         if operation.operation is OperationType.SUBSCRIPTION:
             root_field = self._root_field(document, operation)
-        return PreparedOperation(request, document, operation, kind, root_field, checked.plans)
+        return PreparedOperation(
+            request, document, operation, kind, root_field, checked.plans, resume
+        )
 
     def _root_field(self, document: DocumentNode, operation: OperationDefinitionNode) -> str:
         subscription_type = self.schema.graphql_schema.subscription_type
@@ -350,10 +361,16 @@ class Engine:
         """The key identical shared subscriptions have in common, or None if unshared.
 
         It is (root field, document source, operation name, variables as canonical JSON)
-        when the root field was bound with ``shared=True``.
+        when the root field was bound with ``shared=True``. The resume point is not part of
+        it: a request that carries one gets None, so it runs privately and its source can
+        read its own backlog (docs/shared-subscriptions.md).
         """
         field = prepared.root_field
-        if field is None or not self.schema.field_options(field).shared:
+        if (
+            field is None
+            or prepared.resume_point is not None
+            or not self.schema.field_options(field).shared
+        ):
             return None
         request = prepared.request
         try:
@@ -382,6 +399,12 @@ class Engine:
         formatted = _formatted(error)
         original = error.original_error
         if original is None or isinstance(original, GraphQLError):
+            return formatted
+        if isinstance(original, ResumeError):
+            # A refusal meant for the client, never masked: what it says, and its code.
+            formatted["message"] = str(original)
+            extensions = formatted.get("extensions")
+            formatted["extensions"] = {**(extensions or {}), "code": original.code}
             return formatted
         logger.error(
             "%s at %s: %s",
@@ -453,6 +476,11 @@ class SubscriptionContext:
     in the leaving task, shielded and bounded by ``limits.cleanup_grace``; past the bound
     it is abandoned with a warning. Field errors inside an event are data (``errors`` in
     that result); a source that raises ends the stream with ``SourceError``.
+
+    The request's resume point (``PreparedOperation.resume_point``) is what
+    ``anyql.resume_point(info)`` returns while the subscribe resolver is called and during
+    the source's first ``__anext__`` (an async generator's body up to its first ``yield``);
+    a subscription without one sets nothing.
     """
 
     def __init__(
@@ -465,7 +493,7 @@ class SubscriptionContext:
         self._source: AsyncIterator[Any] | None = None
         self._scope: AsyncExitStack | None = None
 
-    async def __aenter__(self) -> AsyncIterator[dict[str, Any]]:
+    async def __aenter__(self) -> ResultStream:
         """Create the source stream.
 
         Raises:
@@ -476,6 +504,7 @@ class SubscriptionContext:
             raise RequestError(({"message": "Only subscription operations can be subscribed."},))
         engine = self._engine
         executor = engine._build(self._prepared, self._context, self._root_value)
+        resume = self._prepared.resume_point
         # The source's loads share the operation's scope (each event gets its own).
         scope = LoaderScope()
         stack = AsyncExitStack()
@@ -483,9 +512,14 @@ class SubscriptionContext:
         token = scope.activate()
         stack.callback(scope.deactivate, token)
         try:
-            created: Any = create_source_event_stream(executor)
-            if executor.is_awaitable(created):
-                created = await created
+            resume_token = None if resume is None else resuming.set(resume)
+            try:
+                created: Any = create_source_event_stream(executor)
+                if executor.is_awaitable(created):
+                    created = await created
+            finally:
+                if resume_token is not None:
+                    resuming.reset(resume_token)
             if isinstance(created, ExecutionResult):
                 errors = created.errors or [GraphQLError("Could not create the source stream.")]
                 raise RequestError(tuple(engine.format_error(error) for error in errors))
@@ -496,7 +530,10 @@ class SubscriptionContext:
             raise
         self._scope = stack
         self._source = source
-        return _ResultStream(engine, executor, plan, source, self._prepared.root_field)
+        field = self._prepared.root_field
+        if resume is None:
+            return ResultStream(engine, executor, plan, source, field)
+        return _ResumingStream(engine, executor, plan, source, field, resume)
 
     async def __aexit__(
         self,
@@ -516,8 +553,16 @@ class SubscriptionContext:
                 await scope.aclose()
 
 
-class _ResultStream:
-    """Iterates a source, executing the selection set once per event."""
+class ResultStream:
+    """Iterates a source, executing the selection set once per event.
+
+    A source value that is an ``anyql.Event`` is unwrapped: the selection set runs on its
+    ``value`` and the result gets ``extensions.eventId`` (merged into a fresh dict).
+    ``event_id`` is the id of the result ``__anext__`` returned last (None for a plain
+    value), for framings that carry it outside the payload (the SSE ``id:`` line).
+    """
+
+    __slots__ = ("_engine", "_executor", "_plan", "_resume", "_source", "_where", "event_id")
 
     def __init__(
         self,
@@ -532,8 +577,10 @@ class _ResultStream:
         self._plan = plan
         self._source = source
         self._where = f"the source of {field}" if field else None
+        #: The ``Event.id`` of the latest result, or None.
+        self.event_id: str | None = None
 
-    def __aiter__(self) -> _ResultStream:
+    def __aiter__(self) -> ResultStream:
         return self
 
     async def __anext__(self) -> dict[str, Any]:
@@ -544,10 +591,63 @@ class _ResultStream:
         except Exception as error:
             formatted = self._engine.format_error(self._locate(error), self._where)
             raise SourceError((formatted,)) from error
+        if type(event) is Event:
+            self.event_id = event.id
+            result = await self._engine._run_event(self._executor, self._plan, event.value)
+            return _with_event_id(result, event.id)
+        self.event_id = None
         return await self._engine._run_event(self._executor, self._plan, event)
 
     def _locate(self, error: Exception) -> GraphQLError:
         if isinstance(error, GraphQLError):
             return error
         # no path or location: the error belongs to the stream, not to one event
+        # (a ResumeError is shown as it is, with its code: ``Engine.format_error``)
         return GraphQLError(str(error), original_error=error)
+
+
+class _ResumingStream(ResultStream):
+    """A ``ResultStream`` whose first ``__anext__`` runs with the resume point set (so an
+    async generator's body sees it up to its first ``yield``). That call turns it into a
+    plain ``ResultStream`` (same slots), so later events cost what they cost without one."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        engine: Engine,
+        executor: AnyioExecutor,
+        plan: OperationPlan | None,
+        source: AsyncIterator[Any],
+        field: str | None,
+        resume: str,
+    ) -> None:
+        super().__init__(engine, executor, plan, source, field)
+        self._resume = resume
+
+    async def __anext__(self) -> dict[str, Any]:
+        self.__class__ = ResultStream  # type: ignore[assignment]  # only the first call
+        token = resuming.set(self._resume)
+        try:
+            event = await self._source.__anext__()
+        except StopAsyncIteration:
+            raise
+        except Exception as error:
+            formatted = self._engine.format_error(self._locate(error), self._where)
+            raise SourceError((formatted,)) from error
+        finally:
+            resuming.reset(token)
+        if type(event) is Event:
+            self.event_id = event.id
+            result = await self._engine._run_event(self._executor, self._plan, event.value)
+            return _with_event_id(result, event.id)
+        self.event_id = None
+        return await self._engine._run_event(self._executor, self._plan, event)
+
+
+def _with_event_id(result: dict[str, Any], id: str) -> dict[str, Any]:
+    """``result`` with ``extensions.eventId``: a fresh ``extensions`` dict, since the one it
+    has may be shared (graphql-core's result, a middleware's)."""
+    extensions = result.get("extensions")
+    result["extensions"] = {**extensions, "eventId": id} if extensions else {"eventId": id}
+    return result

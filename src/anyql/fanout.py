@@ -4,12 +4,13 @@ Owns ``Fanout`` and its hubs. Subscribers with the same share key (root field, a
 document, operation name, variables) attach to one ``Hub`` running in the server-wide task
 group: it runs the source once, executes the selection set once per event, JSON-encodes the
 result once, and offers the same text to every subscriber, whose session splices only the
-``id`` envelope around it. Offering never blocks: a subscriber whose buffer is full gets its
-slow-consumer policy (``close`` by default), so one slow client never stalls the others. The
-hub is cancelled when its last subscriber leaves; its source's ``finally`` runs inside the
-hub's own task. A hub never lets an exception escape into the server-wide task group: a
-failure ends that hub, and its subscribers get an error. Imports anyio and execution; never
-a transport or the session.
+``id`` envelope around it (and an SSE stream the ``id:`` line of an ``anyql.Event``'s id,
+through ``Subscriber.deliver_event``). Offering never blocks: a subscriber whose buffer is
+full gets its slow-consumer policy (``close`` by default), so one slow client never stalls
+the others. The hub is cancelled when its last subscriber leaves; its source's ``finally``
+runs inside the hub's own task. A hub never lets an exception escape into the server-wide
+task group: a failure ends that hub, and its subscribers get an error. Imports anyio and
+execution; never a transport or the session.
 """
 
 from __future__ import annotations
@@ -45,11 +46,16 @@ class Subscriber:
     returns False when the subscriber must be detached (its connection is closing as a slow
     consumer, or the operation was cancelled). ``on_end`` is called once, when the
     subscriber is detached or the hub finishes, with the hub's errors if it failed, else
-    None; it must not block.
+    None; it must not block. ``deliver_event``, when given, is called instead of
+    ``deliver`` for a payload whose source value was an ``anyql.Event``, with its id (the
+    payload carries it too, in ``extensions.eventId``): for a framing that writes the id
+    outside the payload (the SSE ``id:`` line). A subscriber without it, or a payload
+    without an id, costs nothing more.
     """
 
     deliver: Callable[[bytes], bool]
     on_end: Callable[[tuple[FormattedError, ...] | None], None]
+    deliver_event: Callable[[bytes, str], bool] | None = None
 
 
 class Hub:
@@ -90,12 +96,12 @@ class Hub:
         async with subscription as results:
             try:
                 async for result in results:
-                    await self._offer(encode_json_bytes(result))
+                    await self._offer(encode_json_bytes(result), results.event_id)
             finally:
                 # Newcomers start a fresh hub rather than join one whose source is closing.
                 self.fanout._forget(self)
 
-    async def _offer(self, payload: bytes) -> None:
+    async def _offer(self, payload: bytes, event_id: str | None = None) -> None:
         current = self.subscribers
         for index, subscriber in enumerate(list(current)):
             if not index % DELIVERY_SLICE:
@@ -106,7 +112,10 @@ class Hub:
             if subscriber not in current:
                 continue  # detached meanwhile
             try:
-                keep = subscriber.deliver(payload)
+                if event_id is None or subscriber.deliver_event is None:
+                    keep = subscriber.deliver(payload)
+                else:
+                    keep = subscriber.deliver_event(payload, event_id)
             except Exception:
                 logger.exception("delivering a shared event failed; detaching that subscriber")
                 keep = False

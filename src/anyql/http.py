@@ -30,7 +30,8 @@ Theory of operation, one step in and one step out (h11's shape, without the stat
 ``receive`` answers, in this order: a CORS preflight from an allowed origin (204); a
 browser's GET for the GraphiQL page; the preflight-header guard (400); then
 ``parse_request``: the method (405), ``Accept`` (406), a POST's ``Content-Type`` (415), the
-parameters (400). What passes is a ``ParsedRequest``: the operations and what their answer
+parameters (400; an ``extensions.lastEventId`` that cannot be an event id included).
+What passes is a ``ParsedRequest``: the operations and what their answer
 depends on. ``respond`` turns the results, or the error that stopped them, into the
 response (``result_response``, ``request_error_response``, ``error_response``). Every
 answer but the preflight gets the CORS headers for the request's ``Origin``.
@@ -57,6 +58,7 @@ from anyql._media import (
     parse_accept,
     split_media_type,
 )
+from anyql._resume import read_resume_point
 from anyql.cors import CORSPolicy, add_cors_headers, check_preflight_header, preflight_response
 from anyql.errors import HTTPError, RequestError
 from anyql.types import HTTPRequest, HTTPResponse, OperationRequest, RequestInfo
@@ -417,11 +419,13 @@ def _operation_from_object(document: dict[str, Any], *, where: str = "") -> Oper
     operation_name = document.get("operationName")
     if operation_name is not None and not isinstance(operation_name, str):
         raise HTTPError(400, f"{where}The 'operationName' parameter must be a string or null")
+    extensions = _object_parameter(document.get("extensions"), "extensions", where)
+    _check_resume_point(extensions, where)
     return OperationRequest(
         query=query,
         operation_name=operation_name,
         variables=_object_parameter(document.get("variables"), "variables", where),
-        extensions=_object_parameter(document.get("extensions"), "extensions", where),
+        extensions=extensions,
     )
 
 
@@ -436,13 +440,23 @@ def _operation_from_query_string(query_string: bytes) -> OperationRequest:
     query = parameters.get("query")
     if query is None:
         raise HTTPError(400, "Missing the 'query' parameter")
+    extensions = _json_parameter(parameters, "extensions")
+    _check_resume_point(extensions)
     return OperationRequest(
         query=query,
         # The spec: an empty operationName means none (a literal "null" is a name).
         operation_name=parameters.get("operationName") or None,
         variables=_json_parameter(parameters, "variables"),
-        extensions=_json_parameter(parameters, "extensions"),
+        extensions=extensions,
     )
+
+
+def _check_resume_point(extensions: dict[str, Any] | None, where: str = "") -> None:
+    """Refuse (400) an ``extensions.lastEventId`` that cannot be an event id."""
+    try:
+        read_resume_point(extensions)
+    except ValueError as error:
+        raise HTTPError(400, f"{where}{error}") from None
 
 
 def _form_parameters(query_string: bytes) -> dict[str, str]:

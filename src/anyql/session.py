@@ -521,8 +521,8 @@ class Session:
         )
         if options is not None and options.slow_consumer is not None:
             return options.slow_consumer
-        if options is not None and options.shared:
-            return settings.shared_slow_consumer
+        if options is not None and options.shared and prepared.resume_point is None:
+            return settings.shared_slow_consumer  # a resuming one runs privately: backpressure
         return settings.slow_consumer
 
     async def _emit(self, owner: Owner, event: Event) -> None:

@@ -65,8 +65,8 @@ def policy_for(app: SessionHost, prepared: PreparedOperation) -> SlowConsumerPol
     options = app.schema.field_options(prepared.root_field) if prepared.root_field else None
     if options is not None and options.slow_consumer is not None:
         return options.slow_consumer
-    if options is not None and options.shared:
-        return settings.shared_slow_consumer
+    if options is not None and options.shared and prepared.resume_point is None:
+        return settings.shared_slow_consumer  # a resuming one runs privately: backpressure
     return settings.slow_consumer
 
 
@@ -321,7 +321,9 @@ class StreamSession:
                 policy = policy_for(self.app, prepared)
                 async with engine.subscribe(prepared, context=context) as results:
                     async for result in results:
-                        await self._emit_next(owner, encode_json_bytes(result), policy)
+                        await self._emit_next(
+                            owner, encode_json_bytes(result), policy, results.event_id
+                        )
             elif (
                 prepared.operation_type == "mutation"
                 and not self.app.settings.cancel_mutations_on_disconnect
@@ -350,7 +352,9 @@ class StreamSession:
         def deliver(payload: bytes) -> bool:
             if owner.cancelled:
                 return False
-            frame = before + payload + after
+            return deliver_frame(before + payload + after)
+
+        def deliver_frame(frame: bytes) -> bool:
             if self._write_now(frame):
                 return self.state is StreamState.OPEN
             try:
@@ -372,7 +376,13 @@ class StreamSession:
                     self.outbox.push(end)
             self._operation_ended(owner)
 
-        subscriber = Subscriber(deliver, ended)
+        def deliver_event(payload: bytes, event_id: str) -> bool:
+            if owner.cancelled:
+                return False
+            return deliver_frame(before + payload + framing.envelope(owner.id, event_id)[1])
+
+        framing = self.framing
+        subscriber = Subscriber(deliver, ended, deliver_event if framing.event_ids else None)
         hub = server.fanout.attach(key, prepared, context, subscriber)
         owner.on_cancel = partial(hub.detach, subscriber)
         return True
@@ -392,12 +402,16 @@ class StreamSession:
         await self.outbox.put(frame, owner=owner)
 
     async def _emit_next(
-        self, owner: Owner, payload: bytes, policy: SlowConsumerPolicy = "block"
+        self,
+        owner: Owner,
+        payload: bytes,
+        policy: SlowConsumerPolicy = "block",
+        event_id: str | None = None,
     ) -> None:
         if owner.cancelled:
             await anyio.lowlevel.checkpoint()
             return
-        frame = self.framing.next(owner.id, payload)
+        frame = self.framing.next(owner.id, payload, event_id)
         if self._write_now(frame):
             # A direct write never waits: this checkpoint keeps a source that never awaits
             # from holding the loop (and lets the client's leaving be noticed).

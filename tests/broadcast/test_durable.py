@@ -373,7 +373,7 @@ async def test_a_redis_restart_with_the_append_only_file_loses_nothing_acknowled
 
 
 @pytest.mark.redis
-async def test_a_redis_that_lost_its_data_is_reported_to_resumers_and_listeners(
+async def test_D16_a_redis_that_lost_its_data_is_reported_to_resumers_and_listeners(
     private_redis: RedisServer,
 ) -> None:
     async with durable(private_redis.url, publish_timeout=1.0) as broadcast:

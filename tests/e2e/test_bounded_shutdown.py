@@ -1,7 +1,9 @@
 """``anyql serve`` exits after SIGTERM however user code behaves: a subscription source
 that swallows cancellation and shields an hour-long cleanup cannot keep the process past
 ``shutdown_grace`` plus two seconds (the watchdog ends it with status 70 and the stacks of
-every thread), and a second signal ends it at once. Real processes, both backends."""
+every thread), and a second signal ends it at once; neither can a resolver blocking the
+loop, nor a worker thread Python would wait for after the loop ended. The same holds for
+``anyql.run(shutdown_watchdog=True)``. Real processes, both backends."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import pytest
 
 from tests.e2e.raw_ws import connect
 from tests.e2e.servers import ROOT, free_port, wait_until_listening
-from tests.e2e.stubborn_app import BLOCKING
+from tests.e2e.stubborn_app import BLOCKING, THREADED
 
 pytestmark = pytest.mark.e2e
 
@@ -27,11 +29,20 @@ BACKENDS = pytest.mark.parametrize("backend", ["trio", "asyncio"])
 HANG = 30.0
 
 
-def start(backend: str, port: int, *options: str) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable, "-m", "anyql", "serve", "tests.e2e.stubborn_app:app",
-        "--port", str(port), "--backend", backend, *options,
-    ]  # fmt: skip
+#: The app's budget: shutdown_grace 1 s, no drain window (``anyql serve`` would otherwise
+#: spread the closing over 5 s), plus the watchdog's 1.5 s.
+NO_DRAIN = ("--limit", "drain_window=0")
+
+
+def start(backend: str, port: int, *options: str, script: bool = False) -> subprocess.Popen[bytes]:
+    """``anyql serve`` the stubborn app, or (``script``) run it with ``anyql.run``."""
+    if script:
+        command = [sys.executable, "tests/e2e/stubborn_app.py", str(port), backend]
+    else:
+        command = [
+            sys.executable, "-m", "anyql", "serve", "tests.e2e.stubborn_app:app",
+            "--port", str(port), "--backend", backend, *NO_DRAIN, *options,
+        ]  # fmt: skip
     process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE)
     wait_until_listening(port, process, time.monotonic() + 30)
     return process
@@ -48,17 +59,23 @@ def subscribed(port: int) -> Iterator[None]:
         yield
 
 
-def signalled(backend: str, signals: int, *options: str) -> tuple[int, str]:
-    """Serve with one stubborn subscription running, send SIGTERM ``signals`` times, and
+def signalled(
+    backend: str,
+    signals: int,
+    *options: str,
+    signum: signal.Signals = signal.SIGTERM,
+    script: bool = False,
+) -> tuple[int, str]:
+    """Serve with one stubborn subscription running, send ``signum`` ``signals`` times, and
     return the exit status and what the server logged."""
     port = free_port()
-    process = start(backend, port, *options)
+    process = start(backend, port, *options, script=script)
     try:
         with subscribed(port):
             for sent in range(signals):
                 if sent:
                     time.sleep(0.5)  # a person pressing Ctrl-C twice
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(signum)
             _, err = process.communicate(timeout=HANG)
     finally:
         process.kill()
@@ -82,21 +99,39 @@ def test_F20_a_second_signal_ends_the_process_at_once(backend: str) -> None:
 
 
 @BACKENDS
-def test_F20_a_resolver_blocking_the_loop_cannot_keep_the_process_alive(backend: str) -> None:
+def test_F20_a_second_SIGINT_ends_the_process_at_once(backend: str) -> None:
+    status, log = signalled(backend, 2, "--limit", "shutdown_grace=600", signum=signal.SIGINT)
+    assert status == 70, log
+    assert "a second signal; ending the process with status 70" in log
+
+
+@BACKENDS
+def test_F20_run_with_the_watchdog_bounds_a_stubborn_source(backend: str) -> None:
+    """``anyql.run(app, shutdown_watchdog=True)`` in a program of its own: the same bound."""
+    status, log = signalled(backend, 1, script=True)
+    assert status == 70, log
+    assert "shutdown overran 2.5 s; ending the process with status 70" in log
+    assert "still running: operation '1' (Subscription.stubborn) on a connection from" in log
+    assert "run() returned" not in log  # the budget held past run(): the source never ended
+
+
+def query_then_signal(backend: str, query: bytes, marker: str) -> tuple[int, str, float]:
+    """POST ``query``, wait until the resolver prints ``marker``, send SIGTERM, and return the
+    exit status, what the server logged and how long it took to exit."""
     port = free_port()
     process = start(backend, port)
     try:
         with socket.create_connection(("127.0.0.1", port)) as client:
-            body = b'{"query": "{ blocking }"}'
+            body = b'{"query": "' + query + b'"}'
             client.sendall(
                 b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
             )
             assert process.stderr is not None
             seen = []
-            for line in process.stderr:  # until the resolver says it blocks the loop
+            for line in process.stderr:  # until the resolver says it is running
                 seen.append(line.decode(errors="replace"))
-                if BLOCKING in seen[-1]:
+                if marker in seen[-1]:
                     break
             signalled_at = time.monotonic()
             process.send_signal(signal.SIGTERM)
@@ -104,7 +139,29 @@ def test_F20_a_resolver_blocking_the_loop_cannot_keep_the_process_alive(backend:
             took = time.monotonic() - signalled_at
     finally:
         process.kill()
-    log = "".join(seen) + err.decode(errors="replace")
-    assert process.returncode == 70, log
+    return process.returncode, "".join(seen) + err.decode(errors="replace"), took
+
+
+@BACKENDS
+def test_F20_a_resolver_blocking_the_loop_cannot_keep_the_process_alive(backend: str) -> None:
+    status, log, took = query_then_signal(backend, b"{ blocking }", BLOCKING)
+    assert status == 70, log
     assert "shutdown overran 2.5 s; ending the process with status 70" in log
+    # the HTTP operation that would not end: its field, its client and how long it ran
+    assert "still running: HTTP query (Query.blocking) from 127.0.0.1:" in log
+    assert took < HANG
+
+
+@BACKENDS
+def test_F20_a_thread_abandoned_on_cancel_cannot_keep_the_process_alive(backend: str) -> None:
+    """``to_thread.run_sync(time.sleep, 3600, abandon_on_cancel=True)``: the request is cut
+    at the grace and the loop ends, but on asyncio the thread is not a daemon and Python
+    waits for it after ``anyio.run`` returned; the watchdog still ends the process."""
+    status, log, took = query_then_signal(backend, b"{ threaded }", THREADED)
+    if backend == "trio":  # Trio's worker threads are daemons: a clean exit
+        assert status == 0, log
+    else:
+        assert status == 70, log
+        assert "shutdown overran 2.5 s; ending the process with status 70" in log
+        assert "still running: thread 'AnyIO worker thread'" in log
     assert took < HANG

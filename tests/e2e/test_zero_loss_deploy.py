@@ -18,7 +18,7 @@ import shutil
 import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from anyql.broadcast import Broadcast, BroadcastError, Retention
 from tests.broadcast.helpers import RedisServer
 from tests.broadcast.helpers import free_port as free_redis_port
 from tests.e2e.conftest import NODE_DIR
-from tests.e2e.servers import free_port, running_server
+from tests.e2e.servers import running_server
 from tests.requirements import unavailable
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e, pytest.mark.redis]
@@ -57,10 +57,8 @@ async def proxy(target: Callable[[], int]) -> AsyncIterator[int]:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass
         finally:
-            try:
+            with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                 await sink.send_eof()
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                pass
 
     async def serve(client: anyio.abc.SocketStream) -> None:
         try:

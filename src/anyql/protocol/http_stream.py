@@ -9,7 +9,9 @@ stream for many operations: events carry ``{"id", "payload"}``) and ``Multipart`
 the closing boundary at the end). A framing only turns results into bytes: every result
 arrives encoded once as UTF-8 JSON (a shared subscription's hub encodes it for every
 subscriber) and the framing splices its envelope around it (``envelope``), as the
-WebSocket machines do. Imports only the standard library and orjson; no anyio.
+WebSocket machines do. A result with an event id (``anyql.Event``) gets an SSE ``id:`` line
+after its ``data:`` in both SSE modes. Imports only the standard library and orjson; no
+anyio.
 """
 
 from __future__ import annotations
@@ -53,19 +55,31 @@ class StreamFraming:
     content_type: str = ""
     #: Whether each frame names its operation (several operations share the stream).
     multiplexed: bool = False
+    #: Whether a result's event id is written outside its payload (``envelope``'s
+    #: ``event_id`` changes the bytes): SSE's ``id:`` line.
+    event_ids: bool = False
 
     @property
     def headers(self) -> tuple[tuple[str, str], ...]:
         """The response headers: the content type, then no-cache and no-buffering."""
         return (("content-type", self.content_type), *_STREAM_HEADERS)
 
-    def envelope(self, id: str) -> tuple[bytes, bytes]:
-        """The bytes around a ``next`` result of operation ``id``."""
+    def envelope(self, id: str, event_id: str | None = None) -> tuple[bytes, bytes]:
+        """The bytes around a ``next`` result of operation ``id``.
+
+        ``event_id`` is the result's ``anyql.Event`` id, if it has one: SSE writes it as the
+        event's ``id:`` line (after ``data:``, which the SSE format allows), so a
+        reconnecting ``EventSource`` sends it back as ``Last-Event-ID``; multipart carries
+        it only in the payload's ``extensions.eventId``.
+
+        Raises:
+            ValueError: ``event_id`` holds CR, LF or NUL (it would end the line).
+        """
         raise NotImplementedError
 
-    def next(self, id: str, payload: bytes) -> bytes:
+    def next(self, id: str, payload: bytes, event_id: str | None = None) -> bytes:
         """A whole ``next`` frame for ``payload`` (an encoded GraphQL result)."""
-        before, after = self.envelope(id)
+        before, after = self.envelope(id, event_id)
         return before + payload + after
 
     def complete(self, id: str) -> bytes:
@@ -104,6 +118,7 @@ class StreamFraming:
 
 class _SSE(StreamFraming):
     content_type = f"{EVENT_STREAM}; charset=utf-8"
+    event_ids = True
 
     def opening(self) -> bytes:
         return b":\n\n"
@@ -115,11 +130,21 @@ class _SSE(StreamFraming):
         return b"retry: %d\n\n" % retry_ms
 
 
+def _id_line(event_id: str) -> bytes:
+    """The ``id:`` line of an SSE event, newline first (it follows the ``data:`` line)."""
+    encoded = event_id.encode("utf-8")
+    if b"\n" in encoded or b"\r" in encoded or b"\0" in encoded:
+        raise ValueError("an SSE event id cannot contain a line break or NUL")
+    return b"\nid: " + encoded
+
+
 class SSEDistinct(_SSE):
     """graphql-sse's distinct connections mode: the response carries one operation."""
 
-    def envelope(self, id: str) -> tuple[bytes, bytes]:
-        return b"event: next\ndata: ", b"\n\n"
+    def envelope(self, id: str, event_id: str | None = None) -> tuple[bytes, bytes]:
+        if event_id is None:
+            return b"event: next\ndata: ", b"\n\n"
+        return b"event: next\ndata: ", _id_line(event_id) + b"\n\n"
 
     def complete(self, id: str) -> bytes:
         # The empty data field makes a browser's EventSource dispatch the event.
@@ -131,8 +156,11 @@ class SSESingle(_SSE):
 
     multiplexed = True
 
-    def envelope(self, id: str) -> tuple[bytes, bytes]:
-        return b'event: next\ndata: {"id":' + orjson.dumps(id) + b',"payload":', b"}\n\n"
+    def envelope(self, id: str, event_id: str | None = None) -> tuple[bytes, bytes]:
+        before = b'event: next\ndata: {"id":' + orjson.dumps(id) + b',"payload":'
+        if event_id is None:
+            return before, b"}\n\n"
+        return before, b"}" + _id_line(event_id) + b"\n\n"
 
     def complete(self, id: str) -> bytes:
         return b'event: complete\ndata: {"id":' + orjson.dumps(id) + b"}\n\n"
@@ -143,7 +171,7 @@ class Multipart(StreamFraming):
 
     content_type = MULTIPART_SUBSCRIPTION
 
-    def envelope(self, id: str) -> tuple[bytes, bytes]:
+    def envelope(self, id: str, event_id: str | None = None) -> tuple[bytes, bytes]:
         return _PART_HEAD + b'{"payload":', b"}" + _BOUNDARY
 
     def complete(self, id: str) -> bytes:

@@ -45,6 +45,8 @@ class ShutdownWatchdog:
     def __init__(self, budget: float, describe: Callable[[], list[str]] | None = None) -> None:
         self.budget = budget
         self._describe = describe
+        #: A signal or ``arm()`` started the count (set without a lock, in a signal handler).
+        self.armed = False
         self._read, self._write = os.pipe()
         self._thread = threading.Thread(
             target=self._watch, name="anyql shutdown watchdog", daemon=True
@@ -53,11 +55,13 @@ class ShutdownWatchdog:
 
     def arm(self) -> None:
         """Start counting (idempotent)."""
+        self.armed = True
         self._send(_ARM)
 
     def on_signal(self) -> None:
         """What a SIGINT or SIGTERM does at once, even while user code blocks the loop: the
         first arms the watchdog, the next fires it (called from the signal handler)."""
+        self.armed = True
         self._send(_SIGNAL)
 
     def fire_now(self) -> None:
@@ -99,11 +103,15 @@ class ShutdownWatchdog:
             why,
             EXIT_SHUTDOWN_OVERRUN,
         )
-        for line in _described(self._describe):
+        for line in [*_described(self._describe), *_lingering_threads()]:
             logger.critical("anyql: still running: %s", line)
         _flush_logs()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
         faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
-        sys.stderr.flush()
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
         os._exit(EXIT_SHUTDOWN_OVERRUN)
 
 
@@ -120,6 +128,17 @@ def _described(describe: Callable[[], list[str]] | None) -> list[str]:
         return describe()
     except Exception:  # the exit must happen whatever the description does
         return ["(the running operations could not be listed)"]
+
+
+def _lingering_threads() -> list[str]:
+    """The non-daemon threads besides the main one: Python waits for them before it exits
+    (asyncio's worker threads, a resolver's ``to_thread`` call abandoned on cancel)."""
+    current = threading.current_thread()
+    return [
+        f"thread {thread.name!r}, which the process waits for before it can exit"
+        for thread in threading.enumerate()
+        if not thread.daemon and thread is not threading.main_thread() and thread is not current
+    ]
 
 
 def _flush_logs() -> None:

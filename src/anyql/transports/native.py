@@ -138,6 +138,7 @@ async def serve(
     listeners: Sequence[anyio.abc.SocketListener] | None = None,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
     permessage_deflate: bool | None = None,
+    drain_window: float | None = None,
 ) -> None:
     """Serve ``app`` over TCP until cancelled, or gracefully once ``shutdown_trigger`` returns.
 
@@ -153,6 +154,9 @@ async def serve(
             (the default) follows the app's ``permessage_deflate`` setting, which is off
             unless set: compression costs CPU per message and zlib memory per connection.
             Inflated messages count against ``max_ws_message_bytes``.
+        drain_window: the window over which a graceful shutdown spreads the closing of
+            WebSockets and streams; None (the default): the app's ``Limits.drain_window``.
+            A drain the app's own code started keeps the window it asked for.
 
     Raises:
         OSError: the address cannot be bound.
@@ -178,7 +182,7 @@ async def serve(
             logger.info("anyql serving on http://%s:%d", shown, bound_port)
             task_status.started(bound_port)
             await _until_either(shutdown_trigger, handle.drain_requested.wait)
-            await _shut_down(app.limits, handle, connections, accepting)
+            await _shut_down(app.limits, handle, connections, accepting, drain_window)
             tasks.cancel_scope.cancel()
     finally:
         for listener in listeners:
@@ -200,10 +204,11 @@ async def _shut_down(
     handle: ShutdownHandle,
     connections: _Connections,
     accepting: anyio.CancelScope,
+    drain_window: float | None = None,
 ) -> None:
     logger.info("anyql shutting down: %d connection(s) open", connections.live)
     # The listener stays open through the drain: the readiness path must keep answering.
-    await handle.drain()
+    await handle.drain(window=drain_window)
     accepting.cancel()
     handle.shutdown()
     connections.drain()
@@ -502,6 +507,7 @@ def run(
     backend: str = "trio",
     permessage_deflate: bool | None = None,
     shutdown_watchdog: bool = False,
+    drain_window: float | None = None,
 ) -> None:
     """Serve ``app`` until SIGINT or SIGTERM, then stop gracefully (a second signal: at once).
 
@@ -515,8 +521,13 @@ def run(
             event loop ends the process with status 70 (``EXIT_SHUTDOWN_OVERRUN``) if the
             graceful shutdown takes more than its budget (``drain_delay`` + ``drain_window``
             + ``shutdown_grace``) plus 1.5 s, and a second
-            signal ends it at once the same way. Off by default: a program that embeds
-            ``run`` must not be ended by surprise; ``anyql serve`` turns it on.
+            signal ends it at once the same way. The budget runs until the process ends,
+            not until ``run`` returns: Python still waits for non-daemon threads then
+            (on asyncio, anyio's worker threads, with a ``to_thread`` call abandoned on
+            cancel), so after a signal the program should end soon after ``run`` returns.
+            Off by default: a program that embeds ``run`` must not be ended by surprise;
+            ``anyql serve`` turns it on.
+        drain_window: the drain's window (see ``serve``); None: ``Limits.drain_window``.
 
     Raises:
         OSError: the address cannot be bound.
@@ -525,7 +536,8 @@ def run(
     if shutdown_watchdog:
         describe = getattr(app, "describe_running", None)
         limits = app.limits
-        budget = limits.drain_delay + limits.drain_window + limits.shutdown_grace
+        window = limits.drain_window if drain_window is None else drain_window
+        budget = limits.drain_delay + window + limits.shutdown_grace
         watchdog = ShutdownWatchdog(budget + 1.5, describe)
     serving = partial(
         _serve_until_signalled,
@@ -534,11 +546,15 @@ def run(
         port=port,
         permessage_deflate=permessage_deflate,
         watchdog=watchdog,
+        drain_window=drain_window,
     )
     try:
         anyio.run(serving, backend=backend)
     finally:
-        if watchdog is not None:
+        # Once a signal armed it, the watchdog stays armed until the process ends: after
+        # ``anyio.run`` returns Python still waits for non-daemon threads (anyio's asyncio
+        # workers, a ``to_thread`` call abandoned on cancel), and the budget covers that too.
+        if watchdog is not None and not watchdog.armed:
             watchdog.disarm()
 
 
@@ -549,6 +565,7 @@ async def _serve_until_signalled(
     port: int,
     permessage_deflate: bool | None,
     watchdog: ShutdownWatchdog | None,
+    drain_window: float | None = None,
 ) -> None:
     listeners = await _bind(host, port)  # before the task group, so OSError comes out bare
     stop = anyio.Event()
@@ -561,6 +578,7 @@ async def _serve_until_signalled(
                 listeners=listeners,
                 shutdown_trigger=stop.wait,
                 permessage_deflate=permessage_deflate,
+                drain_window=drain_window,
             )
             tasks.cancel_scope.cancel()
     finally:
