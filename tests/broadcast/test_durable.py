@@ -399,3 +399,93 @@ async def test_D16_a_redis_that_lost_its_data_is_reported_to_resumers_and_listen
             async with broadcast.events("c", after=token):
                 pass
         assert resumed.value.code == "RESUME_POINT_EXPIRED"
+
+
+# -- review findings (each failed before its fix) ---------------------------------------------
+
+
+async def test_D12_the_largest_id_is_invalid_at_once(broker_url: str | None) -> None:
+    async with durable(broker_url) as broadcast:
+        token = await broadcast.publish("c", {"n": 1})
+        assert token is not None
+        hostile = encode_token(decode_token(token)[0], {"c": (2**64 - 1, 2**64 - 1)})
+        with anyio.fail_after(DEADLINE), pytest.raises(ResumeError) as caught:
+            async with broadcast.events("c", after=hostile):
+                pass
+        assert caught.value.code == "RESUME_POINT_INVALID"
+
+
+async def test_too_many_channels_for_one_token_are_refused_on_entering(
+    broker_url: str | None,
+) -> None:
+    async with durable(broker_url) as broadcast:
+        channels = [f"a-rather-long-channel-name-{n:04d}" for n in range(80)]
+        with pytest.raises(ValueError, match="too many"):
+            async with broadcast.events(*channels):
+                pass
+
+
+async def test_the_ring_of_a_channel_whose_listener_left_is_kept_for_idle_ttl() -> None:
+    clock = [1_000.0]
+    broadcast_feed = Feed(lambda: None)
+    log = MemoryLog(Retention(max_length=100, idle_ttl=60), broadcast_feed, clock=lambda: clock[0])
+
+    class Listener:
+        channels = ("quiet",)
+
+        def offer(self, channel: str, entry: object) -> None: ...
+
+        def wake(self) -> None: ...
+
+    listener = Listener()
+    broadcast_feed.attach(listener)  # type: ignore[arg-type]
+    entry_id = log.append("quiet", b"1")
+    clock[0] += 600  # listened to, quietly, for ten idle TTLs
+    broadcast_feed.detach(listener)  # type: ignore[arg-type]
+    clock[0] += 1
+    log.append("other", b"2")  # a publish elsewhere sweeps
+    assert await log.read_after("quiet", entry_id, 10) == []
+
+
+@pytest.mark.redis
+async def test_D16_a_stream_behind_the_resume_point_is_reported_expired(redis_url: str) -> None:
+    """Redis lost acknowledged entries (a crash with appendfsync everysec): its last id is
+    behind the client's; that is expiry, not a forged id."""
+    async with (
+        durable(redis_url) as broadcast,
+        coredis.Redis.from_url(redis_url, decode_responses=True) as admin,
+    ):
+        token = await broadcast.publish("c", {"n": 1})
+        key = broadcast._key_prefix + "c"
+        await admin.delete([key])
+        await admin.xadd(key, {"p": "0-0", "d": "1"}, identifier="1-1")
+        with pytest.raises(ResumeError) as caught:
+            async with broadcast.events("c", after=token):
+                pass
+        assert caught.value.code == "RESUME_POINT_EXPIRED"
+
+
+@pytest.mark.redis
+async def test_a_subscription_retrying_while_redis_is_down_ends_with_the_broadcast(
+    private_redis: RedisServer,
+) -> None:
+    broadcast = Broadcast(private_redis.url, durable=True, publish_timeout=0.5)
+    ended = anyio.Event()
+    async with anyio.create_task_group() as group:
+        async with broadcast:
+            token = await broadcast.publish("c", {"n": 1})
+            private_redis.kill()
+
+            async def resume() -> None:
+                try:
+                    async with broadcast.events("c", after=token) as events:
+                        async for _ in events:
+                            pass
+                except Exception:
+                    pass
+                ended.set()
+
+            group.start_soon(resume)
+            await anyio.sleep(1)  # let it retry a few times against the dead Redis
+        with anyio.fail_after(DEADLINE):
+            await ended.wait()

@@ -260,7 +260,6 @@ class Broadcast:
             BroadcastError: (Redis) unreachable or no answer within ``publish_timeout``.
             RuntimeError: the broadcast is not running.
         """
-        check_channels((channel,))
         data = encode(message)
         backend = self._running_backend()
         entry_id = await backend.publish(channel, data)

@@ -30,6 +30,7 @@ channel is in one of two modes:
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -42,14 +43,26 @@ import anyio.lowlevel
 import orjson
 
 from ..errors import BroadcastError, ResumeError
-from ..types import Event
+from ..types import MAX_EVENT_ID_LENGTH, Event
 from ._base import logger
 from ._ids import EXPIRED, INVALID, ZERO, StreamId, decode_token, encode_token
 
-__all__ = ["DurableSubscription", "Entry", "EventLog", "Feed", "Retention", "check_resume"]
+__all__ = [
+    "DurableSubscription",
+    "Entry",
+    "EventLog",
+    "Feed",
+    "LogUnavailable",
+    "Retention",
+    "check_not_future",
+    "check_resume",
+]
 
 #: The most entries one catch-up read takes from the log.
 PAGE = 256
+#: An id whose time is this far (ms) ahead of this clock is from the future, not from a log
+#: that lost entries (clocks of servers differ by less).
+_FUTURE_MS = 60_000
 #: Retry delays while the log cannot be read (a broker outage): first, then doubling to max.
 _RETRY_FIRST = 0.1
 _RETRY_MAX = 2.0
@@ -92,6 +105,10 @@ class Retention:
                 raise ValueError(f"Retention.{name} must be a positive number of seconds")
             if value is not None and math.isinf(value):
                 raise ValueError(f"Retention.{name} must be finite (None means no bound)")
+
+
+class LogUnavailable(BroadcastError):
+    """The log cannot be read now (the broker is unreachable or slow): worth retrying."""
 
 
 class Entry:
@@ -160,24 +177,28 @@ def check_resume(
             (never written, expired, or lost by the broker).
 
     Raises:
-        ResumeError: ``RESUME_POINT_EXPIRED`` when entries after ``after`` may be gone;
-            ``RESUME_POINT_INVALID`` when ``after`` is beyond the channel's last id or is
-            not an id of it.
+        ResumeError: ``RESUME_POINT_INVALID`` when ``after`` is from the future (its time
+            more than a minute ahead of this clock); ``RESUME_POINT_EXPIRED`` when entries
+            after ``after`` may be gone: trimmed, expired, or lost by a broker (which can
+            leave the channel's last id behind ``after``, or entries that do not follow it).
     """
+    check_not_future(channel, after)
     if first is not None:
         if first.prev is None or first.prev == after:
             return
-        if first.prev > after or first.prev == ZERO:
-            raise _expired(channel, "events after it are no longer retained")
-        raise ResumeError(INVALID, f"cannot resume: the id is not one of channel {channel!r}")
+        raise _expired(channel, "events after it are no longer retained")
     if last_id is None:
         if after != ZERO:
             raise _expired(channel, "the channel's events expired or were lost")
         return
-    if after > last_id:
-        raise ResumeError(INVALID, f"cannot resume: the id is ahead of channel {channel!r}")
-    if after < last_id:
+    if after != last_id:
         raise _expired(channel, "events after it are no longer retained")
+
+
+def check_not_future(channel: str, after: StreamId) -> None:
+    """Raise ``RESUME_POINT_INVALID`` for an id whose time is ahead of this clock."""
+    if after[0] > time.time() * 1000 + _FUTURE_MS:
+        raise ResumeError(INVALID, f"cannot resume: the id is ahead of channel {channel!r}")
 
 
 def _expired(channel: str, why: str) -> ResumeError:
@@ -194,6 +215,9 @@ class Feed:
     def __init__(self, on_change: Callable[[], None]) -> None:
         self._on_change = on_change
         self._subscribers: dict[str, dict[DurableSubscription, None]] = {}
+        #: Called with a channel that just lost its last subscriber (the memory log
+        #: starts its idle time then).
+        self.on_release: Callable[[str], None] | None = None
 
     def channels(self) -> frozenset[str]:
         """Every channel some durable subscription of this process reads."""
@@ -224,6 +248,8 @@ class Feed:
             if not subscribers:
                 del self._subscribers[channel]
                 changed = True
+                if self.on_release is not None:
+                    self.on_release(channel)
         if changed:
             self._on_change()
 
@@ -284,6 +310,12 @@ class DurableSubscription:
         self._error: BaseException | None = None
 
     async def __aenter__(self) -> DurableSubscription:
+        try:
+            return await self._enter()
+        except _Stopped:
+            raise BroadcastError("the broadcast stopped while the subscription started") from None
+
+    async def _enter(self) -> DurableSubscription:
         if self._entered:
             raise RuntimeError("a DurableSubscription can be entered only once")
         self._entered = True
@@ -300,6 +332,13 @@ class DurableSubscription:
                 if at is None:
                     at = await self._retrying(partial(log.head, channel))
                 self._accepted[channel] = self._delivered[channel] = at
+            widest = {c: (2**64 - 1, 2**64 - 1) for c in self.channels}
+            if len(encode_token(self._epoch, widest)) > MAX_EVENT_ID_LENGTH:
+                raise ValueError(
+                    f"{len(self.channels)} channels are too many for one resumable"
+                    f" subscription: its event ids would exceed {MAX_EVENT_ID_LENGTH}"
+                    " characters; use fewer or shorter channel names"
+                )
             for channel in resumed:  # a bad resume point fails here, before any event
                 await self._catch_up(channel)
         except BaseException:
@@ -337,10 +376,16 @@ class DurableSubscription:
                 raise self._error
             if self._ended:
                 raise StopAsyncIteration
-            if not await self._catch_up_some():
-                if self._wakeup is None:
-                    self._wakeup = anyio.Event()
-                await self._wakeup.wait()
+            # Made before catching up, so an offer or end() during its awaits is not missed.
+            if self._wakeup is None:
+                self._wakeup = anyio.Event()
+            wakeup = self._wakeup
+            try:
+                caught_up_some = await self._catch_up_some()
+            except _Stopped:
+                continue  # ended meanwhile: the checks above say how
+            if not caught_up_some:
+                await wakeup.wait()
 
     @property
     def position(self) -> str:
@@ -417,24 +462,39 @@ class DurableSubscription:
         live = log.live_position(channel)
         if live is None:
             return False  # the feed does not read this channel yet: Feed.ready wakes us
-        if live <= after:
-            del self._catching[channel]
+        if live > after:
+            # The feed offered entries after ``after`` while we read (read again), or it
+            # stands on a stream that is gone (lost by the broker): then go live.
+            last = await self._retrying(partial(log.head, channel))
+            if self._ended or channel not in self._catching:
+                return True
+            if last > after:
+                return True
+        del self._catching[channel]
         return True
 
     async def _retrying(self, read: Callable[[], Awaitable[Any]]) -> Any:
-        """``read()``, again after a delay while the broker is unreachable."""
+        """``read()``, again after a delay while the broker is unreachable; raises
+        ``_Stopped`` once the subscription ended (``end()`` cuts the delay short)."""
         delay = _RETRY_FIRST
         while True:
+            if self._ended:
+                raise _Stopped
             try:
                 return await read()
-            except BroadcastError as error:
-                if isinstance(error, ResumeError):
-                    raise
+            except LogUnavailable as error:
                 logger.debug("durable subscription on %s: %s; retrying", self.channels, error)
-            await anyio.sleep(delay)  # a retry delay, not a synchronisation
+            if self._wakeup is None:
+                self._wakeup = anyio.Event()
+            with anyio.move_on_after(delay):  # a retry delay, cut short by end()
+                await self._wakeup.wait()
             delay = min(delay * 2, _RETRY_MAX)
 
     def _detach(self) -> None:
         if self._feed is not None:
             self._feed.detach(self)
             self._feed = None
+
+
+class _Stopped(Exception):
+    """The subscription ended while it waited to retry a read."""

@@ -103,6 +103,7 @@ class MemoryLog:
         self._epoch = "m." + secrets.token_hex(8)
         self._rings: dict[str, _Ring] = {}
         self._next_sweep = 0.0
+        feed.on_release = self._released
 
     @property
     def epoch(self) -> str:
@@ -161,15 +162,17 @@ class MemoryLog:
         self._trim(ring, now)
         return len(ring.entries)
 
+    def _released(self, channel: str) -> None:
+        ring = self._rings.get(channel)
+        if ring is not None:
+            ring.touched = self._clock()  # idle from now: its listeners missed nothing
+
     def _live_ring(self, channel: str, now: float) -> _Ring | None:
         ring = self._rings.get(channel)
         ttl = self._retention.idle_ttl
-        if (
-            ring is not None
-            and ttl is not None
-            and now - ring.touched > ttl
-            and not self._feed.wants(channel)
-        ):
+        if ring is not None and self._feed.wants(channel):
+            ring.touched = now  # its idle time starts when its last listener leaves
+        elif ring is not None and ttl is not None and now - ring.touched > ttl:
             del self._rings[channel]
             return None
         return ring
@@ -194,10 +197,11 @@ class MemoryLog:
             return
         self._next_sweep = now + ttl / 10
         wants = self._feed.wants
-        for channel in [
-            c for c, ring in self._rings.items() if now - ring.touched > ttl and not wants(c)
-        ]:
-            del self._rings[channel]
+        for channel, ring in list(self._rings.items()):
+            if wants(channel):
+                ring.touched = now
+            elif now - ring.touched > ttl:
+                del self._rings[channel]
 
 
 def _first_after(entries: deque[Entry], after: StreamId) -> int:

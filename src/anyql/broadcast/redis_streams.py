@@ -39,7 +39,14 @@ from coredis.commands.script import Script
 from coredis.exceptions import ResponseError
 
 from ._base import BroadcastError, Router, logger
-from ._durable import Entry, Feed, Retention, check_resume
+from ._durable import (
+    Entry,
+    Feed,
+    LogUnavailable,
+    Retention,
+    check_not_future,
+    check_resume,
+)
 from ._ids import ZERO, StreamId, format_id, parse_id
 from .redis import _CONNECTION_FAILURES, RedisBackend, _first_leaf
 
@@ -140,6 +147,7 @@ class RedisStreamsBackend(RedisBackend):
             return [entry for entry in map(_entry, found) if entry is not None]
 
         async def read(client: coredis.Redis[bytes]) -> list[Entry]:
+            check_not_future(channel, after)  # (an id Redis would refuse to range from)
             entries = await page(client)
             if not entries:
                 # Nothing after ``after`` now. The last id, read next, may name entries
@@ -168,14 +176,18 @@ class RedisStreamsBackend(RedisBackend):
                 return await work(publisher.client)
         except TimeoutError:
             self._discard(publisher)
-            raise BroadcastError(
+            raise LogUnavailable(
                 f"reading {channel!r} timed out after {self._timeout} s (Redis at {self._where})"
             ) from None
         except BroadcastError:
             raise
-        except Exception as error:  # the I/O edge: every coredis failure is a BroadcastError
-            self._discard(publisher)
+        except ResponseError as error:  # Redis refused the command: retrying cannot help
             raise BroadcastError(
+                f"reading {channel!r} failed (Redis at {self._where}): {error}"
+            ) from error
+        except Exception as error:  # the I/O edge: every other failure is worth a retry
+            self._discard(publisher)
+            raise LogUnavailable(
                 f"reading {channel!r} failed (Redis at {self._where}): {error}"
             ) from error
 
@@ -261,9 +273,12 @@ class RedisStreamsBackend(RedisBackend):
         for channel in [c for c in self._positions if c not in wanted]:
             del self._positions[channel]
             self._confirmed.discard(channel)
+        ttl = self._retention.idle_ttl
         for channel in sorted(wanted - self._positions.keys()):
             last = await self._last_id(client, channel)
             self._positions[channel] = ZERO if last is None else last
+            if last is not None and ttl is not None:  # read here: keep it from expiring
+                await client.pexpire(self._prefix + channel, math.ceil(ttl * 1000))
         newly = wanted - self._confirmed
         if newly:
             self._confirmed |= newly
@@ -280,6 +295,7 @@ class RedisStreamsBackend(RedisBackend):
             publisher = await self._ready_publisher()
             try:
                 with anyio.fail_after(self._timeout):
+                    await self._ready_publisher()  # the current one, if it changed meanwhile
                     await publisher.client.xadd(
                         self._wake_key,
                         {"w": "1"},
@@ -287,7 +303,7 @@ class RedisStreamsBackend(RedisBackend):
                         threshold=1,
                     )
                     await publisher.client.pexpire(self._wake_key, 60_000)
-            except (TimeoutError, *_CONNECTION_FAILURES) as error:
+            except Exception as error:  # never fatal: the next read wakes within 5 s
                 self._discard(publisher)
                 logger.debug("could not wake the stream reader: %r", error)
 
@@ -297,19 +313,17 @@ class RedisStreamsBackend(RedisBackend):
         ttl = self._retention.idle_ttl
         assert ttl is not None
         while True:
-            await anyio.sleep(ttl / 4)
             publisher = await self._ready_publisher()
             try:
                 with anyio.fail_after(self._timeout):
                     for channel in tuple(self._positions):
                         await publisher.client.pexpire(
-                            self._prefix + channel,
-                            math.ceil(ttl * 1000),
-                            condition=coredis.PureToken.GT,
+                            self._prefix + channel, math.ceil(ttl * 1000)
                         )
-            except (TimeoutError, *_CONNECTION_FAILURES) as error:
+            except Exception as error:  # never fatal: tried again in a quarter of the TTL
                 self._discard(publisher)
                 logger.debug("could not refresh stream expiries: %r", error)
+            await anyio.sleep(ttl / 4)
 
 
 def _entry(raw: Any) -> Entry | None:
