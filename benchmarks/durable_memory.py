@@ -10,15 +10,16 @@ of its own and deleted afterwards. Without a Redis answering, only the ring is m
 
 from __future__ import annotations
 
-import argparse
-import gc
 import os
 import sys
-import tracemalloc
 
 # Run as a script: the repository root, not benchmarks/ (its http.py shadows http), goes first.
 if os.path.realpath(sys.path[0]) == os.path.dirname(os.path.realpath(__file__)):
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+
+import argparse
+import gc
+import tracemalloc
 
 import anyio
 import coredis

@@ -65,6 +65,8 @@ SCRIPTS = (
     "http.py",
     "drain.py",
     "dataloader.py",
+    "forced_shutdown.py",
+    "durable_memory.py",
 )
 #: What each of them starts with: benchmarks/ (holding http.py) must not stay on sys.path.
 PATH_GUARD = """from __future__ import annotations
