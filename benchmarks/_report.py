@@ -26,6 +26,7 @@ __all__ = [
     "REFERENCES",
     "Progress",
     "percentiles",
+    "plan_share",
     "print_failures",
     "print_ratios",
     "print_table",
@@ -164,6 +165,9 @@ def print_table(runs: Sequence[dict[str, Any]], stream: TextIO = sys.stdout) -> 
                 f"{_number(r['rss_per_subscriber_kib']):>9}",
                 file=stream,
             )
+        for r in group:
+            if r.get("plan_stats"):
+                print(f"  plan, {_label(r)}: {plan_share(r['plan_stats'])}", file=stream)
     if any(r.get("subscribe", {}).get("deflated") for r in runs):
         print("* the server agreed to permessage-deflate (the generator inflates)", file=stream)
     for r in (r for r in runs if r["mode"] == "latency"):
@@ -181,6 +185,19 @@ def print_table(runs: Sequence[dict[str, Any]], stream: TextIO = sys.stdout) -> 
             f"{r['rss_end_kib']:,} KiB (growth after warm-up {r['rss_growth_kib']:+,} KiB)",
             file=stream,
         )
+
+
+def plan_share(stats: dict[str, Any]) -> str:
+    """How much took anyql's planned path: ``operations 2,000/2,000 (100%), fields ...``."""
+    parts = []
+    for what in ("operations", "fields"):
+        planned, unplanned = stats.get(f"{what}_planned", 0), stats.get(f"{what}_unplanned", 0)
+        total = planned + unplanned
+        share = f" ({planned / total:.0%})" if total else ""
+        parts.append(f"{what} {planned:,}/{total:,}{share}")
+    if stats.get("plans_uncached"):
+        parts.append(f"{stats['plans_uncached']:,} plans not cached")
+    return ", ".join(parts)
 
 
 def print_failures(runs: Sequence[dict[str, Any]], stream: TextIO = sys.stdout) -> None:

@@ -8,8 +8,11 @@ subscription with a 200 event stream. Connections that never became subscribers 
 reported with the run (``subscribe``: how many connected, were acked, went live or failed,
 failures by kind and the first one, and the server log's last lines when any failed), so a
 large N says what broke first. Every wait is bounded by a deadline or by a quiet period
-with no progress; nothing loops forever. Imports the standard library, ``_generator``,
-``_servers`` and ``_report``.
+with no progress; nothing loops forever. A fan-out run against anyql carries
+``plan_stats``: how many operations and fields of its bursts took the planned path
+(``Engine.plan_stats()`` read through ``Query.planStats`` before and after, as http.py
+does). Imports the standard library, ``_generator``, ``_servers``, ``_http_runs``
+(``stats_delta``) and ``_report``.
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ from typing import Any, Self
 
 from ._frames import PUBLISH_MUTATION
 from ._generator import WorkerSpec, worker_main
+from ._http_runs import stats_delta
 from ._profile import Sampler
 from ._report import Progress, percentiles
-from ._servers import ServerProcess
+from ._servers import ANYQL_KINDS, ServerProcess
 
 __all__ = [
     "Bursts",
@@ -225,6 +229,28 @@ def publish(
         connection.close()
     if response.status != 200 or b'"errors"' in answer:
         raise RuntimeError(f"publish failed: {response.status} {answer[:300]!r}")
+
+
+PLAN_STATS_QUERY = "{ planStats }"
+
+
+def read_plan_stats(server: ServerProcess) -> dict[str, Any] | None:
+    """anyql's ``app.engine.plan_stats()`` through ``Query.planStats`` (``app.py``); None
+    for the other servers, an engine without counters, or a failed query."""
+    if server.kind not in ANYQL_KINDS:
+        return None
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        connection.request("POST", "/graphql", json.dumps({"query": PLAN_STATS_QUERY}), headers)
+        response = connection.getresponse()
+        text = json.loads(response.read())["data"]["planStats"]
+        stats = json.loads(text) if isinstance(text, str) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    finally:
+        connection.close()
+    return stats if isinstance(stats, dict) else None
 
 
 @contextmanager
@@ -463,8 +489,11 @@ def run_fanout(
         rss_after = server.rss()
         result["subscribe"] = _check_serving(server, load, n)
         sampler = Sampler(server.pid, profile, native=native) if profile else None
+        plan_before = read_plan_stats(server)
         with sampler or nullcontext():
             totals = _bursts(server, load, workload, live, progress)
+        # the bursts' events (and their publishing mutations): None for other servers
+        result["plan_stats"] = stats_delta(plan_before, read_plan_stats(server))
         if sampler is not None:
             progress.say(sampler.message)
         progress.done()

@@ -10,7 +10,9 @@ topic. Limits are the library defaults (what users get) except ``operation_timeo
 saturating burst of K events to N unshared subscribers can keep the publishing mutation
 running longer than the default 30 s, and ``max_connections`` when the benchmark sets
 ``ANYQL_BENCH_MAX_CONNECTIONS`` (N above the default 10,000 under hypercorn, which has no
-``--limit``). Imports anyql.
+``--limit``). ``Query.planStats`` is the JSON of ``app.engine.plan_stats()`` (how many
+operations and fields took the planned path; the benchmark reads it before and after the
+bursts). Imports anyql and orjson.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
+import orjson
+
 from anyql import Broadcast, GraphQL, Limits, Schema
 
 __all__ = ["SDL", "make_app", "shared_app", "unshared_app"]
 
 SDL = """
 type Event { seq: Int!  sentAt: Float!  data: String! }
-type Query { ok: Boolean! }
+type Query { ok: Boolean!  planStats: String }
 type Mutation {
   publish(topic: String!, count: Int! = 1, size: Int! = 16, probe: Boolean! = false): Int!
 }
@@ -71,10 +75,17 @@ def make_app(*, shared: bool) -> GraphQL:
             async for event in stream:
                 yield event
 
+    @schema.field("Query.planStats")
+    def plan_stats(root: Any, info: Any) -> str | None:
+        """The engine's plan counters as JSON, or None when it does not count them."""
+        read = getattr(app.engine, "plan_stats", None)
+        return None if read is None else orjson.dumps(read()).decode()
+
     limits = Limits(operation_timeout=BURST_TIMEOUT)
     if "ANYQL_BENCH_MAX_CONNECTIONS" in os.environ:
         limits = replace(limits, max_connections=int(os.environ["ANYQL_BENCH_MAX_CONNECTIONS"]))
-    return GraphQL(schema, broadcast=Broadcast(), graphiql=False, limits=limits)
+    app = GraphQL(schema, broadcast=Broadcast(), graphiql=False, limits=limits)
+    return app
 
 
 shared_app = make_app(shared=True)

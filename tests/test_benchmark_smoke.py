@@ -127,6 +127,10 @@ def test_fanout_smoke_run_delivers_every_event(tmp_path: Path) -> None:
     assert {"p50", "p99", "max"} <= run["latency_ms"].keys()
     assert {"started", "cpus", "loadavg_at_start"} <= document["meta"].keys()
     assert not (tmp_path / "smoke.png").exists()
+    # the burst's event (one per event: shared) and its mutation took the plan
+    assert run["plan_stats"]["operations_planned"] >= 10 + 1
+    assert run["plan_stats"]["operations_unplanned"] == 0
+    assert run["plan_stats"]["fields_unplanned"] == 0
 
 
 def fanout_document(tmp_path: Path, *options: str) -> dict[str, Any]:

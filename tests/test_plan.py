@@ -11,7 +11,8 @@ long synchronous lists, fresh per-event state, the counters.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
@@ -24,7 +25,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from anyql import Schema
-from anyql._executor import AnyioExecutor, run_executor
+from anyql._executor import run_executor
 from anyql._plan import PlannedExecutor
 from anyql.execution import Engine
 from anyql.types import OperationRequest
@@ -81,7 +82,18 @@ class _IteratorMarker:
         self.items = items
 
 
+class _AsyncIteratorMarker(_IteratorMarker):
+    """A list drawn as an async iterable: the plan hands it to the generic path."""
+
+
+async def _async_items(items: list[Any]) -> AsyncIterator[Any]:
+    for item in items:
+        yield item
+
+
 def thaw(value: Any) -> Any:
+    if isinstance(value, _AsyncIteratorMarker):
+        return _async_items([thaw(item) for item in value.items])
     if isinstance(value, _IteratorMarker):
         return iter([thaw(item) for item in value.items])
     if isinstance(value, dict):
@@ -160,7 +172,13 @@ def sources(values: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[Any]
 def lists_of(items: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     plain = st.lists(items, max_size=3)
     # an iterator is drawn as a marker: each execution consumes a fresh one (``thaw``)
-    return st.one_of(plain, plain.map(tuple), plain.map(_IteratorMarker), st.just("not a list"))
+    return st.one_of(
+        plain,
+        plain.map(tuple),
+        plain.map(_IteratorMarker),
+        plain.map(_AsyncIteratorMarker),
+        st.just("not a list"),
+    )
 
 
 LEAVES = sources(leaf_values())
@@ -513,7 +531,6 @@ async def test_incremental_delivery_still_takes_the_generic_path() -> None:
         " type Query { list: [Int] box: Box } type Box { id: ID }"
     )
     engine = Engine(schema)
-    before = AnyioExecutor.generic_fields
     prepared = engine.prepare(OperationRequest("{ list ... @defer { box { id } } }"))
     result = await engine.execute(prepared, context=None, root_value={"list": [1]})
     assert result["data"] is None
@@ -521,7 +538,7 @@ async def test_incremental_delivery_still_takes_the_generic_path() -> None:
     stats = engine.plan_stats()
     assert stats["operations_unplanned"] == 1
     assert stats["operations_planned"] == 0
-    assert AnyioExecutor.generic_fields >= before
+    assert stats["fields_planned"] == 0
 
 
 @pytest.mark.anyio
@@ -618,3 +635,93 @@ async def test_awaitables_left_in_a_list_cut_by_a_cancellation_are_settled() -> 
             task_group.start_soon(_cancel, scope)  # at the list's first checkpoint
             await engine.execute(prepared, context=None)
     assert closed == [True]
+
+
+# --- the generic path inside a plan, and the counters ------------------------------------
+
+ASYNC_LIST_SDL = """
+type Item { id: ID! name: String }
+type Query { items: [Item] strictItems: [Item!] other: String }
+"""
+ASYNC_LIST_QUERY = "{ items { id name } strictItems { id } other }"
+
+
+def _async_list_root() -> dict[str, Any]:
+    async def items(info: Any) -> AsyncIterator[Any]:
+        yield {"id": "1", "name": "one"}
+        yield {"id": None, "name": "no id"}  # a null in a non-null field: the item is null
+        yield {"id": "3", "name": 3}
+
+    async def strict_items(info: Any) -> AsyncIterator[Any]:
+        yield {"id": "a"}
+        raise RuntimeError("the source failed")
+
+    return {"items": items, "strictItems": strict_items, "other": "x"}
+
+
+@pytest.mark.anyio
+async def test_a_list_resolved_as_an_async_iterable_takes_the_generic_path() -> None:
+    engine = Engine(Schema(ASYNC_LIST_SDL))
+    prepared = engine.prepare(OperationRequest(ASYNC_LIST_QUERY))
+    planned = await engine.execute(prepared, context=None, root_value=_async_list_root())
+
+    async def graphql_cores() -> ExecutionResult:
+        result: Any = graphql_execute(
+            engine.schema.graphql_schema, parse(ASYNC_LIST_QUERY), _async_list_root()
+        )
+        return result if isinstance(result, ExecutionResult) else await result
+
+    # graphql-core's own executor needs asyncio: on either backend, it runs in a thread
+    core = await anyio.to_thread.run_sync(asyncio.run, graphql_cores())
+    assert planned == engine.format_result(core)
+    assert planned["data"] == {
+        "items": [{"id": "1", "name": "one"}, None, {"id": "3", "name": "3"}],
+        "strictItems": None,
+        "other": "x",
+    }
+    assert [error["path"] for error in planned["errors"]] == [["items", 1, "id"], ["strictItems"]]
+    stats = engine.plan_stats()
+    # the operation and its root fields took the plan; the items the generic path
+    assert stats["operations_planned"] == 1
+    assert stats["fields_planned"] == 3
+    assert stats["fields_unplanned"] == 3 * 2 + 1
+
+
+@pytest.mark.anyio
+async def test_generic_fields_are_counted_by_the_engine_that_ran_them() -> None:
+    busy, idle = Engine(Schema(ASYNC_LIST_SDL)), Engine(Schema(ASYNC_LIST_SDL))
+    prepared = busy.prepare(OperationRequest("{ items { id name } }"))
+    await busy.execute(prepared, context=None, root_value=_async_list_root())
+    await idle.execute(
+        idle.prepare(OperationRequest("{ other }")), context=None, root_value={"other": "x"}
+    )
+    assert busy.plan_stats()["fields_unplanned"] == 6
+    assert idle.plan_stats() == {
+        "operations_planned": 1,
+        "operations_unplanned": 0,
+        "fields_planned": 1,
+        "fields_unplanned": 0,
+        "plans_uncached": 0,
+    }
+
+
+@pytest.mark.anyio
+async def test_plans_past_the_per_document_bound_are_built_each_time_and_counted() -> None:
+    from anyql._plan import MAX_PLANS_PER_DOCUMENT
+
+    engine = Engine(Schema("type Query { a: Int }"))
+    count = MAX_PLANS_PER_DOCUMENT + 2
+    document = " ".join(f"query Q{n} {{ a }}" for n in range(count))
+
+    async def run(n: int) -> Any:
+        request = OperationRequest(document, operation_name=f"Q{n}")
+        return await engine.execute(engine.prepare(request), context=None, root_value={"a": n})
+
+    for n in range(count):
+        assert await run(n) == {"data": {"a": n}}
+    assert engine.plan_stats()["plans_uncached"] == 2
+    assert await run(count - 1) == {"data": {"a": count - 1}}  # not kept: built again
+    assert await run(0) == {"data": {"a": 0}}  # kept
+    stats = engine.plan_stats()
+    assert stats["plans_uncached"] == 3
+    assert stats["operations_planned"] == count + 2

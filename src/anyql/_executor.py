@@ -92,7 +92,7 @@ from graphql.type import (
     GraphQLResolveInfoHelpers,
 )
 
-__all__ = ["AnyioExecutor", "gather", "order_errors", "run_executor", "run_work"]
+__all__ = ["AnyioExecutor", "PlanStats", "gather", "order_errors", "run_executor", "run_work"]
 
 logger = logging.getLogger("anyql.execution")
 
@@ -130,6 +130,42 @@ async def gather(awaitables: Sequence[Awaitable[Any]]) -> list[Any]:
     return results
 
 
+class PlanStats:
+    """How many operations and fields took the plan and how many the generic path.
+
+    One per ``Engine`` (``Engine.plan_stats``); an executor built with it
+    (``plan_stats=``) adds the fields its generic path completes, and ``_plan.plan_for``
+    the plans it could not keep.
+    """
+
+    __slots__ = (
+        "fields_planned",
+        "fields_unplanned",
+        "operations_planned",
+        "operations_unplanned",
+        "plans_uncached",
+    )
+
+    def __init__(self) -> None:
+        self.operations_planned = 0
+        self.operations_unplanned = 0
+        self.fields_planned = 0
+        self.fields_unplanned = 0
+        #: executions whose plan was built for them alone: their document already kept
+        #: ``_plan.MAX_PLANS_PER_DOCUMENT`` plans
+        self.plans_uncached = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters as a plain dict."""
+        return {
+            "operations_planned": self.operations_planned,
+            "operations_unplanned": self.operations_unplanned,
+            "fields_planned": self.fields_planned,
+            "fields_unplanned": self.fields_unplanned,
+            "plans_uncached": self.plans_uncached,
+        }
+
+
 class AnyioExecutor(ExecutorThrowingOnIncremental):
     """graphql-core's executor running concurrent work in anyio task groups.
 
@@ -141,21 +177,22 @@ class AnyioExecutor(ExecutorThrowingOnIncremental):
         cleanup_grace: how long closing an async iterator may take, in seconds.
         abort_poll_interval: how often ``abort_signal.aborted`` is polled while the
             execution waits, in seconds (only with an ``abort_signal``).
+        plan_stats: the counters to add the fields completed by the generic path to
+            (the engine's); None counts nothing.
     """
-
-    #: Fields completed by this generic path, in this process (``Engine.plan_stats``).
-    generic_fields = 0
 
     def __init__(
         self,
         *args: Any,
         cleanup_grace: float = 5.0,
         abort_poll_interval: float = 0.01,
+        plan_stats: PlanStats | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.cleanup_grace = cleanup_grace
         self.abort_poll_interval = abort_poll_interval
+        self.plan_stats = plan_stats
         self._orphans: list[Awaitable[Any]] = []
         self._tracked: list[Awaitable[Any]] = []
         #: while an asynchronous execution with an abort signal runs: its polling task.
@@ -198,7 +235,9 @@ class AnyioExecutor(ExecutorThrowingOnIncremental):
         position_context: None,
     ) -> Any:
         """Execute sibling fields; asynchronous ones run concurrently (``gather``)."""
-        AnyioExecutor.generic_fields += len(grouped_field_set)
+        stats = self.plan_stats
+        if stats is not None:
+            stats.fields_unplanned += len(grouped_field_set)
         results: dict[str, Any] = {}
         pending: list[str] = []
         try:

@@ -100,7 +100,7 @@ from graphql.type import (
     is_object_type,
 )
 
-from ._executor import AnyioExecutor, gather, order_errors
+from ._executor import AnyioExecutor, PlanStats, gather, order_errors
 from .schema import _the_event
 
 __all__ = [
@@ -114,7 +114,8 @@ __all__ = [
 
 #: Fields and list items completed synchronously between two checkpoints.
 CHECKPOINT_BUDGET: Final = 2000
-#: Plans kept per cached document (one per operation and ``@skip``/``@include`` values).
+#: Plans kept per cached document (one per operation and ``@skip``/``@include`` values);
+#: a further one is built for each request that needs it (``PlanStats.plans_uncached``).
 MAX_PLANS_PER_DOCUMENT: Final = 32
 
 #: Types whose values are never awaitable, callable, exceptions or async iterables.
@@ -128,26 +129,6 @@ LeafKind = Literal["str", "int", "float", "bool", "other"]
 #: Leaf kinds whose every value of one Python type is returned unchanged.
 _PASSTHROUGH: Final[dict[LeafKind, type]] = {"str": str, "bool": bool}
 CompleterKind = Literal["leaf", "list", "object", "abstract"]
-
-
-class PlanStats:
-    """How many operations and fields took the plan and how many the generic path."""
-
-    __slots__ = ("fields_planned", "operations_planned", "operations_unplanned")
-
-    def __init__(self) -> None:
-        self.operations_planned = 0
-        self.operations_unplanned = 0
-        self.fields_planned = 0
-
-    def as_dict(self, fields_unplanned: int) -> dict[str, int]:
-        """The counters as a plain dict, with the generic path's field count added."""
-        return {
-            "operations_planned": self.operations_planned,
-            "operations_unplanned": self.operations_unplanned,
-            "fields_planned": self.fields_planned,
-            "fields_unplanned": fields_unplanned,
-        }
 
 
 # --- the plan ----------------------------------------------------------------------------
@@ -437,6 +418,8 @@ def plan_for(plans: dict[Any, Any], executor: AnyioExecutor) -> OperationPlan | 
         plan = None
     if len(plans) <= MAX_PLANS_PER_DOCUMENT:
         plans[key] = plan
+    elif executor.plan_stats is not None:  # built again by every such request
+        executor.plan_stats.plans_uncached += 1
     return plan
 
 
@@ -1035,16 +1018,23 @@ class PlannedExecutor(AnyioExecutor):
     ``graphql.execute(..., executor_class=PlannedExecutor)`` (and ``subscribe``) run the
     planned path with everything ``AnyioExecutor`` adds around an execution (settled work,
     hooks). Each execution plans anew, having no document cache to keep a plan in: it is
-    how graphql-core's own execution tests are run against the plan. anyql's ``Engine``
-    keeps plans with its cached documents instead.
+    how graphql-core's own execution tests are run against the plan
+    (``scripts/graphql_core_conformance.py``). anyql's ``Engine`` keeps plans with its
+    cached documents instead. Counted in ``plan_stats=`` if given, else in ``stats``.
     """
 
-    #: the counters of every execution through this class
+    #: the counters of every execution through this class without its own ``plan_stats``
     stats = PlanStats()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("plan_stats", PlannedExecutor.stats)
+        super().__init__(*args, **kwargs)
 
     def begin_operation(self, serially: bool | None) -> Any:
         """The planned execution when the operation can be planned, else the generic one."""
         plan = plan_for({}, self)
+        stats = self.plan_stats or PlannedExecutor.stats
         if plan is None or (serially is not None and serially != plan.serial):
+            stats.operations_unplanned += 1
             return super().begin_operation(serially)
-        return PlannedRun(plan, self, PlannedExecutor.stats).start()
+        return PlannedRun(plan, self, stats).start()

@@ -204,10 +204,11 @@ class Engine:
 
         ``operations_planned``/``operations_unplanned`` count executions (queries,
         mutations and subscription events); ``fields_planned`` counts fields completed by
-        a plan, ``fields_unplanned`` those completed by graphql-core's generic path (in
-        this process, by any engine).
+        a plan, ``fields_unplanned`` those completed by graphql-core's generic path, and
+        ``plans_uncached`` the executions whose plan was built for them alone (their
+        document already keeps ``_plan.MAX_PLANS_PER_DOCUMENT`` plans); all for this engine.
         """
-        return self._plan_stats.as_dict(AnyioExecutor.generic_fields)
+        return self._plan_stats.as_dict()
 
     # --- execute ---------------------------------------------------------------------
 
@@ -222,6 +223,7 @@ class Engine:
             request.operation_name,
             hide_suggestions=not self.introspection,
             cleanup_grace=self.limits.cleanup_grace,
+            plan_stats=self._plan_stats,
         )
         if isinstance(built, list):
             raise RequestError(tuple(_formatted(error) for error in built))
