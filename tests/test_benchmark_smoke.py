@@ -67,6 +67,7 @@ SCRIPTS = (
     "dataloader.py",
     "forced_shutdown.py",
     "durable_memory.py",
+    "zero_loss_deploy.py",
 )
 #: What each of them starts with: benchmarks/ (holding http.py) must not stay on sys.path.
 PATH_GUARD = """from __future__ import annotations

@@ -548,6 +548,8 @@ async def test_a_subscriber_detached_during_an_event_gets_nothing_more_of_it(
     received: dict[str, list[bytes]] = {"first": [], "second": []}
     hub = anyql.fanout.Hub.__new__(anyql.fanout.Hub)
     hub.subscribers = {}
+    hub.joiners = {}
+    hub.last_event_id = None
 
     def first(payload: bytes) -> bool:
         received["first"].append(payload)

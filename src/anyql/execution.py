@@ -367,12 +367,15 @@ class Engine:
         it: a request that carries one gets None, so it runs privately and its source can
         read its own backlog (docs/shared-subscriptions.md).
         """
+        if prepared.resume_point is not None:
+            return None
+        return self.hub_key(prepared)
+
+    def hub_key(self, prepared: PreparedOperation) -> Hashable | None:
+        """The share key of ``prepared`` whether or not it resumes (a resuming subscriber
+        joins this hub once its private backlog has caught up with it); None if unshared."""
         field = prepared.root_field
-        if (
-            field is None
-            or prepared.resume_point is not None
-            or not self.schema.field_options(field).shared
-        ):
+        if field is None or not self.schema.field_options(field).shared:
             return None
         request = prepared.request
         try:

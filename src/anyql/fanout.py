@@ -15,9 +15,11 @@ execution; never a transport or the session.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -25,11 +27,12 @@ import anyio.lowlevel
 
 from .errors import RequestError, SourceError
 from .execution import encode_json_bytes
+from .outbox import Owner
 
 if TYPE_CHECKING:
     from .execution import Engine, FormattedError, PreparedOperation
 
-__all__ = ["Fanout", "Hub", "Subscriber"]
+__all__ = ["Fanout", "Hub", "Joiner", "Subscriber", "join_when_caught_up"]
 
 logger = logging.getLogger("anyql.fanout")
 
@@ -58,6 +61,27 @@ class Subscriber:
     deliver_event: Callable[[bytes, str], bool] | None = None
 
 
+@dataclass(eq=False, slots=True)
+class Joiner:
+    """A resuming subscriber that reads its backlog privately, then joins a hub.
+
+    Its own operation runs the source from the client's resume point and sets ``last`` to
+    each event id *before* it emits that event. The hub compares ``last`` at each event it
+    offers: when it equals the id the hub offered before (the joiner is right behind), the
+    joiner is attached before the new event, which it gets from the hub; when it equals the
+    new event's id (the joiner has it already), after it. Either way ``joined`` is set and
+    the private run stops at its next event without emitting it: no duplicate, no gap.
+    """
+
+    subscriber: Subscriber
+    last: str | None = None
+    joined: bool = False
+    #: True while the private run emits an event (it must not be cut in the middle).
+    emitting: bool = False
+    #: Called when it joins: the private run may be cancelled unless it is emitting.
+    on_joined: Callable[[], None] | None = None
+
+
 class Hub:
     """One running shared source and the subscribers it feeds.
 
@@ -74,6 +98,10 @@ class Hub:
         #: depend on it (it outlives that subscriber's connection).
         self.context = context
         self.subscribers: dict[Subscriber, None] = {}
+        #: Resuming subscribers still reading their backlog privately.
+        self.joiners: dict[Joiner, None] = {}
+        #: The id of the last event offered (an ``anyql.Event``'s), for the joiners.
+        self.last_event_id: str | None = None
         self.scope = anyio.CancelScope()
 
     async def run(self) -> None:
@@ -102,6 +130,9 @@ class Hub:
                 self.fanout._forget(self)
 
     async def _offer(self, payload: bytes, event_id: str | None = None) -> None:
+        previous, self.last_event_id = self.last_event_id, event_id
+        if self.joiners and previous is not None:
+            self._admit(previous)  # right behind: they get this event from the hub
         current = self.subscribers
         for index, subscriber in enumerate(list(current)):
             if not index % DELIVERY_SLICE:
@@ -121,8 +152,26 @@ class Hub:
                 keep = False
             if not keep:
                 self.detach(subscriber)
+        if self.joiners and event_id is not None:
+            self._admit(event_id)  # they have this event already: from the next one
+
+    def _admit(self, event_id: str) -> None:
+        for joiner in [j for j in self.joiners if j.last == event_id]:
+            del self.joiners[joiner]
+            joiner.joined = True
+            self.subscribers[joiner.subscriber] = None
+            if joiner.on_joined is not None:
+                joiner.on_joined()
+
+    def leave(self, joiner: Joiner) -> None:
+        """Forget a joiner that has not joined (its operation ended); cancel the hub if
+        nobody is left."""
+        if self.joiners.pop(joiner, 0) is None and not self.subscribers and not self.joiners:
+            self.fanout._forget(self)
+            self.scope.cancel()
 
     def _end(self, errors: tuple[FormattedError, ...] | None) -> None:
+        self.joiners = {}  # they go on privately, to their source's end
         subscribers, self.subscribers = self.subscribers, {}
         for subscriber in subscribers:
             _notify_end(subscriber, errors)
@@ -137,9 +186,49 @@ class Hub:
             return
         del self.subscribers[subscriber]
         _notify_end(subscriber, None)
-        if not self.subscribers:
+        if not self.subscribers and not self.joiners:
             self.fanout._forget(self)
             self.scope.cancel()
+
+
+def join_when_caught_up(
+    fanout: Fanout,
+    owner: Owner,
+    prepared: PreparedOperation,
+    context: Any,
+    subscriber_for: Callable[[PreparedOperation], Subscriber],
+) -> Joiner | None:
+    """For a resuming subscriber of a shared field: register it to join the hub once its
+    private run (in ``owner.scope``) has caught up; None for any other operation.
+
+    ``subscriber_for`` makes the hub's subscriber from the operation without its resume
+    point. Cancelling ``owner`` then leaves the hub, joined or not; joining cancels the
+    private run unless it is emitting (it then stops at its next event).
+    """
+    if prepared.resume_point is None or prepared.operation_type != "subscription":
+        return None
+    key = fanout.engine.hub_key(prepared)
+    if key is None:
+        return None
+    fresh = dataclasses.replace(prepared, resume_point=None)
+    joiner = Joiner(subscriber_for(fresh))
+    hub = fanout.join(key, fresh, context, joiner)
+    owner.on_cancel = partial(leave_hub, hub, joiner)
+
+    def joined() -> None:
+        if not joiner.emitting and owner.scope is not None:
+            owner.scope.cancel()  # its source is not needed any more
+
+    joiner.on_joined = joined
+    return joiner
+
+
+def leave_hub(hub: Hub, joiner: Joiner) -> None:
+    """A joiner's operation ends: detach it if it joined, else forget it (idempotent)."""
+    if joiner.joined:
+        hub.detach(joiner.subscriber)
+    else:
+        hub.leave(joiner)
 
 
 def _notify_end(subscriber: Subscriber, errors: tuple[FormattedError, ...] | None) -> None:
@@ -177,12 +266,34 @@ class Fanout:
         Returns:
             The hub, for ``hub.detach(subscriber)`` when the subscriber leaves.
         """
+        hub = self._hub(key, prepared, context)
+        hub.subscribers[subscriber] = None
+        return hub
+
+    def join(self, key: Hashable, prepared: PreparedOperation, context: Any, joiner: Joiner) -> Hub:
+        """Register a resuming subscriber to join the hub for ``key`` once it caught up,
+        starting the hub (from now, without a resume point) if there is none.
+
+        Args:
+            key: the share key (``Engine.hub_key``).
+            prepared: the subscription without its resume point; used only when a hub
+                starts.
+            context: as for ``attach``.
+            joiner: its subscriber is attached when its private run reaches the hub.
+
+        Returns:
+            The hub, for ``hub.leave(joiner)`` or ``hub.detach(joiner.subscriber)``.
+        """
+        hub = self._hub(key, prepared, context)
+        hub.joiners[joiner] = None
+        return hub
+
+    def _hub(self, key: Hashable, prepared: PreparedOperation, context: Any) -> Hub:
         hub = self.hubs.get(key)
         if hub is None:
             hub = Hub(self, key, prepared, context)
             self.hubs[key] = hub
             self.task_group.start_soon(hub.run, name=f"anyql shared {prepared.root_field}")
-        hub.subscribers[subscriber] = None
         return hub
 
     def _forget(self, hub: Hub) -> None:

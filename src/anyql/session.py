@@ -34,7 +34,7 @@ import anyio.lowlevel
 from .context import Accepted, Connection
 from .errors import ConnectionClosed, ConnectionRejected, RequestError, SlowConsumer, SourceError
 from .execution import encode_json_bytes
-from .fanout import Subscriber
+from .fanout import Joiner, Subscriber, join_when_caught_up
 from .outbox import Outbox, Owner, describe_operations
 from .ports import DirectWebSocketTransport, SessionHost, WebSocketTransport
 from .protocol import (
@@ -428,28 +428,51 @@ class Session:
         self.operations[id] = owner
         if not self._attach_shared(owner, prepared):
             owner.scope = anyio.CancelScope()
-            self.tg.start_soon(self._run_operation, owner, owner.scope, prepared)
+            joiner = self._joiner(owner, prepared)
+            self.tg.start_soon(self._run_operation, owner, owner.scope, prepared, joiner)
+
+    def _joiner(self, owner: Owner, prepared: PreparedOperation) -> Joiner | None:
+        """For a resuming subscriber of a shared field: its place in the hub's queue of
+        joiners (it runs privately until it has caught up with the hub)."""
+        server = self.app.server
+        if server is None:
+            return None
+        return join_when_caught_up(
+            server.fanout,
+            owner,
+            prepared,
+            self.context,
+            partial(self._shared_subscriber, owner),
+        )
 
     async def _run_operation(
-        self, owner: Owner, scope: anyio.CancelScope, prepared: PreparedOperation
+        self,
+        owner: Owner,
+        scope: anyio.CancelScope,
+        prepared: PreparedOperation,
+        joiner: Joiner | None = None,
     ) -> None:
         try:
             with scope:
-                await self._operate(owner, prepared)
+                await self._operate(owner, prepared, joiner)
         except SlowConsumer:
             self._close_slow_consumer(owner)
         except Exception:
             logger.exception("operation %r failed", owner.id)
             await self._emit(owner, Error(owner.id, INTERNAL_ERROR))
         finally:
-            if self.operations.get(owner.id) is owner:
+            if joiner is not None and not joiner.joined and owner.on_cancel is not None:
+                owner.on_cancel()  # it ended before it joined: the hub forgets it
+            if self.operations.get(owner.id) is owner and not (joiner and joiner.joined):
                 del self.operations[owner.id]
 
-    async def _operate(self, owner: Owner, prepared: PreparedOperation) -> None:
+    async def _operate(
+        self, owner: Owner, prepared: PreparedOperation, joiner: Joiner | None = None
+    ) -> None:
         engine = self.app.engine
         try:
             if prepared.operation_type == "subscription":
-                await self._stream(owner, prepared)
+                await self._stream(owner, prepared, joiner)
                 return
             result = await engine.execute(prepared, context=self.context, peer=self.info.peer)
         except (RequestError, SourceError) as error:
@@ -458,13 +481,25 @@ class Session:
         await self._emit_next(owner, encode_json_bytes(result))
         await self._emit(owner, Complete(owner.id))
 
-    async def _stream(self, owner: Owner, prepared: PreparedOperation) -> None:
+    async def _stream(
+        self, owner: Owner, prepared: PreparedOperation, joiner: Joiner | None = None
+    ) -> None:
         policy = self._policy_for(prepared)
         subscription = self.app.engine.subscribe(prepared, context=self.context)
         async with subscription as results:
             async for result in results:
-                await self._emit_next(owner, encode_json_bytes(result), policy)
-        await self._emit(owner, Complete(owner.id))
+                if joiner is None:
+                    await self._emit_next(owner, encode_json_bytes(result), policy)
+                    continue
+                if joiner.joined:
+                    return  # the hub delivers from here on (and completes)
+                joiner.last, joiner.emitting = results.event_id, True
+                try:
+                    await self._emit_next(owner, encode_json_bytes(result), policy)
+                finally:
+                    joiner.emitting = False
+        if joiner is None or not joiner.joined:
+            await self._emit(owner, Complete(owner.id))
 
     def _attach_shared(self, owner: Owner, prepared: PreparedOperation) -> bool:
         """Attach a shared subscription to its hub, with no task of its own; False if unshared.
@@ -479,6 +514,13 @@ class Session:
         key = self.app.engine.share_key(prepared)
         if key is None:
             return False
+        subscriber = self._shared_subscriber(owner, prepared)
+        hub = server.fanout.attach(key, prepared, self.context, subscriber)
+        owner.on_cancel = partial(hub.detach, subscriber)
+        return True
+
+    def _shared_subscriber(self, owner: Owner, prepared: PreparedOperation) -> Subscriber:
+        """How a hub delivers to ``owner`` and tells it that it ended."""
         policy = self._policy_for(prepared)
 
         def deliver(payload: bytes) -> bool:
@@ -503,10 +545,7 @@ class Session:
             if text is not None:
                 self.outbox.push(text.encode("utf-8"))
 
-        subscriber = Subscriber(deliver, ended)
-        hub = server.fanout.attach(key, prepared, self.context, subscriber)
-        owner.on_cancel = partial(hub.detach, subscriber)
-        return True
+        return Subscriber(deliver, ended)
 
     def _close_slow_consumer(self, owner: Owner) -> None:
         logger.warning("closing a slow consumer: %s, operation %r", self.info.peer, owner.id)

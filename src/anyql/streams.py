@@ -29,7 +29,7 @@ import anyio.lowlevel
 
 from .errors import ConnectionClosed, RequestError, SlowConsumer, SourceError
 from .execution import encode_json_bytes
-from .fanout import Subscriber
+from .fanout import Joiner, Subscriber, join_when_caught_up
 from .outbox import Outbox, OutboxItem, Owner, describe_operations
 from .ports import SessionHost
 from .protocol.http_stream import StreamFraming
@@ -291,21 +291,39 @@ class StreamSession:
         self.operations[id] = owner
         if not self._attach_shared(owner, prepared, context):
             owner.scope = anyio.CancelScope()
-            self._tg.start_soon(self._run_operation, owner, owner.scope, prepared, context)
+            server = self.app.server
+            joiner = None
+            if server is not None:
+                joiner = join_when_caught_up(
+                    server.fanout,
+                    owner,
+                    prepared,
+                    context,
+                    partial(self._shared_subscriber, owner),
+                )
+            self._tg.start_soon(self._run_operation, owner, owner.scope, prepared, context, joiner)
 
     async def _run_operation(
-        self, owner: Owner, scope: anyio.CancelScope, prepared: PreparedOperation, context: Any
+        self,
+        owner: Owner,
+        scope: anyio.CancelScope,
+        prepared: PreparedOperation,
+        context: Any,
+        joiner: Joiner | None = None,
     ) -> None:
         try:
             with scope:
-                await self._operate(owner, prepared, context)
+                await self._operate(owner, prepared, context, joiner)
         except SlowConsumer:
             self._close_slow_consumer(owner)
         except Exception:
             logger.exception("operation %r on a stream failed", owner.id)
             await self._emit(owner, self.framing.fail(owner.id, INTERNAL_ERROR))
         finally:
-            self._operation_ended(owner)
+            if joiner is None or not joiner.joined:
+                if joiner is not None and owner.on_cancel is not None:
+                    owner.on_cancel()  # it ended before it joined: the hub forgets it
+                self._operation_ended(owner)
 
     def _operation_ended(self, owner: Owner) -> None:
         if self.operations.get(owner.id) is owner:
@@ -313,7 +331,13 @@ class StreamSession:
         if self.single_operation:
             self._end(self.framing.end())
 
-    async def _operate(self, owner: Owner, prepared: PreparedOperation, context: Any) -> None:
+    async def _operate(
+        self,
+        owner: Owner,
+        prepared: PreparedOperation,
+        context: Any,
+        joiner: Joiner | None = None,
+    ) -> None:
         engine = self.app.engine
         framing = self.framing
         try:
@@ -321,9 +345,19 @@ class StreamSession:
                 policy = policy_for(self.app, prepared)
                 async with engine.subscribe(prepared, context=context) as results:
                     async for result in results:
-                        await self._emit_next(
-                            owner, encode_json_bytes(result), policy, results.event_id
-                        )
+                        if joiner is not None:
+                            if joiner.joined:
+                                return  # the hub delivers from here on (and ends it)
+                            joiner.last, joiner.emitting = results.event_id, True
+                        try:
+                            await self._emit_next(
+                                owner, encode_json_bytes(result), policy, results.event_id
+                            )
+                        finally:
+                            if joiner is not None:
+                                joiner.emitting = False
+                if joiner is not None and joiner.joined:
+                    return
             elif (
                 prepared.operation_type == "mutation"
                 and not self.app.settings.cancel_mutations_on_disconnect
@@ -346,6 +380,13 @@ class StreamSession:
         key = self.app.engine.share_key(prepared)
         if key is None:
             return False
+        subscriber = self._shared_subscriber(owner, prepared)
+        hub = server.fanout.attach(key, prepared, context, subscriber)
+        owner.on_cancel = partial(hub.detach, subscriber)
+        return True
+
+    def _shared_subscriber(self, owner: Owner, prepared: PreparedOperation) -> Subscriber:
+        """How a hub delivers to ``owner`` and tells it that it ended."""
         policy = policy_for(self.app, prepared)
         before, after = self.framing.envelope(owner.id)
 
@@ -382,10 +423,7 @@ class StreamSession:
             return deliver_frame(before + payload + framing.envelope(owner.id, event_id)[1])
 
         framing = self.framing
-        subscriber = Subscriber(deliver, ended, deliver_event if framing.event_ids else None)
-        hub = server.fanout.attach(key, prepared, context, subscriber)
-        owner.on_cancel = partial(hub.detach, subscriber)
-        return True
+        return Subscriber(deliver, ended, deliver_event if framing.event_ids else None)
 
     def _close_slow_consumer(self, owner: Owner) -> None:
         logger.warning("closing a slow stream consumer: %s, operation %r", self.info.peer, owner.id)

@@ -3,7 +3,7 @@
 Redis tests skip with a reason when no Redis is available, except under CI, where they fail
 instead (``tests.requirements.unavailable``). Fault tests (SIGKILL, SIGSTOP, CLIENT KILL,
 CONFIG SET) only ever touch a private ``redis-server`` started on a free port in a temporary
-directory.
+directory; the cluster tests, a private six-node Redis Cluster started the same way.
 """
 
 from __future__ import annotations
@@ -14,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.broadcast.helpers import LOCALHOST, RedisServer, answers_ping, free_port
+from tests.broadcast.helpers import (
+    LOCALHOST,
+    LocalCluster,
+    RedisServer,
+    answers_ping,
+    free_port,
+)
 from tests.requirements import unavailable
 
 SHARED_REDIS_PORT = 6379
@@ -40,6 +46,23 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A private Redis Cluster (three masters, a replica each) for one test module; tests
+    that fail a master over leave the cluster ok (the old master rejoins as a replica)."""
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if server is None or cli is None:
+        unavailable("redis-server and redis-cli are needed for a local Redis Cluster")
+    directory = tmp_path_factory.mktemp("cluster")
+    cluster = LocalCluster(server, cli, directory)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])

@@ -134,3 +134,186 @@ async def wait_until_async(
 def unique(name: str) -> str:
     """A channel or prefix name no other test run uses (the shared Redis is shared)."""
     return f"anyql-test:{uuid.uuid4().hex[:12]}:{name}"
+
+
+class LocalCluster:
+    """A private Redis Cluster: three masters with a replica each, on free ports in a temp dir.
+
+    Each node runs with the append-only file on (``appendfsync always``) and a 1 s node
+    timeout, so a killed master is failed over within a few seconds.
+    """
+
+    def __init__(self, server: str, cli: str, directory: Path, size: int = 6) -> None:
+        self.server = server
+        self.cli = cli
+        self.directory = directory
+        self.ports = [free_port() for _ in range(size)]
+        #: Each node's cluster bus port (by default port + 10,000, which may exceed 65,535).
+        self.bus_ports = {port: free_port() for port in self.ports}
+        self._processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        """Any one node: the cluster client discovers the rest."""
+        return f"redis://{LOCALHOST}:{self.ports[0]}/0"
+
+    def start(self, deadline: float = 30.0) -> None:
+        """Start every node, create the cluster, and return once every node says it is ok."""
+        for port in self.ports:
+            self.start_node(port)
+        subprocess.run(
+            [
+                self.cli,
+                "--cluster",
+                "create",
+                *(f"{LOCALHOST}:{port}" for port in self.ports),
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=deadline,
+        )
+        self.wait_ok(deadline)
+
+    def start_node(self, port: int, deadline: float = 10.0) -> None:
+        """Start (or restart, with its nodes.conf and AOF) the node on ``port``."""
+        assert port not in self._processes, "already running"
+        directory = self.directory / str(port)
+        directory.mkdir(exist_ok=True)
+        self._processes[port] = process = subprocess.Popen(
+            [
+                self.server,
+                "--port",
+                str(port),
+                "--bind",
+                LOCALHOST,
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-port",
+                str(self.bus_ports[port]),
+                "--cluster-node-timeout",
+                "1000",
+                # A replica may always take over, however long since it heard its master.
+                "--cluster-replica-validity-factor",
+                "0",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--dir",
+                str(directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        give_up = time.monotonic() + deadline
+        while not answers_ping(port, timeout=0.2):
+            if process.poll() is not None or time.monotonic() > give_up:
+                raise RuntimeError(f"cluster node on port {port} did not start")
+            time.sleep(0.01)
+
+    def command(self, port: int, *args: str) -> str:
+        """Run one command on one node with redis-cli; its output."""
+        return subprocess.run(
+            [self.cli, "-h", LOCALHOST, "-p", str(port), *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+
+    def wait_ok(self, deadline: float = 30.0) -> None:
+        """Poll every running node until it reports ``cluster_state:ok``, three of them are
+        masters and every replica's link to its master is up and synced (a replica that is
+        still syncing would be promoted without the data, or refuse a manual failover)."""
+        give_up = time.monotonic() + deadline
+        while True:
+            states = [self.command(port, "CLUSTER", "INFO") for port in self._processes]
+            if (
+                all("cluster_state:ok" in state for state in states)
+                and len(self.masters()) == 3
+                and self.replicas_in_sync()
+            ):
+                return
+            if time.monotonic() > give_up:
+                raise RuntimeError(f"the cluster did not become ok: {states}")
+            time.sleep(0.05)
+
+    def replicas_in_sync(self) -> bool:
+        """Whether every running replica is connected to its master and not syncing."""
+        for port in self._processes:
+            info = self.command(port, "INFO", "replication")
+            if "role:slave" in info and (
+                "master_link_status:up" not in info or "master_sync_in_progress:0" not in info
+            ):
+                return False
+        return True
+
+    def masters(self) -> dict[int, str]:
+        """Port -> node id of every running master, as the running nodes see it (each
+        node's own role from ``ROLE``)."""
+        found: dict[int, str] = {}
+        for port in self._processes:
+            if self.command(port, "ROLE").split("\n", 1)[0] == "master":
+                found[port] = self.command(port, "CLUSTER", "MYID").strip()
+        return found
+
+    def master_of(self, key: str) -> int | None:
+        """The port of the master that owns ``key``'s slot; None while no running master
+        does (a failover under way)."""
+        slot = int(self.command(next(iter(self._processes)), "CLUSTER", "KEYSLOT", key))
+        for port in self.masters():
+            for line in self.command(port, "CLUSTER", "NODES").splitlines():
+                fields = line.split()
+                if "myself" not in fields[2]:
+                    continue
+                for ranges in fields[8:]:
+                    low, _, high = ranges.partition("-")
+                    if low.isdigit() and int(low) <= slot <= int(high or low):
+                        return port
+        return None
+
+    def replica_of(self, master: int) -> int:
+        """The port of a running replica of the master on ``master``."""
+        master_id = self.command(master, "CLUSTER", "MYID").strip()
+        for port in self._processes:
+            if port == master:
+                continue
+            for line in self.command(port, "CLUSTER", "NODES").splitlines():
+                fields = line.split()
+                if "myself" in fields[2] and fields[3] == master_id:
+                    return port
+        raise LookupError(f"no replica of the master on {master}")
+
+    def fail_over(self, replica: int, deadline: float = 20.0) -> None:
+        """``CLUSTER FAILOVER`` on ``replica``, again until it is a master (a manual
+        failover gives up quietly when the replica does not catch up in time)."""
+        give_up = time.monotonic() + deadline
+        while time.monotonic() < give_up:
+            self.command(replica, "CLUSTER", "FAILOVER")
+            retry_at = time.monotonic() + 5.0
+            while time.monotonic() < min(retry_at, give_up):
+                if self.command(replica, "ROLE").split("\n", 1)[0] == "master":
+                    return
+                time.sleep(0.05)
+        raise RuntimeError(f"the replica on {replica} did not take over")
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node and reap it."""
+        process = self._processes.pop(port)
+        process.kill()
+        process.wait()
+
+    def stop(self) -> None:
+        """Kill every node (the fixture's teardown)."""
+        for port in list(self._processes):
+            self.kill(port)

@@ -35,7 +35,7 @@ def hello(root: Any, info: Any) -> str:
     return "world"
 
 
-@schema.field("Subscription.ticks")
+@schema.field("Subscription.ticks", shared=True)
 async def ticks(root: Any, info: Any) -> AsyncIterator[Event]:
     async with broadcast.events("ticks", after=resume_point(info)) as events:
         async for event in events:

@@ -17,8 +17,7 @@ import json
 import shutil
 import signal
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import pytest
 from anyio.streams.text import TextReceiveStream
 
 from anyql.broadcast import Broadcast, BroadcastError, Retention
+from benchmarks._tcp_proxy import tcp_proxy
 from tests.broadcast.helpers import RedisServer
 from tests.broadcast.helpers import free_port as free_redis_port
 from tests.e2e.conftest import NODE_DIR
@@ -42,38 +42,6 @@ DRAIN_AT = 100
 REDIS_DOWN_AT = 250
 WS_CLIENTS = 10
 SSE_CLIENTS = 10
-
-
-@asynccontextmanager
-async def proxy(target: Callable[[], int]) -> AsyncIterator[int]:
-    """A TCP proxy on a free port to ``127.0.0.1:target()``, read at each new connection."""
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-
-    async def pump(source: anyio.abc.SocketStream, sink: anyio.abc.SocketStream) -> None:
-        try:
-            async for chunk in source:
-                await sink.send(chunk)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass
-        finally:
-            with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                await sink.send_eof()
-
-    async def serve(client: anyio.abc.SocketStream) -> None:
-        try:
-            upstream = await anyio.connect_tcp("127.0.0.1", target())
-        except OSError:
-            await client.aclose()
-            return
-        async with client, upstream, anyio.create_task_group() as both:
-            both.start_soon(pump, client, upstream)
-            both.start_soon(pump, upstream, client)
-
-    async with listener, anyio.create_task_group() as group:
-        group.start_soon(listener.serve, serve)
-        yield port
-        group.cancel_scope.cancel()
 
 
 async def publish_numbers(
@@ -117,7 +85,7 @@ async def test_a_drained_server_hands_its_subscribers_over_without_loss(
                 retention=Retention(max_length=100_000, idle_ttl=600),
                 publish_timeout=1.0,
             )
-            async with publisher, proxy(lambda: current["port"]) as port:
+            async with publisher, tcp_proxy(lambda: current["port"]) as port:
                 report = await run_deploy(
                     node, port, publisher, first, second, current, redis if redis_restart else None
                 )

@@ -31,8 +31,8 @@ function record(client, n) {
 function finish() {
   const report = clients.map(({ kind, numbers, reconnects, worstGapMs, errors }) =>
     ({ kind, numbers, reconnects, worstGapMs, errors }));
-  process.stdout.write(JSON.stringify(report) + "\n");
-  process.exit(0);
+  // Exit once written: a pipe takes a large report in several writes.
+  process.stdout.write(JSON.stringify(report) + "\n", () => process.exit(0));
 }
 
 for (let i = 0; i < Number(wsCount); i++) {

@@ -116,6 +116,7 @@ class Broadcast:
         durable: bool = False,
         retention: Retention | None = None,
         key_prefix: str = "anyql:events:",
+        cluster: bool = False,
     ) -> None:
         """Configure a broadcast; nothing connects before ``async with``.
 
@@ -135,10 +136,16 @@ class Broadcast:
             retention: how much a durable broadcast keeps (default ``Retention()``:
                 10,000 entries per channel, channels idle for a day deleted).
             key_prefix: (durable Redis) the prefix of each channel's stream key.
+            cluster: ``url`` is one node of a Redis Cluster (``redis://`` or
+                ``rediss://``): pub/sub is sharded (``SPUBLISH``/``SSUBSCRIBE``, each
+                channel on its slot's master) and a durable broadcast's streams spread over
+                the masters by slot, read by notification (see the Redis Cluster section of
+                the broadcast docs).
 
         Raises:
             ValueError: an unknown URL scheme or overflow policy, a buffer below 1, a
-                timeout that is not positive, or ``retention`` without ``durable``.
+                timeout that is not positive, ``retention`` without ``durable``, or
+                ``cluster`` without a ``redis://`` or ``rediss://`` URL.
         """
         scheme = urlsplit(url).scheme if url is not None else "memory"
         if scheme != "memory" and scheme not in _REDIS_SCHEMES:
@@ -153,6 +160,11 @@ class Broadcast:
             raise ValueError("retention applies to a durable Broadcast: pass durable=True")
         if not key_prefix:
             raise ValueError("key_prefix cannot be empty")
+        if cluster and scheme not in ("redis", "rediss"):
+            raise ValueError(
+                f"cluster=True needs the redis:// or rediss:// URL of a cluster node, not {url!r}"
+            )
+        self._cluster = cluster
         self._url = url if scheme != "memory" else None
         self._retention = retention if retention is not None else Retention()
         self._durable = durable
@@ -167,11 +179,13 @@ class Broadcast:
         self._backend: _Backend | None = None
         #: Subscriptions whose channels are subscribed (on Redis: confirmed), per channel,
         #: and one event for every ``wait_for_subscribers`` call to recheck on a change.
-        self._listening: dict[str, dict[ChannelSubscription, None]] = {}
+        self._listening: dict[str, dict[ChannelSubscription | DurableSubscription, None]] = {}
         self._listening_changed = anyio.Event()
 
     def __repr__(self) -> str:
         where = "memory" if self._url is None else urlsplit(self._url).scheme
+        if self._cluster:
+            where += ", cluster"
         if self._durable:
             where += ", durable"
         state = "running" if self._backend is not None else "stopped"
@@ -179,7 +193,7 @@ class Broadcast:
 
     @property
     def shared_between_processes(self) -> bool:
-        """True for Redis: every process that uses the same URL sees each message."""
+        """True for Redis: every process that uses the same URL (or cluster) sees each message."""
         return self._url is not None
 
     @property
@@ -197,6 +211,17 @@ class Broadcast:
         if self._url is None:
             log = MemoryLog(self._retention, feed) if self._durable else None
             backend = MemoryBackend(router, log)
+        elif self._durable and self._cluster:
+            from .redis_cluster import RedisClusterStreamsBackend
+
+            backend = log = RedisClusterStreamsBackend(
+                self._url,
+                router,
+                feed,
+                publish_timeout=self._publish_timeout,
+                retention=self._retention,
+                key_prefix=self._key_prefix,
+            )
         elif self._durable:
             from .redis_streams import RedisStreamsBackend
 
@@ -211,7 +236,9 @@ class Broadcast:
         else:
             from .redis import RedisBackend
 
-            backend = RedisBackend(self._url, router, publish_timeout=self._publish_timeout)
+            backend = RedisBackend(
+                self._url, router, publish_timeout=self._publish_timeout, cluster=self._cluster
+            )
         self._router, self._feed, self._log = router, feed, log
         try:
             await backend.__aenter__()
@@ -343,8 +370,24 @@ class Broadcast:
         if capacity < 1:
             raise ValueError("buffer must be at least 1")
         return DurableSubscription(
-            unique, after=after, capacity=capacity, log=self._running_log, feed=self._running_feed
+            unique,
+            after=after,
+            capacity=capacity,
+            log=self._running_log,
+            feed=self._running_feed,
+            listening=self._durable_listening,
         )
+
+    def _durable_listening(self, subscription: DurableSubscription, listening: bool) -> None:
+        for channel in subscription.channels:
+            entries = self._listening.setdefault(channel, {})
+            if listening:
+                entries[subscription] = None
+            else:
+                entries.pop(subscription, None)
+                if not entries:
+                    del self._listening[channel]
+        self._listening_change()
 
     def group_channel(self, group: str) -> str:
         """The channel that carries ``group``'s messages: ``group_prefix + group``."""

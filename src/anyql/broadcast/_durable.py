@@ -290,6 +290,7 @@ class DurableSubscription:
         capacity: int,
         log: Callable[[], EventLog],
         feed: Callable[[], Feed],
+        listening: Callable[[DurableSubscription, bool], None] | None = None,
     ) -> None:
         #: The channels this subscription reads.
         self.channels = channels
@@ -297,6 +298,8 @@ class DurableSubscription:
         self._capacity = capacity
         self._log_of = log
         self._feed_of = feed
+        #: Told when the subscription starts and stops listening (``wait_for_subscribers``).
+        self._listening = listening
         self._log: EventLog | None = None
         self._feed: Feed | None = None
         self._epoch = ""
@@ -344,6 +347,8 @@ class DurableSubscription:
         except BaseException:
             self._detach()
             raise
+        if self._listening is not None:
+            self._listening(self, True)
         return self
 
     async def __aexit__(
@@ -494,6 +499,8 @@ class DurableSubscription:
         if self._feed is not None:
             self._feed.detach(self)
             self._feed = None
+            if self._listening is not None:
+                self._listening(self, False)
 
 
 class _Stopped(Exception):

@@ -1,6 +1,7 @@
 """The Redis pub/sub Broadcast backend, on coredis (anyio-native, so it also runs on Trio).
 
-Owns ``RedisBackend``. Imports anyio, coredis, the standard library and ``._base`` only.
+Owns ``RedisBackend``, for one Redis or (``cluster=True``) a Redis Cluster. Imports anyio,
+coredis, the standard library and ``._base`` only.
 
 Theory of operation. Entering the backend opens a task group with two long-lived tasks:
 
@@ -20,6 +21,16 @@ Theory of operation. Entering the backend opens a task group with two long-lived
 
 Messages published while the pub/sub connection is down are lost: Redis pub/sub does not
 store them. Local subscriptions survive an outage and resume after it.
+
+In a Redis Cluster (``cluster=True``) the same structure runs on ``coredis.RedisCluster``
+with sharded pub/sub: publish is ``SPUBLISH`` and each channel is one ``SSUBSCRIBE`` on the
+master that owns the channel's slot, so a message travels within its shard instead of to
+every node. Three small hooks make the difference (``_client``, ``_open_pubsub``,
+``_send``). When a slot moves (a failover, a resharding) its old master sends
+``SUNSUBSCRIBE`` for the channels in it; a ``SUNSUBSCRIBE`` the listener did not ask for
+ends the session like a lost connection, and the next session (a new client, which learns
+the new layout) subscribes every channel on its new master. Each new client starts from
+the URL's node and every node the previous client knew, so the URL's node may be down.
 """
 
 from __future__ import annotations
@@ -38,8 +49,9 @@ from urllib.parse import urlsplit
 import anyio
 import anyio.abc
 import coredis
+from coredis.connection import TCPLocation
 from coredis.exceptions import RedisError
-from coredis.patterns.pubsub import PubSub
+from coredis.patterns.pubsub import PubSub, ShardedPubSub
 from coredis.retry import NoRetryPolicy
 
 from ._base import BroadcastError, Router, logger
@@ -70,9 +82,19 @@ class _State(enum.Enum):
     DISCONNECTED = enum.auto()
 
 
+#: A client of one Redis or of a Redis Cluster; the commands used exist on both.
+_Client = coredis.Redis[bytes] | coredis.RedisCluster[bytes]
+#: The pub/sub object of either: plain pub/sub, or sharded pub/sub in a cluster.
+_PubSub = PubSub[bytes] | ShardedPubSub[bytes]
+
+
+class SlotMoved(ConnectionError):
+    """A cluster node unsubscribed a shard channel: its slot moved to another master."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Publisher:
-    client: coredis.Redis[bytes]
+    client: _Client
     #: Set to make the holder replace this client.
     failed: anyio.Event
 
@@ -80,8 +102,13 @@ class _Publisher:
 class RedisBackend:
     """Redis pub/sub for a ``Broadcast``; see the module docstring for how it works."""
 
-    def __init__(self, url: str, router: Router, *, publish_timeout: float) -> None:
+    def __init__(
+        self, url: str, router: Router, *, publish_timeout: float, cluster: bool = False
+    ) -> None:
         self._url = url
+        self._cluster = cluster
+        #: (cluster) every node the last client saw, to start the next one from.
+        self._known_nodes: list[TCPLocation] = []
         self._where = _redact(url)
         self._router = router
         self._timeout = publish_timeout
@@ -166,9 +193,12 @@ class RedisBackend:
                 f"publish to {channel!r} failed (Redis at {self._where}): {error}"
             ) from error
 
-    async def _send(self, client: coredis.Redis[bytes], channel: str, data: bytes) -> Any:
+    async def _send(self, client: _Client, channel: str, data: bytes) -> Any:
         """The command that publishes; the streams backend appends to a stream instead."""
-        await client.publish(channel, data)
+        if isinstance(client, coredis.RedisCluster):
+            await client.spublish(channel, data)
+        else:
+            await client.publish(channel, data)
         return None
 
     def channels_changed(self) -> None:
@@ -195,16 +225,35 @@ class RedisBackend:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         started = False
+        delay = BACKOFF_FIRST
         while True:
             failed = anyio.Event()
-            async with self._client(stream_timeout=None) as client:
-                self._publisher = _Publisher(client, failed)
-                installed, self._publisher_installed = self._publisher_installed, anyio.Event()
-                installed.set()
+            unreachable = False
+            try:
+                # A cluster client connects on entry (it discovers the layout): that may
+                # fail, and is tried again with backoff; publishes meanwhile time out.
+                async with self._client(stream_timeout=None) as client:
+                    delay = BACKOFF_FIRST
+                    self._remember_nodes(client)
+                    self._publisher = _Publisher(client, failed)
+                    installed, self._publisher_installed = (
+                        self._publisher_installed,
+                        anyio.Event(),
+                    )
+                    installed.set()
+                    if not started:
+                        started = True
+                        task_status.started()
+                    await failed.wait()
+            except* _CONNECTION_FAILURES as group:
+                unreachable = True
+                logger.debug("Redis at %s: no client: %r", self._where, _first_leaf(group))
+            if unreachable:
                 if not started:
                     started = True
                     task_status.started()
-                await failed.wait()
+                await anyio.sleep(random.uniform(delay / 2, delay))  # a retry's backoff
+                delay = min(delay * 2, BACKOFF_MAX)
 
     async def _ready_publisher(self) -> _Publisher:
         while self._publisher is None:
@@ -258,17 +307,14 @@ class RedisBackend:
                 deadline.deadline = anyio.current_time() + self._timeout
                 async with (
                     self._client(stream_timeout=self._timeout) as client,
-                    client.pubsub(
-                        retry_policy=NoRetryPolicy(),
-                        ignore_subscribe_messages=True,
-                        subscription_timeout=self._timeout,
-                    ) as pubsub,
+                    self._open_pubsub(client) as pubsub,
                     anyio.create_task_group() as task_group,
                 ):
                     task_group.start_soon(self._pump, pubsub)
                     await self._reconcile(pubsub)
                     deadline.deadline = math.inf
                     connected = True
+                    self._remember_nodes(client)
                     self._up()
                     ready()
                     task_group.start_soon(self._reconcile_forever, pubsub)
@@ -280,30 +326,57 @@ class RedisBackend:
             error = _first_leaf(group)
         return connected, error
 
-    async def _pump(self, pubsub: PubSub[bytes]) -> None:
+    def _open_pubsub(self, client: _Client) -> _PubSub:
+        """The session's pub/sub object: sharded in a cluster (each channel subscribed on
+        the master of its slot), plain otherwise; no retries of its own (the listener
+        reconnects), and in a cluster the (un)subscribe confirmations come through, for
+        ``_pump`` to notice a slot that moved."""
+        if isinstance(client, coredis.RedisCluster):
+            sharded: ShardedPubSub[bytes] = client.sharded_pubsub(
+                retry_policy=NoRetryPolicy(),
+                ignore_subscribe_messages=False,
+                subscription_timeout=self._timeout,
+            )
+            return sharded
+        pubsub: PubSub[bytes] = client.pubsub(
+            retry_policy=NoRetryPolicy(),
+            ignore_subscribe_messages=True,
+            subscription_timeout=self._timeout,
+        )
+        return pubsub
+
+    async def _pump(self, pubsub: _PubSub) -> None:
         while True:
             message = await pubsub.get_message()
-            if message is None or message["type"] != "message":
+            if message is None:
                 continue
-            channel, data = message["channel"], message["data"]
-            if isinstance(channel, bytes):
-                channel = channel.decode()
-            if isinstance(data, bytes | str):
+            channel, data = _text(message["channel"]), message["data"]
+            if message["type"] == "sunsubscribe":
+                self._check_unsubscribed(channel)
+            elif message["type"] == "message" and isinstance(data, bytes | str):
                 self._router.deliver(channel, data)
 
-    async def _reconcile_forever(self, pubsub: PubSub[bytes]) -> None:
+    def _check_unsubscribed(self, channel: str) -> None:
+        """A ``SUNSUBSCRIBE`` of a channel still subscribed was not ours: the node gave up
+        its slot (a failover or a resharding). End the session; the next one subscribes on
+        the slot's new master. (Our own unsubscribe removes the channel from ``_confirmed``
+        before it is sent.)"""
+        if channel in self._confirmed:
+            raise SlotMoved(f"the cluster moved the slot of shard channel {channel!r}")
+
+    async def _reconcile_forever(self, pubsub: _PubSub) -> None:
         while True:
             await self._dirty.wait()
             self._dirty = anyio.Event()
             await self._reconcile(pubsub)
 
-    async def _reconcile(self, pubsub: PubSub[bytes]) -> None:
+    async def _reconcile(self, pubsub: _PubSub) -> None:
         """Make the Redis subscriptions match what the router wants, one command each way."""
         wanted = self._router.channels()
         stale = self._confirmed - wanted
         if stale:
-            await pubsub.unsubscribe(*sorted(stale))
             self._confirmed -= stale
+            await pubsub.unsubscribe(*sorted(stale))
         new = wanted - self._confirmed
         if new:
             await pubsub.subscribe(*sorted(new))
@@ -342,13 +415,37 @@ class RedisBackend:
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
 
-    def _client(self, *, stream_timeout: float | None) -> coredis.Redis[bytes]:
-        return coredis.Redis.from_url(
+    def _client(self, *, stream_timeout: float | None) -> _Client:
+        """A new client: of one Redis, or of the cluster (from the URL's node and every node
+        the last cluster client knew, so that a dead URL node does not stop discovery)."""
+        if not self._cluster:
+            return coredis.Redis.from_url(
+                self._url,
+                decode_responses=False,
+                connect_timeout=self._timeout,
+                stream_timeout=stream_timeout,
+            )
+        parts = urlsplit(self._url)
+        first = TCPLocation(parts.hostname or "127.0.0.1", parts.port or 6379)
+        client: coredis.RedisCluster[bytes] = coredis.RedisCluster.from_url(
             self._url,
             decode_responses=False,
             connect_timeout=self._timeout,
             stream_timeout=stream_timeout,
+            startup_nodes=[first, *(n for n in self._known_nodes if n != first)],
         )
+        return client
+
+    def _remember_nodes(self, client: _Client) -> None:
+        """(cluster) Keep the nodes ``client`` knows, to start the next client from."""
+        if isinstance(client, coredis.RedisCluster):
+            nodes = client.connection_pool.cluster_layout.nodes
+            if nodes:
+                self._known_nodes = [TCPLocation(n.host, n.port) for n in nodes]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _first_leaf(error: BaseException) -> BaseException:

@@ -48,7 +48,7 @@ from ._durable import (
     check_resume,
 )
 from ._ids import ZERO, StreamId, format_id, parse_id
-from .redis import _CONNECTION_FAILURES, RedisBackend, _first_leaf
+from .redis import _CONNECTION_FAILURES, RedisBackend, _Client, _first_leaf
 
 __all__ = ["DEFAULT_KEY_PREFIX", "RedisStreamsBackend"]
 
@@ -76,12 +76,16 @@ else
 end
 if ARGV[3] ~= '' then redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[3]) end
 if ARGV[4] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+-- notify
 return id
 """
 
 
 class RedisStreamsBackend(RedisBackend):
     """Redis Streams for a durable ``Broadcast``; see the module docstring."""
+
+    #: The Lua script of a publish (the cluster backend's also notifies).
+    _append_script: str = _APPEND
 
     def __init__(
         self,
@@ -92,8 +96,9 @@ class RedisStreamsBackend(RedisBackend):
         publish_timeout: float,
         retention: Retention,
         key_prefix: str = DEFAULT_KEY_PREFIX,
+        cluster: bool = False,
     ) -> None:
-        super().__init__(url, router, publish_timeout=publish_timeout)
+        super().__init__(url, router, publish_timeout=publish_timeout, cluster=cluster)
         self._feed = feed
         self._retention = retention
         self._prefix = key_prefix
@@ -101,7 +106,7 @@ class RedisStreamsBackend(RedisBackend):
         #: Per channel read, the last id the reader delivered (or where it started).
         self._positions: dict[str, StreamId] = {}
         self._wake_position = "0-0"  # the key is this process's own: all of it is ours
-        self._script: tuple[coredis.Redis[bytes], Script[bytes]] | None = None
+        self._script: tuple[_Client, Script[bytes]] | None = None
         self._wake_requested: anyio.Event
 
     @property
@@ -115,7 +120,7 @@ class RedisStreamsBackend(RedisBackend):
 
     # -- publishing --------------------------------------------------------------------------
 
-    async def _send(self, client: coredis.Redis[bytes], channel: str, data: bytes) -> Any:
+    async def _send(self, client: _Client, channel: str, data: bytes) -> Any:
         script = self._script_for(client)
         retention = self._retention
         max_length = "" if retention.max_length is None else str(retention.max_length)
@@ -128,9 +133,9 @@ class RedisStreamsBackend(RedisBackend):
         )
         return parse_id(_text(added))
 
-    def _script_for(self, client: coredis.Redis[bytes]) -> Script[bytes]:
+    def _script_for(self, client: _Client) -> Script[bytes]:
         if self._script is None or self._script[0] is not client:
-            self._script = (client, client.register_script(_APPEND))
+            self._script = (client, client.register_script(self._append_script))
         return self._script[1]
 
     # -- the event log (catch-up reads) ----------------------------------------------------
@@ -140,13 +145,13 @@ class RedisStreamsBackend(RedisBackend):
         return ZERO if last is None else last
 
     async def read_after(self, channel: str, after: StreamId, count: int) -> list[Entry]:
-        async def page(client: coredis.Redis[bytes]) -> list[Entry]:
+        async def page(client: _Client) -> list[Entry]:
             found = await client.xrange(
                 self._prefix + channel, f"({format_id(after)}", "+", count=count
             )
             return [entry for entry in map(_entry, found) if entry is not None]
 
-        async def read(client: coredis.Redis[bytes]) -> list[Entry]:
+        async def read(client: _Client) -> list[Entry]:
             check_not_future(channel, after)  # (an id Redis would refuse to range from)
             entries = await page(client)
             if not entries:
@@ -191,7 +196,7 @@ class RedisStreamsBackend(RedisBackend):
                 f"reading {channel!r} failed (Redis at {self._where}): {error}"
             ) from error
 
-    async def _last_id(self, client: coredis.Redis[bytes], channel: str) -> StreamId | None:
+    async def _last_id(self, client: _Client, channel: str) -> StreamId | None:
         try:
             info = await client.xinfo_stream(self._prefix + channel)
         except ResponseError as error:
@@ -240,7 +245,7 @@ class RedisStreamsBackend(RedisBackend):
             error = _first_leaf(group)
         return connected, error
 
-    async def _read_forever(self, client: coredis.Redis[bytes]) -> None:
+    async def _read_forever(self, client: _Client) -> None:
         while True:
             await self._position_new_channels(client)
             streams = {self._prefix + c: format_id(at) for c, at in self._positions.items()}
@@ -267,7 +272,7 @@ class RedisStreamsBackend(RedisBackend):
             self._feed.deliver(channel, entry)
             self._router.deliver(channel, entry.data)
 
-    async def _position_new_channels(self, client: coredis.Redis[bytes]) -> None:
+    async def _position_new_channels(self, client: _Client) -> None:
         """Start reading new channels at their last id; forget channels nobody reads."""
         wanted = self._router.channels() | self._feed.channels()
         for channel in [c for c in self._positions if c not in wanted]:
@@ -307,7 +312,7 @@ class RedisStreamsBackend(RedisBackend):
                 self._discard(publisher)
                 logger.debug("could not wake the stream reader: %r", error)
 
-    async def _keep_keys(self, client: coredis.Redis[bytes]) -> None:
+    async def _keep_keys(self, client: _Client) -> None:
         """Push back the expiry of every channel read here, so a channel with listeners
         does not expire under them (they would have to start over)."""
         ttl = self._retention.idle_ttl
