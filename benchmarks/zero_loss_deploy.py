@@ -47,9 +47,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.streams.text import TextReceiveStream
 
 from anyql.broadcast import Broadcast, BroadcastError, Retention
+from benchmarks._lines import Lines
 from benchmarks._tcp_proxy import tcp_proxy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,15 +175,7 @@ async def run(args: argparse.Namespace, redis: Redis, env: dict[str, str]) -> di
                 command = ["taskset", "-c", "1", *command]
             async with await anyio.open_process(command, cwd=NODE_DIR) as clients:
                 assert clients.stdout is not None
-                lines = TextReceiveStream(clients.stdout)
-                buffered = ""
-
-                async def next_line() -> str:
-                    nonlocal buffered
-                    while "\n" not in buffered:
-                        buffered += await lines.receive()
-                    line, _, buffered = buffered.partition("\n")
-                    return line
+                next_line = Lines(clients.stdout).next
 
                 async with anyio.create_task_group() as group:
 

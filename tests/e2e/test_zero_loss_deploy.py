@@ -24,9 +24,9 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
-from anyio.streams.text import TextReceiveStream
 
 from anyql.broadcast import Broadcast, BroadcastError, Retention
+from benchmarks._lines import Lines
 from benchmarks._tcp_proxy import tcp_proxy
 from tests.broadcast.helpers import RedisServer
 from tests.broadcast.helpers import free_port as free_redis_port
@@ -124,15 +124,7 @@ async def run_deploy(
     ]
     async with await anyio.open_process(command, cwd=NODE_DIR) as clients:
         assert clients.stdout is not None
-        lines = TextReceiveStream(clients.stdout)
-        buffered = ""
-
-        async def next_line() -> str:
-            nonlocal buffered
-            while "\n" not in buffered:
-                buffered += await lines.receive()
-            line, _, buffered = buffered.partition("\n")
-            return line
+        next_line = Lines(clients.stdout).next
 
         async def on_number(n: int) -> None:
             if n == DRAIN_AT:

@@ -211,21 +211,12 @@ class Broadcast:
         if self._url is None:
             log = MemoryLog(self._retention, feed) if self._durable else None
             backend = MemoryBackend(router, log)
-        elif self._durable and self._cluster:
-            from .redis_cluster import RedisClusterStreamsBackend
-
-            backend = log = RedisClusterStreamsBackend(
-                self._url,
-                router,
-                feed,
-                publish_timeout=self._publish_timeout,
-                retention=self._retention,
-                key_prefix=self._key_prefix,
-            )
         elif self._durable:
+            from .redis_cluster import RedisClusterStreamsBackend
             from .redis_streams import RedisStreamsBackend
 
-            backend = log = RedisStreamsBackend(
+            streams = RedisClusterStreamsBackend if self._cluster else RedisStreamsBackend
+            backend = log = streams(
                 self._url,
                 router,
                 feed,
