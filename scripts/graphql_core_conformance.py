@@ -365,6 +365,10 @@ def run_once(
         # would otherwise hang (signal: the test fails, the run goes on)
         "--timeout=5",
         "--timeout-method=signal",
+        # Python's own traceback text: pytest's default style re-parses the source, and
+        # after a timeout's signal CPython 3.11 can fail that ("AST constructor recursion
+        # depth mismatch"), which ends the whole run as an internal error.
+        "--tb=native",
         "-o",
         "addopts=",
         "-W",
@@ -449,9 +453,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
         for executor, backend, report, process in runs:
             _, stderr = process.communicate(timeout=900)
-            if not report.exists():
+            if process.returncode not in (0, 1) or not report.exists():
                 print(
-                    f"{executor} on {backend}: pytest reported nothing\n{stderr}", file=sys.stderr
+                    f"{executor} on {backend}: pytest ended with status"
+                    f" {process.returncode}\n{stderr}",
+                    file=sys.stderr,
                 )
                 return 1
             summaries.append(summarise(executor, backend, json.loads(report.read_text())))

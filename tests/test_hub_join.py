@@ -171,3 +171,99 @@ async def test_D20_an_sse_subscriber_resumes_then_joins_the_hub() -> None:
         tasks.cancel_scope.cancel()
     got = [json.loads(e["data"])["data"]["ticks"] for e in resumed_sink.events()]
     assert got == [2, 3, 4, 5, 6]
+
+
+# -- review finding: a joiner blocked on a full send buffer (failed before its fix) ---------
+
+
+class _Log:
+    """A log of events every reader can read from any id (like a durable broadcast)."""
+
+    def __init__(self) -> None:
+        self.items: list[int] = []
+        self.changed = anyio.Event()
+        self.readers = 0
+
+    def add(self, value: int) -> None:
+        self.items.append(value)
+        self.changed.set()
+        self.changed = anyio.Event()
+
+    async def read(self, after: str | None) -> AsyncIterator[Event]:
+        self.readers += 1
+        index = len(self.items) if after is None else int(after) + 1
+        while True:
+            while index < len(self.items):
+                yield Event(self.items[index], str(index))
+                index += 1
+            await self.changed.wait()
+
+
+async def _blocked_joiner(resume_from: int) -> tuple[list[int], Any] | None:
+    """Subscriber A live on the hub, B resuming from ``resume_from`` with a send buffer of
+    4 and a client that reads nothing: None unless B's private run is then blocked
+    emitting event 19; else what B gets of 20 after reading, and B's close frame."""
+    from contextlib import AsyncExitStack
+
+    from anyql import Limits
+    from tests.memory_socket import session
+    from tests.test_fanout import until
+
+    log = _Log()
+    schema = Schema("type Query { h: Int } type Subscription { ticks: Int! }")
+
+    @schema.field("Subscription.ticks", shared=True)
+    async def ticks(root: Any, info: Any) -> AsyncIterator[Event]:
+        async for event in log.read(resume_point(info)):
+            yield event
+
+    app = GraphQL(schema, limits=Limits(send_buffer_messages=4))
+    subscribe: dict[str, Any] = {"id": "a", "type": "subscribe", "payload": {"query": QUERY}}
+    async with app.running() as handle, AsyncExitStack() as stack:
+        a = await stack.enter_async_context(session(app))
+        await a.init()
+        await a.send(subscribe)
+        await until(lambda: log.readers == 1)
+        hub = next(iter(handle.fanout.hubs.values()))
+        for value in range(20):
+            log.add(value)
+        for value in range(20):
+            assert (await a.receive())["payload"]["data"]["ticks"] == value
+        b = await stack.enter_async_context(session(app, client_buffer=0))
+        await b.send({"type": "connection_init"})
+        assert (await b.receive())["type"] == "connection_ack"
+        resuming = {**subscribe["payload"], "extensions": {"lastEventId": str(resume_from)}}
+        await b.send({"id": "b", "type": "subscribe", "payload": resuming})
+        await until(lambda: bool(hub.joiners))
+        joiner = next(iter(hub.joiners))
+        for _ in range(500):
+            await anyio.lowlevel.checkpoint()
+        if (joiner.last, joiner.emitting) != ("19", True):
+            b._from_server.close()
+            b.socket._outgoing.close()
+            return None
+        log.add(20)
+        assert (await a.receive())["payload"]["data"]["ticks"] == 20
+        for _ in range(500):
+            await anyio.lowlevel.checkpoint()
+        got: list[int] = []
+        if b.socket.close_frame is None:
+            with anyio.fail_after(10):
+                while not got or got[-1] != 20:
+                    got.append((await b.receive())["payload"]["data"]["ticks"])
+        close = b.socket.close_frame
+        b._from_server.close()
+        b.socket._outgoing.close()
+        return got, close
+
+
+async def test_D20_a_joiner_blocked_on_a_full_send_buffer_is_not_closed_as_slow() -> None:
+    for resume_from in range(18, 0, -1):
+        outcome = await _blocked_joiner(resume_from)
+        if outcome is not None:
+            break
+    else:
+        pytest.fail("no resume point left the private run blocked on a full buffer")
+    got, close = outcome
+    assert close is None  # was (1008, "Slow consumer") when it joined mid-emission
+    assert got == list(range(resume_from + 1, 21))

@@ -80,6 +80,18 @@ class Joiner:
     emitting: bool = False
     #: Called when it joins: the private run may be cancelled unless it is emitting.
     on_joined: Callable[[], None] | None = None
+    #: Whether its connection can take the hub's next event now (a full send buffer
+    #: would meet the shared slow-consumer policy the moment it joined).
+    has_room: Callable[[], bool] | None = None
+
+    def can_join(self, event_id: str) -> bool:
+        """Whether it may join at ``event_id``: its last event, and not in the middle of
+        emitting one (the hub's next delivery could overtake it or find no room)."""
+        return (
+            self.last == event_id
+            and not self.emitting
+            and (self.has_room is None or self.has_room())
+        )
 
 
 class Hub:
@@ -156,7 +168,7 @@ class Hub:
             self._admit(event_id)  # they have this event already: from the next one
 
     def _admit(self, event_id: str) -> None:
-        for joiner in [j for j in self.joiners if j.last == event_id]:
+        for joiner in [j for j in self.joiners if j.can_join(event_id)]:
             del self.joiners[joiner]
             joiner.joined = True
             self.subscribers[joiner.subscriber] = None
@@ -197,9 +209,12 @@ def join_when_caught_up(
     prepared: PreparedOperation,
     context: Any,
     subscriber_for: Callable[[PreparedOperation], Subscriber],
+    has_room: Callable[[], bool],
 ) -> Joiner | None:
     """For a resuming subscriber of a shared field: register it to join the hub once its
-    private run (in ``owner.scope``) has caught up; None for any other operation.
+    private run (in ``owner.scope``) has caught up and its connection has room (a
+    joiner that misses one chance meets the hub again at the next event); None for any
+    other operation.
 
     ``subscriber_for`` makes the hub's subscriber from the operation without its resume
     point. Cancelling ``owner`` then leaves the hub, joined or not; joining cancels the
@@ -211,7 +226,7 @@ def join_when_caught_up(
     if key is None:
         return None
     fresh = dataclasses.replace(prepared, resume_point=None)
-    joiner = Joiner(subscriber_for(fresh))
+    joiner = Joiner(subscriber_for(fresh), has_room=has_room)
     hub = fanout.join(key, fresh, context, joiner)
     owner.on_cancel = partial(leave_hub, hub, joiner)
 

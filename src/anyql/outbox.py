@@ -103,6 +103,10 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._items)
 
+    def has_room(self) -> bool:
+        """Whether one more message fits now."""
+        return not self._full()
+
     def _full(self) -> bool:
         return len(self._items) >= self._max_messages or self._bytes >= self._max_bytes
 

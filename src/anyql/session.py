@@ -443,6 +443,7 @@ class Session:
             prepared,
             self.context,
             partial(self._shared_subscriber, owner),
+            self.outbox.has_room,
         )
 
     async def _run_operation(
@@ -476,6 +477,8 @@ class Session:
                 return
             result = await engine.execute(prepared, context=self.context, peer=self.info.peer)
         except (RequestError, SourceError) as error:
+            if joiner is not None and joiner.joined:
+                return  # the hub has the operation now: its private source is done
             await self._emit(owner, Error(owner.id, error.errors))
             return
         await self._emit_next(owner, encode_json_bytes(result))
@@ -498,6 +501,8 @@ class Session:
                     await self._emit_next(owner, encode_json_bytes(result), policy)
                 finally:
                     joiner.emitting = False
+                if joiner.joined:
+                    return  # joined while it emitted: nothing more from this source
         if joiner is None or not joiner.joined:
             await self._emit(owner, Complete(owner.id))
 

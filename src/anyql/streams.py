@@ -300,6 +300,7 @@ class StreamSession:
                     prepared,
                     context,
                     partial(self._shared_subscriber, owner),
+                    self.outbox.has_room,
                 )
             self._tg.start_soon(self._run_operation, owner, owner.scope, prepared, context, joiner)
 
@@ -356,6 +357,8 @@ class StreamSession:
                         finally:
                             if joiner is not None:
                                 joiner.emitting = False
+                        if joiner is not None and joiner.joined:
+                            return  # joined while it emitted: nothing more from here
                 if joiner is not None and joiner.joined:
                     return
             elif (
@@ -369,6 +372,8 @@ class StreamSession:
                 result = await engine.execute(prepared, context=context, peer=self.info.peer)
                 await self._emit_next(owner, encode_json_bytes(result))
         except (RequestError, SourceError) as error:
+            if joiner is not None and joiner.joined:
+                return  # the hub has the operation now: its private source is done
             await self._emit(owner, framing.error(owner.id, error.errors))
             return
         await self._emit(owner, framing.complete(owner.id))

@@ -62,9 +62,10 @@ async def _coredis_leaked_acquires(anyio_backend_name: str) -> AsyncIterator[Non
     finally:
         # Finalise what the test leaked now, while the handler is in place, so that no
         # later test sees it.
-        gc.collect()
-        for _ in range(3):
-            await asyncio.sleep(0)
+        for _ in range(3):  # a finaliser's aclose() is a task, and may leak another
+            gc.collect()
+            for _ in range(10):
+                await asyncio.sleep(0)
         loop.set_exception_handler(previous)
 
 
@@ -261,6 +262,8 @@ async def test_D19_durable_subscriber_across_a_killed_master(
         channel = "killed"
         key = broadcast._key_prefix + channel
         acknowledged: list[int] = []
+        #: A publish that timed out may still have been applied (and replicated).
+        attempted: list[int] = []
         error: ResumeError | None = None
         async with broadcast.events(channel) as events:
             for n in range(20):
@@ -274,6 +277,7 @@ async def test_D19_durable_subscriber_across_a_killed_master(
             n = 20
             with anyio.fail_after(DEADLINE):
                 while redis_cluster.master_of(key) != replica:  # publishing throughout
+                    attempted.append(n)
                     try:
                         await broadcast.publish(channel, {"n": n})
                         acknowledged.append(n)
@@ -293,10 +297,11 @@ async def test_D19_durable_subscriber_across_a_killed_master(
         redis_cluster.start_node(old)  # it rejoins as a replica of the promoted node
         await anyio.to_thread.run_sync(redis_cluster.wait_ok)
     assert got == sorted(set(got)), "in order, no duplicates"
-    assert set(got) <= set(acknowledged)
+    assert set(got) <= set(acknowledged) | set(attempted)
+    delivered_acknowledged = [n for n in got if n in set(acknowledged)]
     if error is None:
         # No silent gap: everything acknowledged arrived.
-        assert got == acknowledged
+        assert delivered_acknowledged == acknowledged
     else:
         assert error.code == "RESUME_POINT_EXPIRED"
-        assert got == acknowledged[: len(got)]
+        assert delivered_acknowledged == acknowledged[: len(delivered_acknowledged)]
