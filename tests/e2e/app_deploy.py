@@ -1,8 +1,9 @@
 """The app of the zero-loss deploy test (tests/e2e/test_zero_loss_deploy.py): a durable
-Redis broadcast and one subscription that resumes where its client left off.
+Redis broadcast and one shared subscription that resumes where its client left off.
 
-``ANYQL_TEST_REDIS`` is the Redis URL and ``ANYQL_TEST_PREFIX`` the stream key prefix (each
-test run its own). ``subscription { ticks }`` yields every number published on ``ticks``.
+``ANYQL_TEST_REDIS`` is the Redis URL, ``ANYQL_TEST_PREFIX`` the stream key prefix (each
+test run its own), and ``ANYQL_TEST_CLUSTER=1`` makes it a Redis Cluster.
+``subscription { ticks }`` yields every number published on ``ticks``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ broadcast = Broadcast(
     key_prefix=os.environ["ANYQL_TEST_PREFIX"],
     retention=Retention(max_length=100_000, idle_ttl=600),
     publish_timeout=1.0,
+    cluster=os.environ.get("ANYQL_TEST_CLUSTER") == "1",
 )
 
 schema = Schema(

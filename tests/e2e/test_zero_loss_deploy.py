@@ -7,8 +7,9 @@ WebSocket and npm ``eventsource`` over SSE (tests/node/deploy_clients.mjs). They
 servers through a TCP proxy in this test, which sends new connections to the first server
 and, from the moment the drain starts, to the second, as a load balancer does. The durable
 broadcast runs on a private redis-server with the append-only file on; one variant also
-kills Redis and starts it again mid-run. Every subscriber must receive every number from its
-first one to the last, exactly once and in order.
+kills Redis and starts it again mid-run, another runs on a local Redis Cluster whose master
+of the channel fails over mid-run. Every subscriber must receive every number, exactly once
+and in order.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import json
 import shutil
 import signal
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ import pytest
 from anyql.broadcast import Broadcast, BroadcastError, Retention
 from benchmarks._lines import Lines
 from benchmarks._tcp_proxy import tcp_proxy
-from tests.broadcast.helpers import RedisServer
+from tests.broadcast.helpers import LocalCluster, RedisServer
 from tests.broadcast.helpers import free_port as free_redis_port
 from tests.e2e.conftest import NODE_DIR
 from tests.e2e.servers import running_server
@@ -39,7 +41,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.e2e, pytest.mark.redis]
 TARGET = "tests.e2e.app_deploy:app"
 EVENTS = 400  # one every 10 ms: four seconds of publishing
 DRAIN_AT = 100
-REDIS_DOWN_AT = 250
+FAULT_AT = 250
 WS_CLIENTS = 10
 SSE_CLIENTS = 10
 
@@ -59,38 +61,39 @@ async def publish_numbers(
         await anyio.sleep(0.01)  # the publisher's pace
 
 
-@pytest.mark.parametrize("redis_restart", [False, True], ids=["drain", "drain+redis-restart"])
+FAULTS = ["none", "redis-restart", "cluster-failover"]
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=[f"drain+{fault}" for fault in FAULTS])
 async def test_a_drained_server_hands_its_subscribers_over_without_loss(
-    tmp_path: Path, node: str, redis_restart: bool
+    tmp_path: Path, node: str, fault: str
 ) -> None:
-    executable = shutil.which("redis-server")
-    if executable is None:
-        unavailable("redis-server is not installed")
-    redis = RedisServer(executable, tmp_path, free_redis_port(), appendonly=True)
-    redis.start()
+    """Every subscriber gets every number exactly once and in order, through the drain and
+    the fault: none; Redis SIGKILLed and started again (append-only file, fsync always); a
+    Redis Cluster (three masters, a replica each) whose master of the channel fails over
+    (``CLUSTER FAILOVER``: the replica takes over once it has everything)."""
     prefix = f"anyql-deploy-{uuid.uuid4().hex[:8]}:"
-    env = {"ANYQL_TEST_REDIS": redis.url, "ANYQL_TEST_PREFIX": prefix}
-    drain = ["--limit", "drain_window=1"]
-    current = {"port": 0}
-    try:
+    with broker(tmp_path, fault, prefix) as (url, cluster, inject):
+        env = {"ANYQL_TEST_REDIS": url, "ANYQL_TEST_PREFIX": prefix}
+        if cluster:
+            env["ANYQL_TEST_CLUSTER"] = "1"
+        drain = ["--limit", "drain_window=1"]
+        current = {"port": 0}
         with (
             running_server("native-trio", TARGET, env=env, options=drain) as first,
             running_server("native-asyncio", TARGET, env=env, options=drain) as second,
         ):
             current["port"] = first.port
             publisher = Broadcast(
-                redis.url,
+                url,
                 durable=True,
                 key_prefix=prefix,
                 retention=Retention(max_length=100_000, idle_ttl=600),
                 publish_timeout=1.0,
+                cluster=cluster,
             )
             async with publisher, tcp_proxy(lambda: current["port"]) as port:
-                report = await run_deploy(
-                    node, port, publisher, first, second, current, redis if redis_restart else None
-                )
-    finally:
-        redis.stop()
+                report = await run_deploy(node, port, publisher, first, second, current, inject)
 
     assert len(report) == WS_CLIENTS + SSE_CLIENTS
     for client in report:
@@ -101,6 +104,42 @@ async def test_a_drained_server_hands_its_subscribers_over_without_loss(
         assert client["reconnects"] >= 1, client  # it did move to the second server
 
 
+@contextmanager
+def broker(
+    tmp_path: Path, fault: str, prefix: str
+) -> Iterator[tuple[str, bool, Callable[[], None] | None]]:
+    """(URL, whether it is a cluster, the fault to inject mid-run or None)."""
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if server is None or (fault == "cluster-failover" and cli is None):
+        unavailable("redis-server (and redis-cli for a cluster) are not installed")
+    if fault == "cluster-failover":
+        assert cli is not None
+        cluster = LocalCluster(server, cli, tmp_path)
+        cluster.start()
+
+        def fail_over() -> None:
+            master = cluster.master_of(prefix + "ticks")
+            assert master is not None
+            cluster.fail_over(cluster.replica_of(master))
+
+        try:
+            yield cluster.url, True, fail_over
+        finally:
+            cluster.stop()
+        return
+    redis = RedisServer(server, tmp_path, free_redis_port(), appendonly=True)
+    redis.start()
+
+    def restart() -> None:
+        redis.kill()
+        redis.start()
+
+    try:
+        yield redis.url, False, restart if fault == "redis-restart" else None
+    finally:
+        redis.stop()
+
+
 async def run_deploy(
     node: str,
     port: int,
@@ -108,7 +147,7 @@ async def run_deploy(
     first: Any,
     second: Any,
     current: dict[str, int],
-    redis: RedisServer | None,
+    inject: Callable[[], None] | None,
 ) -> list[dict[str, Any]]:
     http_url = f"http://127.0.0.1:{port}/graphql"
     ws_url = f"ws://127.0.0.1:{port}/graphql"
@@ -130,9 +169,8 @@ async def run_deploy(
             if n == DRAIN_AT:
                 current["port"] = second.port  # the load balancer stops routing to it
                 first.process.send_signal(signal.SIGTERM)
-            if redis is not None and n == REDIS_DOWN_AT:
-                redis.kill()
-                redis.start()
+            if inject is not None and n == FAULT_AT:
+                await anyio.to_thread.run_sync(inject)  # the proxy keeps relaying meanwhile
 
         with anyio.fail_after(90):
             async with anyio.create_task_group() as group:
