@@ -451,16 +451,22 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(
                     (executor, backend, report, run_once(root, wheel, *(executor, backend), report))
                 )
-        for executor, backend, report, process in runs:
-            _, stderr = process.communicate(timeout=900)
-            if process.returncode not in (0, 1) or not report.exists():
-                print(
-                    f"{executor} on {backend}: pytest ended with status"
-                    f" {process.returncode}\n{stderr}",
-                    file=sys.stderr,
-                )
-                return 1
-            summaries.append(summarise(executor, backend, json.loads(report.read_text())))
+        try:
+            for executor, backend, report, process in runs:
+                _, stderr = process.communicate(timeout=900)
+                if process.returncode not in (0, 1) or not report.exists():
+                    print(
+                        f"{executor} on {backend}: pytest ended with status"
+                        f" {process.returncode}\n{stderr}",
+                        file=sys.stderr,
+                    )
+                    return 1
+                summaries.append(summarise(executor, backend, json.loads(report.read_text())))
+        finally:
+            for *_, process in runs:  # none outlives this run (a timeout, an interrupt)
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
     failed = False
     for summary in summaries:
         counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(summary["counts"].items()))

@@ -271,6 +271,9 @@ class LocalCluster:
         """The port of the master that owns ``key``'s slot; None while no running master
         does (a failover under way)."""
         slot = int(self.command(next(iter(self._processes)), "CLUSTER", "KEYSLOT", key))
+        # Right after a failover the old master may still claim the slot until it learns
+        # of the newer configuration: the claim with the highest config epoch wins.
+        claims: list[tuple[int, int]] = []
         for port in self.masters():
             for line in self.command(port, "CLUSTER", "NODES").splitlines():
                 fields = line.split()
@@ -279,8 +282,8 @@ class LocalCluster:
                 for ranges in fields[8:]:
                     low, _, high = ranges.partition("-")
                     if low.isdigit() and int(low) <= slot <= int(high or low):
-                        return port
-        return None
+                        claims.append((int(fields[6]), port))
+        return max(claims)[1] if claims else None
 
     def replica_of(self, master: int) -> int:
         """The port of a running replica of the master on ``master``."""
