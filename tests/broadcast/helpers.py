@@ -298,17 +298,26 @@ class LocalCluster:
         raise LookupError(f"no replica of the master on {master}")
 
     def fail_over(self, replica: int, deadline: float = 20.0) -> None:
-        """``CLUSTER FAILOVER`` on ``replica``, again until it is a master (a manual
-        failover gives up quietly when the replica does not catch up in time)."""
+        """``CLUSTER FAILOVER`` on ``replica``, again until it is a master serving slots
+        (a manual failover gives up quietly when the replica does not catch up in time;
+        its role alone was seen to say master while the old master kept the slots)."""
         give_up = time.monotonic() + deadline
         while time.monotonic() < give_up:
             self.command(replica, "CLUSTER", "FAILOVER")
             retry_at = time.monotonic() + 5.0
             while time.monotonic() < min(retry_at, give_up):
-                if self.command(replica, "ROLE").split("\n", 1)[0] == "master":
+                if self._serves_slots(replica):
                     return
                 time.sleep(0.05)
         raise RuntimeError(f"the replica on {replica} did not take over")
+
+    def _serves_slots(self, port: int) -> bool:
+        """Whether the node on ``port`` is, in its own view, a master with slots."""
+        for line in self.command(port, "CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if "myself" in fields[2]:
+                return "master" in fields[2] and len(fields) > 8
+        return False
 
     def kill(self, port: int) -> None:
         """SIGKILL one node and reap it."""

@@ -311,13 +311,14 @@ class RedisBackend:
                     anyio.create_task_group() as task_group,
                 ):
                     task_group.start_soon(self._pump, pubsub)
-                    await self._reconcile(pubsub)
+                    await self._reconcile(client, pubsub)
                     deadline.deadline = math.inf
                     connected = True
                     self._remember_nodes(client)
                     self._up()
                     ready()
-                    task_group.start_soon(self._reconcile_forever, pubsub)
+                    task_group.start_soon(self._reconcile_forever, client, pubsub)
+                    self._start_session_tasks(task_group, client)
                     await self._stopping.wait()
                     task_group.cancel_scope.cancel()
             if deadline.cancelled_caught:
@@ -364,13 +365,17 @@ class RedisBackend:
         if channel in self._confirmed:
             raise SlotMoved(f"the cluster moved the slot of shard channel {channel!r}")
 
-    async def _reconcile_forever(self, pubsub: _PubSub) -> None:
+    def _start_session_tasks(self, task_group: anyio.abc.TaskGroup, client: _Client) -> None:
+        """Start what else a connected session runs (the cluster's durable reader adds its
+        catch-up and key-expiry tasks); nothing for plain pub/sub."""
+
+    async def _reconcile_forever(self, client: _Client, pubsub: _PubSub) -> None:
         while True:
             await self._dirty.wait()
             self._dirty = anyio.Event()
-            await self._reconcile(pubsub)
+            await self._reconcile(client, pubsub)
 
-    async def _reconcile(self, pubsub: _PubSub) -> None:
+    async def _reconcile(self, client: _Client, pubsub: _PubSub) -> None:
         """Make the Redis subscriptions match what the router wants, one command each way."""
         wanted = self._router.channels()
         stale = self._confirmed - wanted

@@ -40,7 +40,7 @@ import anyio.abc
 from ._base import Router, logger
 from ._durable import Entry, Feed, Retention
 from ._ids import ZERO, format_id, parse_id
-from .redis import _CONNECTION_FAILURES, _Client, _first_leaf, _PubSub, _text
+from .redis import RedisBackend, _Client, _PubSub, _text
 from .redis_streams import _APPEND, _READ_COUNT, DEFAULT_KEY_PREFIX, RedisStreamsBackend, _entry
 
 __all__ = ["RedisClusterStreamsBackend"]
@@ -91,35 +91,13 @@ class RedisClusterStreamsBackend(RedisStreamsBackend):
 
     # -- the reader ------------------------------------------------------------------------
 
-    async def _session(self, ready: Any) -> tuple[bool, BaseException]:
-        connected = False
-        error: BaseException = ConnectionError("the shard-channel connection ended")
-        try:
-            with anyio.CancelScope() as deadline:
-                deadline.deadline = anyio.current_time() + self._timeout
-                async with (
-                    self._client(stream_timeout=self._timeout) as client,
-                    self._open_pubsub(client) as pubsub,
-                    anyio.create_task_group() as task_group,
-                ):
-                    task_group.start_soon(self._pump, pubsub)
-                    await self._follow(client, pubsub)
-                    deadline.deadline = float("inf")
-                    connected = True
-                    self._remember_nodes(client)
-                    self._up()
-                    ready()
-                    task_group.start_soon(self._follow_forever, client, pubsub)
-                    task_group.start_soon(self._catch_up_forever, client)
-                    if self._retention.idle_ttl is not None:
-                        task_group.start_soon(self._keep_keys, client)
-                    await self._stopping.wait()
-                    task_group.cancel_scope.cancel()
-            if deadline.cancelled_caught:
-                error = TimeoutError(f"no answer within {self._timeout} s")
-        except* _CONNECTION_FAILURES as group:
-            error = _first_leaf(group)
-        return connected, error
+    #: The pub/sub session of ``RedisBackend`` (sharded), not the XREAD one of streams.
+    _session = RedisBackend._session
+
+    def _start_session_tasks(self, task_group: anyio.abc.TaskGroup, client: _Client) -> None:
+        task_group.start_soon(self._catch_up_forever, client)
+        if self._retention.idle_ttl is not None:
+            task_group.start_soon(self._keep_keys, client)
 
     async def _pump(self, pubsub: _PubSub) -> None:
         while True:
@@ -156,13 +134,7 @@ class RedisClusterStreamsBackend(RedisStreamsBackend):
         self._feed.deliver(channel, entry)
         self._router.deliver(channel, entry.data)
 
-    async def _follow_forever(self, client: _Client, pubsub: _PubSub) -> None:
-        while True:
-            await self._dirty.wait()
-            self._dirty = anyio.Event()
-            await self._follow(client, pubsub)
-
-    async def _follow(self, client: _Client, pubsub: _PubSub) -> None:
+    async def _reconcile(self, client: _Client, pubsub: _PubSub) -> None:
         """Subscribe the shard channel of every channel read here, unsubscribe the others;
         a new channel starts at its stream's last id, and every newly subscribed one is
         caught up from the log (what was published while it was not subscribed)."""
