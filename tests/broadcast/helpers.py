@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import signal
 import socket
 import subprocess
@@ -35,12 +36,63 @@ def answers_ping(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+_PORTS_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_range_start() -> int:
+    """The first port the kernel hands to outgoing connections (0 where it cannot tell)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind((LOCALHOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that was free a moment ago, never handed out before in this
+    process, and below the ephemeral range where the system has one: a redis-server that is
+    killed and started again on its port must not find it taken by some outgoing connection
+    in between (CI once saw a cluster node fail to start on a port from that range)."""
+    low = _ephemeral_range_start()
+    for _ in range(200):
+        wanted = random.randrange(10_000, low) if low > 11_000 else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind((LOCALHOST, wanted))
+            except OSError:
+                continue
+            port: int = sock.getsockname()[1]
+        if port not in _PORTS_HANDED_OUT:
+            _PORTS_HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free port found")
+
+
+class ServerDidNotStart(RuntimeError):
+    """A redis-server exited or did not answer PING in time; the message has its log."""
+
+
+def start_redis_process(
+    arguments: list[str], port: int, directory: Path, deadline: float
+) -> subprocess.Popen[bytes]:
+    """Run redis-server with ``arguments`` (logging to ``directory``/redis.log) and return once
+    it answers PING on ``port``; on failure kill it and raise with the log's last lines."""
+    log = directory / "redis.log"
+    process = subprocess.Popen(
+        [*arguments, "--logfile", str(log)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    give_up = time.monotonic() + deadline
+    while not answers_ping(port, timeout=0.2):
+        if process.poll() is not None or time.monotonic() > give_up:
+            process.kill()
+            process.wait()
+            tail = log.read_text(errors="replace").splitlines()[-5:] if log.exists() else []
+            raise ServerDidNotStart(
+                f"redis-server on port {port} did not start: " + " | ".join(tail)
+            )
+        time.sleep(0.01)
+    return process
 
 
 class RedisServer:
@@ -61,7 +113,7 @@ class RedisServer:
     def start(self, deadline: float = 10.0) -> None:
         """Start on ``port`` and return once it answers PING (polling with a deadline)."""
         assert self._process is None, "already running"
-        self._process = subprocess.Popen(
+        self._process = start_redis_process(
             [
                 self.executable,
                 "--port",
@@ -79,14 +131,10 @@ class RedisServer:
                 "--dir",
                 str(self.directory),
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            self.port,
+            self.directory,
+            deadline,
         )
-        give_up = time.monotonic() + deadline
-        while not answers_ping(self.port, timeout=0.2):
-            if self._process.poll() is not None or time.monotonic() > give_up:
-                raise RuntimeError(f"redis-server on port {self.port} did not start")
-            time.sleep(0.01)
 
     def kill(self) -> None:
         """SIGKILL the server and reap it."""
@@ -159,8 +207,8 @@ class LocalCluster:
 
     def start(self, deadline: float = 30.0) -> None:
         """Start every node, create the cluster, and return once every node says it is ok."""
-        for port in self.ports:
-            self.start_node(port)
+        for index in range(len(self.ports)):
+            self._start_new_node(index)
         subprocess.run(
             [
                 self.cli,
@@ -178,12 +226,26 @@ class LocalCluster:
         )
         self.wait_ok(deadline)
 
+    def _start_new_node(self, index: int, attempts: int = 3) -> None:
+        """Start the ``index``-th node before the cluster exists; if one of its ports was
+        taken since it was chosen, choose new ones and try again."""
+        for attempt in range(attempts):
+            try:
+                self.start_node(self.ports[index])
+                return
+            except ServerDidNotStart:
+                if attempt == attempts - 1:
+                    raise
+            del self.bus_ports[self.ports[index]]
+            self.ports[index] = port = free_port()
+            self.bus_ports[port] = free_port()
+
     def start_node(self, port: int, deadline: float = 10.0) -> None:
         """Start (or restart, with its nodes.conf and AOF) the node on ``port``."""
         assert port not in self._processes, "already running"
         directory = self.directory / str(port)
         directory.mkdir(exist_ok=True)
-        self._processes[port] = process = subprocess.Popen(
+        self._processes[port] = start_redis_process(
             [
                 self.server,
                 "--port",
@@ -212,14 +274,10 @@ class LocalCluster:
                 "--dir",
                 str(directory),
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            port,
+            directory,
+            deadline,
         )
-        give_up = time.monotonic() + deadline
-        while not answers_ping(port, timeout=0.2):
-            if process.poll() is not None or time.monotonic() > give_up:
-                raise RuntimeError(f"cluster node on port {port} did not start")
-            time.sleep(0.01)
 
     def command(self, port: int, *args: str) -> str:
         """Run one command on one node with redis-cli; its output."""

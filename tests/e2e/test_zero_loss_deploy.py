@@ -115,7 +115,6 @@ def broker(
     if fault == "cluster-failover":
         assert cli is not None
         cluster = LocalCluster(server, cli, tmp_path)
-        cluster.start()
 
         def fail_over() -> None:
             master = cluster.master_of(prefix + "ticks")
@@ -123,6 +122,7 @@ def broker(
             cluster.fail_over(cluster.replica_of(master))
 
         try:
+            cluster.start()
             yield cluster.url, True, fail_over
         finally:
             cluster.stop()
