@@ -206,7 +206,16 @@ def test_print_config_shows_every_scalar_setting_and_limit(
     assert config["debug"] is False
     assert config["slow_consumer"] == "block"
     assert config["subscription_protocols"] == ["graphql-transport-ws", "graphql-ws"]
-    assert config["limits"] == asdict(Limits())
+    # `anyql serve` drains over SERVE_DRAIN_WINDOW unless a window is configured.
+    assert config["limits"] == {**asdict(Limits()), "drain_window": 5.0}
+
+
+def test_print_config_shows_the_drain_window_serve_uses(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert effective([], capsys)["limits"]["drain_window"] == 5.0
+    assert effective(["--limit", "drain_window=0"], capsys)["limits"]["drain_window"] == 0
+    assert effective(["--limit", "drain_window=2"], capsys)["limits"]["drain_window"] == 2
 
 
 def test_flags_override_the_file_which_overrides_the_code(

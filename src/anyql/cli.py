@@ -19,7 +19,8 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
-from typing import NoReturn, cast
+from dataclasses import replace
+from typing import Any, NoReturn, cast
 
 from anyql.configuration import ConfigError, Overrides, apply, load_toml, render_toml
 from anyql.transports.native import ServedApp, run
@@ -217,6 +218,15 @@ def serve_drain_window(app: ServedApp, args: argparse.Namespace) -> float | None
     return SERVE_DRAIN_WINDOW
 
 
+def _served_settings(app: ServedApp, args: argparse.Namespace) -> Any:
+    """The app's settings as ``anyql serve`` runs them: with its default drain window."""
+    settings = app.settings  # type: ignore[attr-defined]
+    window = serve_drain_window(app, args)
+    if window is None:
+        return settings
+    return replace(settings, limits=replace(settings.limits, drain_window=window))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line.
 
@@ -238,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
     if args.print_config:
-        print(render_toml(app.settings), end="")  # type: ignore[attr-defined]
+        print(render_toml(_served_settings(app, args)), end="")
         return 0
     if args.gc_threshold:
         gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
