@@ -12,7 +12,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
+import pytest
 
+from anyql.broadcast import Broadcast, BroadcastError
 from tests.requirements import unavailable
 
 LOCALHOST = "127.0.0.1"
@@ -158,6 +160,42 @@ class RedisServer:
         """Kill it if it is running (the fixture's teardown)."""
         if self._process is not None:
             self.kill()
+
+
+async def check_a_key_of_another_type_fails_only_its_channel(
+    broadcast: Broadcast,
+    occupy: Callable[[str], Awaitable[object]],
+    free: Callable[[str], Awaitable[object]],
+    deadline: float = 10.0,
+) -> None:
+    """Row D21 on a durable ``broadcast``: ``occupy(key)`` makes a channel's key hold a
+    string (another application sharing the prefix), ``free(key)`` deletes it."""
+    bad_key = broadcast._key_prefix + "bad"
+    await occupy(bad_key)
+    async with broadcast.events("good") as good, broadcast.subscribe("good") as plain:
+        with pytest.raises(BroadcastError, match="not a stream") as refused:
+            async with broadcast.events("bad"):
+                pass
+        assert bad_key in str(refused.value)
+        async with broadcast.subscribe("bad") as first:
+            with pytest.raises(BroadcastError, match="not a stream"), anyio.fail_after(deadline):
+                await first.__anext__()
+            # One that comes after the refusal, while the first still holds the channel.
+            async with broadcast.subscribe("bad") as second:
+                with pytest.raises(BroadcastError, match="not a stream"):
+                    with anyio.fail_after(deadline):
+                        await second.__anext__()
+        with pytest.raises(BroadcastError, match="not a stream"):
+            await broadcast.publish("bad", {"n": 0})
+        await broadcast.publish("good", {"n": 1})
+        with anyio.fail_after(deadline):
+            assert (await good.__anext__()).value == {"n": 1}
+            assert await plain.__anext__() == {"n": 1}
+    await free(bad_key)  # a stream again: the channel works for new listeners
+    async with broadcast.events("bad") as bad:
+        await broadcast.publish("bad", {"n": 2})
+        with anyio.fail_after(deadline):
+            assert (await bad.__anext__()).value == {"n": 2}
 
 
 # Polling on purpose: the state observed (a flag, a log record, a Redis counter) has no event.

@@ -20,7 +20,12 @@ import pytest
 
 from anyql import Event, ResumeError
 from anyql.broadcast import Broadcast, BroadcastError, DurableSubscription
-from tests.broadcast.helpers import LocalCluster, unique, wait_until
+from tests.broadcast.helpers import (
+    LocalCluster,
+    check_a_key_of_another_type_fails_only_its_channel,
+    unique,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
@@ -307,3 +312,16 @@ async def test_D19_durable_subscriber_across_a_killed_master(
     else:
         assert error.code == "RESUME_POINT_EXPIRED"
         assert delivered_acknowledged == acknowledged[: len(delivered_acknowledged)]
+
+
+async def test_D21_a_key_that_is_not_a_stream_fails_its_channel_and_no_other(
+    redis_cluster: LocalCluster,
+) -> None:
+    async def occupy(key: str) -> None:
+        redis_cluster.command(owner(redis_cluster, key), "SET", key, "not ours")
+
+    async def free(key: str) -> None:
+        redis_cluster.command(owner(redis_cluster, key), "DEL", key)
+
+    async with durable(redis_cluster) as broadcast:
+        await check_a_key_of_another_type_fails_only_its_channel(broadcast, occupy, free, DEADLINE)

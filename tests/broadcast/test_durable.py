@@ -20,7 +20,13 @@ from anyql.broadcast import Broadcast, DurableSubscription, Retention
 from anyql.broadcast._durable import Feed
 from anyql.broadcast._ids import decode_token, encode_token
 from anyql.broadcast.memory import MemoryLog
-from tests.broadcast.helpers import RedisServer, free_port, unique, wait_until_async
+from tests.broadcast.helpers import (
+    RedisServer,
+    check_a_key_of_another_type_fails_only_its_channel,
+    free_port,
+    unique,
+    wait_until_async,
+)
 from tests.requirements import unavailable
 
 pytestmark = pytest.mark.anyio
@@ -489,3 +495,19 @@ async def test_a_subscription_retrying_while_redis_is_down_ends_with_the_broadca
             await anyio.sleep(1)  # let it retry a few times against the dead Redis
         with anyio.fail_after(DEADLINE):
             await ended.wait()
+
+
+@pytest.mark.redis
+async def test_D21_a_key_that_is_not_a_stream_fails_its_channel_and_no_other(
+    redis_url: str,
+) -> None:
+    """A ``key_prefix`` shared with other data: the channel whose key holds a string fails
+    its listeners with an error naming the key; the reader goes on with the other channels
+    (it used to reconnect in a loop, and no channel got anything)."""
+    async with (
+        durable(redis_url) as broadcast,
+        coredis.Redis.from_url(redis_url, decode_responses=True) as admin,
+    ):
+        await check_a_key_of_another_type_fails_only_its_channel(
+            broadcast, lambda key: admin.set(key, "not ours"), lambda key: admin.delete([key])
+        )

@@ -205,6 +205,8 @@ class Router:
         self._subscribers: dict[str, dict[ChannelSubscription, None]] = {}
         self._members: dict[str, Counter[str]] = {}
         self._refs: Counter[str] = Counter()
+        #: Channels the broker refused to carry, with the error for their subscribers.
+        self._refused: dict[str, BroadcastError] = {}
 
     def channels(self) -> frozenset[str]:
         """Every channel something local currently wants."""
@@ -219,6 +221,8 @@ class Router:
         for channel in subscription.channels:
             self._subscribers.setdefault(channel, {})[subscription] = None
             self._ref(channel)
+            if channel in self._refused:
+                subscription.end(self._refused[channel])
 
     def detach(self, subscription: ChannelSubscription) -> None:
         """Unregister ``subscription``; a no-op when it is not attached."""
@@ -254,9 +258,7 @@ class Router:
         Never blocks and never raises for a subscriber that has just left: the recipients
         are collected first, and offering to an ended subscription does nothing.
         """
-        recipients = dict.fromkeys(self._subscribers.get(channel, ()))
-        for member in self._members.get(channel, ()):
-            recipients.update(dict.fromkeys(self._subscribers.get(member, ())))
+        recipients = self._recipients(channel)
         if not recipients:
             return
         try:
@@ -267,12 +269,28 @@ class Router:
         for subscription in recipients:
             subscription.offer(message)
 
+    def refuse(self, channel: str, error: BroadcastError) -> None:
+        """The broker cannot carry ``channel``: end its subscribers with ``error``, and
+        those that attach while it is still wanted (a no-op when nothing wants it)."""
+        if channel not in self._refs:
+            return
+        self._refused[channel] = error
+        for subscription in self._recipients(channel):
+            subscription.end(error)
+
+    def _recipients(self, channel: str) -> dict[ChannelSubscription, None]:
+        recipients = dict.fromkeys(self._subscribers.get(channel, ()))
+        for member in self._members.get(channel, ()):
+            recipients.update(dict.fromkeys(self._subscribers.get(member, ())))
+        return recipients
+
     def close_all(self) -> None:
         """End every subscription's stream and forget all registrations."""
         subscriptions = {s: None for subs in self._subscribers.values() for s in subs}
         self._subscribers.clear()
         self._members.clear()
         self._refs.clear()
+        self._refused.clear()
         for subscription in subscriptions:
             subscription.end()
 
@@ -285,6 +303,7 @@ class Router:
         self._refs[channel] -= 1
         if self._refs[channel] <= 0:
             del self._refs[channel]
+            self._refused.pop(channel, None)
             self._on_change()
 
 

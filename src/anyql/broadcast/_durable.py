@@ -215,6 +215,8 @@ class Feed:
     def __init__(self, on_change: Callable[[], None]) -> None:
         self._on_change = on_change
         self._subscribers: dict[str, dict[DurableSubscription, None]] = {}
+        #: Channels the broker refused to carry, with the error for their subscribers.
+        self._refused: dict[str, BroadcastError] = {}
         #: Called with a channel that just lost its last subscriber (the memory log
         #: starts its idle time then).
         self.on_release: Callable[[str], None] | None = None
@@ -235,6 +237,8 @@ class Feed:
                 subscribers = self._subscribers[channel] = {}
                 changed = True
             subscribers[subscription] = None
+            if channel in self._refused:
+                subscription.end(self._refused[channel])
         if changed:
             self._on_change()
 
@@ -247,6 +251,7 @@ class Feed:
             del subscribers[subscription]
             if not subscribers:
                 del self._subscribers[channel]
+                self._refused.pop(channel, None)
                 changed = True
                 if self.on_release is not None:
                     self.on_release(channel)
@@ -260,6 +265,16 @@ class Feed:
             for subscription in tuple(subscribers):
                 subscription.offer(channel, entry)
 
+    def refuse(self, channel: str, error: BroadcastError) -> None:
+        """The broker cannot carry ``channel``: end its subscribers with ``error``, and
+        those that attach while it is still read (a no-op when nobody reads it)."""
+        subscribers = self._subscribers.get(channel)
+        if subscribers is None:
+            return
+        self._refused[channel] = error
+        for subscription in tuple(subscribers):
+            subscription.end(error)
+
     def ready(self, channel: str) -> None:
         """The live feed now reads ``channel``: wake its subscribers that wait for it."""
         for subscription in tuple(self._subscribers.get(channel, ())):
@@ -268,6 +283,7 @@ class Feed:
     def close_all(self) -> None:
         subscriptions = {s: None for subs in self._subscribers.values() for s in subs}
         self._subscribers.clear()
+        self._refused.clear()
         for subscription in subscriptions:
             subscription.end()
 

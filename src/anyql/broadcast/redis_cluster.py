@@ -31,17 +31,24 @@ Theory of operation.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Final
 
 import anyio
 import anyio.abc
+from coredis.exceptions import ResponseError
 
 from ._base import Router, logger
 from ._durable import Entry, Feed, Retention
-from ._ids import ZERO, format_id, parse_id
+from ._ids import format_id, parse_id
 from .redis import RedisBackend, _Client, _PubSub, _text
-from .redis_streams import _APPEND, _READ_COUNT, DEFAULT_KEY_PREFIX, RedisStreamsBackend, _entry
+from .redis_streams import (
+    _APPEND,
+    _READ_COUNT,
+    DEFAULT_KEY_PREFIX,
+    RedisStreamsBackend,
+    _entry,
+    _wrong_type,
+)
 
 __all__ = ["RedisClusterStreamsBackend"]
 
@@ -139,6 +146,7 @@ class RedisClusterStreamsBackend(RedisStreamsBackend):
         a new channel starts at its stream's last id, and every newly subscribed one is
         caught up from the log (what was published while it was not subscribed)."""
         wanted = self._router.channels() | self._feed.channels()
+        self._refused &= wanted
         for channel in [c for c in self._positions if c not in wanted]:
             del self._positions[channel]
             self._lagging.pop(channel, None)
@@ -146,17 +154,17 @@ class RedisClusterStreamsBackend(RedisStreamsBackend):
         if stale:
             self._confirmed -= stale
             await pubsub.unsubscribe(*(self._prefix + c for c in sorted(stale)))
+        for channel in sorted(self._refused):  # a later subscriber must hear it too
+            if await self._start_reading(client, channel):
+                self._lagging[channel] = None
+                self._lag.set()
         new = wanted - self._confirmed
         if not new:
             return
         await pubsub.subscribe(*(self._prefix + c for c in sorted(new)))
-        ttl = self._retention.idle_ttl
         for channel in sorted(new):
-            if channel not in self._positions:
-                last = await self._last_id(client, channel)
-                self._positions[channel] = ZERO if last is None else last
-                if last is not None and ttl is not None:  # read here: keep it from expiring
-                    await client.pexpire(self._prefix + channel, math.ceil(ttl * 1000))
+            if channel not in self._positions and not await self._start_reading(client, channel):
+                continue
             self._lagging[channel] = None
         self._lag.set()
         self._confirmed |= new
@@ -179,9 +187,15 @@ class RedisClusterStreamsBackend(RedisStreamsBackend):
             position = self._positions.get(channel)
             if position is None:
                 return
-            found = await client.xrange(
-                self._prefix + channel, f"({format_id(position)}", "+", count=_READ_COUNT
-            )
+            try:
+                found = await client.xrange(
+                    self._prefix + channel, f"({format_id(position)}", "+", count=_READ_COUNT
+                )
+            except ResponseError as error:
+                if not _wrong_type(error):
+                    raise
+                self._refuse(channel, error)
+                return
             for raw in found:
                 entry = _entry(raw)
                 if entry is not None:

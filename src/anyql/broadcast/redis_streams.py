@@ -36,7 +36,7 @@ import anyio
 import anyio.abc
 import coredis
 from coredis.commands.script import Script
-from coredis.exceptions import ResponseError
+from coredis.exceptions import ResponseError, WrongTypeError
 
 from ._base import BroadcastError, Router, logger
 from ._durable import (
@@ -108,6 +108,8 @@ class RedisStreamsBackend(RedisBackend):
         self._wake_position = "0-0"  # the key is this process's own: all of it is ours
         self._script: tuple[_Client, Script[bytes]] | None = None
         self._wake_requested: anyio.Event
+        #: Wanted channels whose key holds something other than a stream (logged once).
+        self._refused: set[str] = set()
 
     @property
     def epoch(self) -> str:
@@ -128,9 +130,16 @@ class RedisStreamsBackend(RedisBackend):
         if retention.max_age is not None:
             min_id = f"{_now_ms() - math.ceil(retention.max_age * 1000)}-0"
         expiry = "" if retention.idle_ttl is None else str(math.ceil(retention.idle_ttl * 1000))
-        added: Any = await script(
-            keys=[self._prefix + channel], args=[data, max_length, min_id, expiry], client=client
-        )
+        try:
+            added: Any = await script(
+                keys=[self._prefix + channel],
+                args=[data, max_length, min_id, expiry],
+                client=client,
+            )
+        except ResponseError as error:
+            if _wrong_type(error):
+                raise self._not_a_stream(channel, error) from error
+            raise
         return parse_id(_text(added))
 
     def _script_for(self, client: _Client) -> Script[bytes]:
@@ -187,6 +196,8 @@ class RedisStreamsBackend(RedisBackend):
         except BroadcastError:
             raise
         except ResponseError as error:  # Redis refused the command: retrying cannot help
+            if _wrong_type(error):
+                raise self._not_a_stream(channel, error) from error
             raise BroadcastError(
                 f"reading {channel!r} failed (Redis at {self._where}): {error}"
             ) from error
@@ -204,6 +215,40 @@ class RedisStreamsBackend(RedisBackend):
                 return None
             raise
         return parse_id(_text(info["last-generated-id"]))
+
+    def _not_a_stream(self, channel: str, error: BaseException) -> BroadcastError:
+        return BroadcastError(
+            f"channel {channel!r}: the Redis key {self._prefix + channel!r} is not a stream"
+            f" ({error}); is the key prefix {self._prefix!r} shared with other data?"
+        )
+
+    def _refuse(self, channel: str, error: BaseException) -> None:
+        """``channel``'s key is not a stream: stop reading it and fail its listeners (until
+        nobody wants it; a later subscriber finds out again)."""
+        failure = self._not_a_stream(channel, error)
+        if channel not in self._refused:
+            logger.error("durable broadcast: %s", failure)
+        self._refused.add(channel)
+        self._positions.pop(channel, None)
+        self._feed.refuse(channel, failure)
+        self._router.refuse(channel, failure)
+
+    async def _start_reading(self, client: _Client, channel: str) -> bool:
+        """Position ``channel`` at its stream's last id and keep the stream from expiring;
+        False when its key is not a stream (then the channel is refused)."""
+        try:
+            last = await self._last_id(client, channel)
+        except ResponseError as error:
+            if not _wrong_type(error):
+                raise
+            self._refuse(channel, error)
+            return False
+        self._refused.discard(channel)
+        self._positions[channel] = ZERO if last is None else last
+        ttl = self._retention.idle_ttl
+        if last is not None and ttl is not None:  # read here: keep it from expiring
+            await client.pexpire(self._prefix + channel, math.ceil(ttl * 1000))
+        return True
 
     # -- the reader ------------------------------------------------------------------------
 
@@ -250,7 +295,13 @@ class RedisStreamsBackend(RedisBackend):
             await self._position_new_channels(client)
             streams = {self._prefix + c: format_id(at) for c, at in self._positions.items()}
             streams[self._wake_key] = self._wake_position
-            reply = await client.xread(streams, count=_READ_COUNT, block=_BLOCK_MS)
+            try:
+                reply = await client.xread(streams, count=_READ_COUNT, block=_BLOCK_MS)
+            except ResponseError as error:
+                if not _wrong_type(error):
+                    raise
+                await self._refuse_non_streams(client, error)
+                continue
             for key, found in (reply or {}).items():
                 name = _text(key)
                 if name == self._wake_key:
@@ -278,18 +329,32 @@ class RedisStreamsBackend(RedisBackend):
         for channel in [c for c in self._positions if c not in wanted]:
             del self._positions[channel]
             self._confirmed.discard(channel)
-        ttl = self._retention.idle_ttl
+        self._refused &= wanted
+        # A refused channel is looked at again each time: a subscriber that came after
+        # the refusal must get it too, and the key may be a stream again.
         for channel in sorted(wanted - self._positions.keys()):
-            last = await self._last_id(client, channel)
-            self._positions[channel] = ZERO if last is None else last
-            if last is not None and ttl is not None:  # read here: keep it from expiring
-                await client.pexpire(self._prefix + channel, math.ceil(ttl * 1000))
+            await self._start_reading(client, channel)
         newly = wanted - self._confirmed
         if newly:
             self._confirmed |= newly
             for channel in newly:
                 self._feed.ready(channel)
             self._notify()
+
+    async def _refuse_non_streams(self, client: _Client, error: ResponseError) -> None:
+        """XREAD found a key of the wrong type (one changed since it was positioned):
+        refuse each channel whose key is not a stream any more."""
+        refused = 0
+        for channel in tuple(self._positions):
+            try:
+                await self._last_id(client, channel)
+            except ResponseError as each:
+                if not _wrong_type(each):
+                    raise
+                self._refuse(channel, each)
+                refused += 1
+        if not refused:
+            raise error
 
     async def _wake_on_change(self) -> None:
         """Append to this process's wake stream when the channels change, so the blocked
@@ -345,6 +410,12 @@ def _entry(raw: Any) -> Entry | None:
         )
     except ValueError:
         return None
+
+
+def _wrong_type(error: ResponseError) -> bool:
+    """Whether Redis refused the command because a key holds another type (also from
+    inside the publish script, where it arrives as a script error)."""
+    return isinstance(error, WrongTypeError) or "WRONGTYPE" in str(error)
 
 
 def _text(value: Any) -> str:
