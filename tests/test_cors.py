@@ -35,7 +35,8 @@ from tests.in_process import hypercorn_serving
 TRUSTED = "https://app.example"
 FOREIGN = "https://evil.example"
 ALLOW_HEADERS = (
-    "accept, authorization, content-type, graphql-require-preflight, x-graphql-event-stream-token"
+    "accept, authorization, content-type, graphql-require-preflight, "
+    "x-graphql-event-stream-token, last-event-id"
 )
 PREFLIGHT = {
     "origin": TRUSTED,
@@ -107,6 +108,17 @@ def test_H21_preflight_allows_the_configured_request_headers() -> None:
     assert response is not None
     allowed = cors_headers(response.headers)["access-control-allow-headers"]
     assert allowed == "content-type, x-api-key"
+
+
+def test_H21_a_resuming_sse_client_may_send_last_event_id_by_default() -> None:
+    """A cross-origin SSE client resumes with ``Last-Event-ID``: allowed without settings."""
+    asking = {**PREFLIGHT, "access-control-request-headers": "last-event-id"}
+    response = preflight_response(
+        "OPTIONS", asking, Settings(cors_origins=(TRUSTED,)).cors_policy()
+    )
+    assert response is not None
+    allowed = cors_headers(response.headers)["access-control-allow-headers"]
+    assert "last-event-id" in allowed.split(", ")
 
 
 def test_H21_no_allowed_request_headers_sends_no_allow_headers_header() -> None:

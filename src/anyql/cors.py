@@ -37,6 +37,8 @@ CORS_ALLOW_HEADERS: Final = (
     "content-type",
     PREFLIGHT_HEADER,
     "x-graphql-event-stream-token",
+    # What a resuming SSE client sends (docs/subscriptions.md#resuming-after-a-reconnect).
+    "last-event-id",
 )
 #: Content types a browser sends cross-site without a preflight (Fetch's safelist).
 _SIMPLE_TYPES: Final = frozenset(
