@@ -93,6 +93,10 @@ class Peer:
         result: dict[str, Any] = json.loads(text)
         return result
 
+    def pending_sends(self) -> int:
+        """How many server sends are blocked on this client reading."""
+        return self._from_server.statistics().tasks_waiting_send
+
     async def expect_close(self) -> tuple[int, str]:
         """Read until the server closes; frames in between must not exist."""
         async for text in self._from_server:

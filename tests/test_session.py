@@ -26,6 +26,7 @@ type Subscription {
   stubborn: Int!
   firehose: Int!
   parked: Parked!
+  burst(n: Int!): Int!
 }
 type Parked { held: Int! }
 """
@@ -114,6 +115,15 @@ def make_app(probe: Probe, **settings: Any) -> GraphQL:
         await anyio.sleep_forever()
         raise AssertionError("unreachable")
 
+    @schema.field("Subscription.burst")
+    async def burst(root: Any, info: Any, n: int) -> AsyncIterator[int]:
+        yield 0
+        await probe.release.wait()
+        for i in range(1, n):
+            yield i
+        probe.started.set()  # resumed after its last event was handed to the session
+        await anyio.sleep_forever()
+
     @schema.field("Subscription.firehose")
     async def firehose(root: Any, info: Any) -> AsyncIterator[int]:
         while True:
@@ -195,6 +205,26 @@ async def test_shutdown_closes_1001_after_cancelling_operations() -> None:
         handle.shutdown()
         assert await peer.expect_close() == (1001, "Going away")
         await probe.finally_ran.wait()
+
+
+async def test_a_server_close_sends_the_results_already_queued_before_the_close_frame() -> None:
+    """A drain or shutdown closes with 1001 after the frames produced before it (within
+    the close's flush time); it used to drop every queued ``next`` of a live operation."""
+    probe = Probe()
+    app = make_app(probe, limits=Limits(send_buffer_messages=64))
+    async with app.running() as handle, session(app, client_buffer=0) as peer:
+        await peer.init()
+        await peer.send(subscribe("1", "subscription { burst(n: 10) }"))
+        # The writer holds the first frame, blocked on a client that reads nothing yet;
+        # the other nine queue behind it. (Polled: a blocked send has no event.)
+        while peer.pending_sends() == 0:  # noqa: ASYNC110
+            await anyio.sleep(0.001)
+        probe.release.set()
+        await probe.started.wait()
+        handle.shutdown()
+        got = [await peer.receive() for _ in range(10)]
+        assert [message["payload"]["data"]["burst"] for message in got] == list(range(10))
+        assert await peer.expect_close() == (1001, "Going away")
 
 
 @pytest.mark.autojump

@@ -29,13 +29,16 @@ logger = logging.getLogger("anyql.session")
 
 @dataclass(eq=False, slots=True)
 class Owner:
-    """The operation a queued frame belongs to; frames of a cancelled owner are skipped."""
+    """The operation a queued frame belongs to; frames of a cancelled owner are skipped
+    (unless it was cancelled keeping them)."""
 
     id: str
     #: What runs, for logs: the subscription's root field or the operation type.
     label: str = ""
     started: float = field(default_factory=time.monotonic)
     cancelled: bool = False
+    #: Set by a cancel that keeps the frames already queued (a server close that flushes).
+    keeps_queued: bool = False
     dropped: int = 0
     #: The cancel scope of the operation's task; None for one without a task (a shared
     #: subscription), which has ``on_cancel`` instead.
@@ -43,11 +46,13 @@ class Owner:
     #: Called once on cancel, for an operation without a task (a shared subscription).
     on_cancel: Callable[[], None] | None = None
 
-    def cancel(self) -> None:
-        """Cancel the operation and make its queued frames disappear."""
+    def cancel(self, *, keep_queued: bool = False) -> None:
+        """Cancel the operation and make its queued frames disappear, unless
+        ``keep_queued``: then what it had queued is still sent."""
         if self.cancelled:
             return
         self.cancelled = True
+        self.keeps_queued = keep_queued
         if self.scope is not None:
             self.scope.cancel()
         if self.on_cancel is not None:

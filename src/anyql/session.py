@@ -179,12 +179,14 @@ class Session:
             self.operations.values(), f"on a connection from {self.info.peer}"
         )
 
-    def _cancel_operations(self) -> None:
+    def _cancel_operations(self, *, keep_queued: bool = False) -> None:
         for owner in list(self.operations.values()):
-            owner.cancel()
+            owner.cancel(keep_queued=keep_queued)
 
     async def _shut(self, tg: anyio.abc.TaskGroup) -> None:
-        self._cancel_operations()
+        # A close that flushes (shutdown, drain, Connection.close) sends the results the
+        # operations had produced before the close frame; the others drop them.
+        self._cancel_operations(keep_queued=self._state is SessionState.CLOSING)
         close = self._close
         if close is not None and self._state is not SessionState.LOST:
             self.outbox.close()
@@ -313,7 +315,7 @@ class Session:
             while True:
                 items = self.outbox.take()
                 if items or (direct is not None and direct.needs_flush):
-                    messages = [i.data for i in items if i.owner is None or not i.owner.cancelled]
+                    messages = [i.data for i in items if _still_wanted(i.owner)]
                     if direct is not None:
                         await direct.send_encoded(messages)  # after any part write_now left
                     else:
@@ -596,3 +598,8 @@ class Session:
             await anyio.lowlevel.checkpoint()
             return
         await self.outbox.put(message, owner=owner, policy=policy, droppable=True)
+
+
+def _still_wanted(owner: Owner | None) -> bool:
+    """Whether a queued frame of ``owner`` is still to be sent."""
+    return owner is None or not owner.cancelled or owner.keeps_queued
