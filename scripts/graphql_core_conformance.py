@@ -34,11 +34,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import ctypes
 import importlib
 import inspect
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tarfile
@@ -381,7 +383,18 @@ def run_once(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_die_with_this_script if sys.platform == "linux" else None,
     )
+
+
+def _die_with_this_script() -> None:
+    """In the child, before pytest starts: the kernel kills it when this script dies, even
+    by SIGKILL (a caller's timeout), so no run is left behind."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def summarise(executor: str, backend: str, data: dict[str, Any]) -> dict[str, Any]:
