@@ -338,9 +338,25 @@ async def test_D03_the_last_event_id_header_wins_in_distinct_mode() -> None:
     assert seen["numbers"] == ["3", "1", None]
 
 
+async def test_D03_a_non_ascii_event_id_comes_back_as_it_was_sent() -> None:
+    """An EventSource sends the last ``id:`` it saw as UTF-8; headers arrive as latin-1 text.
+    (It used to reach the resolver as mojibake: "Ã©2" for "é2".)"""
+    app, seen = make_app()
+    for event_id in ("é2", "日" * MAX_EVENT_ID_LENGTH):  # the limit counts characters
+        as_sent = event_id.encode("utf-8").decode("latin-1")
+        await stream_all(
+            app, request(body={"query": NUMBERS}, headers=(("last-event-id", as_sent),))
+        )
+    assert seen["numbers"] == ["é2", "日" * MAX_EVENT_ID_LENGTH]
+
+
 @pytest.mark.parametrize(
     ("header", "message"),
-    [("x" * (MAX_EVENT_ID_LENGTH + 1), "longer than 4096"), ("1\x002", "line break or NUL")],
+    [
+        ("x" * (MAX_EVENT_ID_LENGTH + 1), "longer than 4096"),
+        ("1\x002", "line break or NUL"),
+        ("\xe9", "not UTF-8"),  # a latin-1 byte alone
+    ],
 )
 async def test_D03_a_bad_last_event_id_header_is_refused_with_400(
     header: str, message: str

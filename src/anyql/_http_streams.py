@@ -431,11 +431,16 @@ def _resuming_at_header(operation: OperationRequest, info: RequestInfo) -> Opera
     Distinct-mode SSE only: on a single-connection stream the id would mix operations.
 
     Raises:
-        HTTPError: 400, the header cannot be an event id (too long, NUL).
+        HTTPError: 400, the header cannot be an event id (not UTF-8, too long, NUL).
     """
     header = info.header(LAST_EVENT_ID_HEADER)
     if not header:
         return operation
+    try:
+        # Headers arrive as latin-1 text; an EventSource sends the id it saw as UTF-8.
+        header = header.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise _refusal(400, "The Last-Event-ID header is not UTF-8 text") from None
     try:
         check_event_id(header, "The Last-Event-ID header")
     except ValueError as error:
