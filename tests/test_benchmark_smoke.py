@@ -68,6 +68,7 @@ SCRIPTS = (
     "forced_shutdown.py",
     "durable_memory.py",
     "zero_loss_deploy.py",
+    "durable_channels.py",
 )
 #: What each of them starts with: benchmarks/ (holding http.py) must not stay on sys.path.
 PATH_GUARD = """from __future__ import annotations
@@ -635,3 +636,20 @@ def test_dataloader_micro_benchmark_samples_every_implementation() -> None:
         assert reference["vs_reference"]["sequential_miss_cpu_us"] == pytest.approx(1.0)
     text = micro.profile("anyql-trio", loads=20, scopes=1)
     assert "anyql/dataloader.py:" in text and "calls/load" in text
+
+
+@pytest.mark.redis
+def test_durable_channels_smoke_run_measures_every_delivery(tmp_path: Path) -> None:
+    from tests.broadcast.helpers import shared_redis_url
+
+    url = shared_redis_url()
+    results = tmp_path / "durable.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "durable_channels.py"), "--redis", url]
+    command += ["--channels", "1,50", "--events", "30", "--rate", "0", "--repeat", "1"]
+    done = subprocess.run(
+        [*command, "--json", str(results)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    runs = json.loads(results.read_text())
+    assert [(run["channels"], run["events"]) for run in runs] == [(1, 30), (50, 30)]
+    assert all(run["deliveries_per_s"] > 0 for run in runs)

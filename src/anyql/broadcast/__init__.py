@@ -132,7 +132,8 @@ class Broadcast:
             group_prefix: the channel prefix that turns a group name into a channel.
             durable: keep every message with an id, so subscribers can resume after a
                 gap (``events(..., after=...)``): a bounded ring per channel in memory,
-                or one Redis stream per channel (``XADD``/``XREAD``) instead of pub/sub.
+                or one Redis stream per channel (``XADD``, read by notification) instead of
+                pub/sub alone.
             retention: how much a durable broadcast keeps (default ``Retention()``:
                 10,000 entries per channel, channels idle for a day deleted).
             key_prefix: (durable Redis) the prefix of each channel's stream key.
@@ -212,17 +213,16 @@ class Broadcast:
             log = MemoryLog(self._retention, feed) if self._durable else None
             backend = MemoryBackend(router, log)
         elif self._durable:
-            from .redis_cluster import RedisClusterStreamsBackend
             from .redis_streams import RedisStreamsBackend
 
-            streams = RedisClusterStreamsBackend if self._cluster else RedisStreamsBackend
-            backend = log = streams(
+            backend = log = RedisStreamsBackend(
                 self._url,
                 router,
                 feed,
                 publish_timeout=self._publish_timeout,
                 retention=self._retention,
                 key_prefix=self._key_prefix,
+                cluster=self._cluster,
             )
         else:
             from .redis import RedisBackend

@@ -52,7 +52,7 @@ def parse_id(text: str | bytes) -> StreamId:
     if isinstance(text, bytes):
         text = text.decode("ascii", "replace")
     milliseconds, dash, sequence = text.partition("-")
-    if not dash or not milliseconds.isdigit() or not sequence.isdigit():
+    if not (dash and text.isascii() and milliseconds.isdigit() and sequence.isdigit()):
         raise ValueError(f"not a stream id: {text[:40]!r}")
     parsed = int(milliseconds), int(sequence)
     if parsed[0] > _MAX_PART or parsed[1] > _MAX_PART:
@@ -91,6 +91,8 @@ def decode_token(token: str) -> tuple[str, dict[str, StreamId]]:
             if not isinstance(channel, str) or not isinstance(at, str):
                 raise TypeError
             positions[channel] = parse_id(at)
+        if not positions:  # every id this module issues names the channel of its event
+            raise ValueError("no channel")
     except (binascii.Error, ValueError, TypeError):  # orjson's decode error is a ValueError
         raise _invalid("it is not an event id this server issued") from None
     return epoch, positions

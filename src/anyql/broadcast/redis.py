@@ -102,6 +102,9 @@ class _Publisher:
 class RedisBackend:
     """Redis pub/sub for a ``Broadcast``; see the module docstring for how it works."""
 
+    #: What the outage warning says becomes of what is published meanwhile.
+    _during_an_outage = "messages published during the outage are lost"
+
     def __init__(
         self, url: str, router: Router, *, publish_timeout: float, cluster: bool = False
     ) -> None:
@@ -407,11 +410,11 @@ class RedisBackend:
         if self._outage_since is None:
             self._outage_since = time.monotonic()
             logger.warning(
-                "Redis pub/sub at %s is unavailable (%s: %s); reconnecting with backoff; "
-                "messages published during the outage are lost",
+                "Redis pub/sub at %s is unavailable (%s: %s); reconnecting with backoff; %s",
                 self._where,
                 type(error).__name__,
                 error,
+                self._during_an_outage,
             )
         else:
             logger.debug("Redis pub/sub at %s: reconnect failed: %r", self._where, error)
