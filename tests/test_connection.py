@@ -8,6 +8,7 @@ hypercorn (ASGI).
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -166,6 +167,35 @@ async def test_P40_a_connection_whose_credentials_expire_is_closed_4403_and_clea
             assert await socket.wait_closed() == (4403, "Connection expired")
         assert anyio.current_time() - started >= lifetime * 0.9
         await probe.finally_ran.wait()
+
+
+@pytest.mark.parametrize(
+    ("expires_at", "error"),
+    [
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        (datetime.now(UTC), TypeError),  # what a JWT library may hand over
+        ("1700000000", TypeError),
+        (True, TypeError),
+    ],
+)
+async def test_P40_an_expiry_that_is_not_a_time_is_refused_and_the_connection_closed_4500(
+    expires_at: Any, error: type[Exception]
+) -> None:
+    """A bad ``expires_at`` is an error of ``on_connect`` (4500, logged), raised where it is
+    made; it used to crash the session outside its error handling (1011, or an error that
+    reached hypercorn)."""
+    with pytest.raises(error, match="expires_at"):
+        Accepted({}, expires_at=expires_at)
+    app = make_app(Probe())
+
+    async def on_connect(context: Any, params: Any) -> Accepted:
+        return Accepted({"user": "ann"}, expires_at=expires_at)
+
+    app.on_connect = on_connect
+    async with TestClient(app) as client, client.websocket(init=False) as socket:
+        await socket.send_json({"type": "connection_init"})
+        assert await socket.wait_closed() == (4500, "Internal server error")
 
 
 async def test_without_an_expiry_accepted_only_carries_the_payload() -> None:

@@ -7,6 +7,7 @@ Owns ``Context`` and ``Connection``. Imports the standard library and ``types``.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -35,6 +36,18 @@ class Accepted:
 
     payload: Mapping[str, Any] | None = None
     expires_at: float | None = None
+
+    def __post_init__(self) -> None:
+        expires_at = self.expires_at
+        if expires_at is None:
+            return
+        if isinstance(expires_at, bool) or not isinstance(expires_at, int | float):
+            raise TypeError(
+                "Accepted(expires_at=...) takes time.time() seconds (a float) or None, not"
+                f" {type(expires_at).__name__} (for a datetime, pass its .timestamp())"
+            )
+        if not math.isfinite(expires_at):
+            raise ValueError(f"Accepted(expires_at=...) must be finite, not {expires_at!r}")
 
 
 class Connection:
