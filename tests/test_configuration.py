@@ -86,6 +86,8 @@ def test_every_limit_says_which_servers_enforce_it() -> None:
         ({"mask_errors": "yes"}, "Settings.mask_errors must be True, False or None"),
         ({"subscription_protocols": ("mqtt",)}, "Settings.subscription_protocols: unknown"),
         ({"path": "graphql"}, "Settings.path must start with '/'"),
+        ({"path": "/graphql", "readiness_path": "/graphql/"}, "readiness_path must differ"),
+        ({"readiness_path": "/"}, "readiness_path must differ"),  # path=None answers "/"
         ({"limits": {"max_connections": 2}}, r"write limits=Limits\(max_connections=2\)"),
     ],
 )

@@ -146,6 +146,11 @@ class Settings:
             raise ValueError(
                 f"Settings.readiness_path must be None or start with '/', not {readiness!r}"
             )
+        if readiness is not None and (self.path or "/").rstrip("/") == readiness.rstrip("/"):
+            raise ValueError(
+                f"Settings.readiness_path must differ from path ({readiness!r}): it would"
+                " answer every GraphQL request with the readiness status"
+            )
         if self.fallback is not None and (self.path is None or not callable(self.fallback)):
             raise ValueError("Settings.fallback takes an ASGI app and needs path=")
         if not isinstance(self.graphiql, bool) and not callable(self.graphiql):
