@@ -463,13 +463,19 @@ async def test_D12_the_largest_id_is_invalid_at_once(broker_url: str | None) -> 
 
 
 async def test_too_many_channels_for_one_token_are_refused_on_entering(
-    broker_url: str | None,
+    broker_url: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Before anything is read or registered (it used to read each channel's head and make
+    the reader take every channel in first)."""
     async with durable(broker_url) as broadcast:
+        attached: list[object] = []
+        assert broadcast._feed is not None
+        monkeypatch.setattr(broadcast._feed, "attach", attached.append)
         channels = [f"a-rather-long-channel-name-{n:04d}" for n in range(80)]
         with pytest.raises(ValueError, match="too many"):
             async with broadcast.events(*channels):
                 pass
+        assert attached == []
 
 
 async def test_the_ring_of_a_channel_whose_listener_left_is_kept_for_idle_ttl() -> None:

@@ -339,6 +339,14 @@ class DurableSubscription:
             raise RuntimeError("a DurableSubscription can be entered only once")
         self._entered = True
         log, feed = self._log_of(), self._feed_of()
+        # Before any I/O: the widest id must fit (about 50 channels of short names).
+        widest = {c: (2**64 - 1, 2**64 - 1) for c in self.channels}
+        if len(encode_token(log.epoch, widest)) > MAX_EVENT_ID_LENGTH:
+            raise ValueError(
+                f"{len(self.channels)} channels are too many for one resumable"
+                f" subscription: its event ids would exceed {MAX_EVENT_ID_LENGTH}"
+                " characters; use fewer or shorter channel names"
+            )
         resumed = self._resume_points(log.epoch)
         self._log, self._epoch = log, log.epoch
         # Registered first: whatever is published from now on is either read from the log
@@ -351,13 +359,6 @@ class DurableSubscription:
                 if at is None:
                     at = await self._retrying(partial(log.head, channel))
                 self._accepted[channel] = self._delivered[channel] = at
-            widest = {c: (2**64 - 1, 2**64 - 1) for c in self.channels}
-            if len(encode_token(self._epoch, widest)) > MAX_EVENT_ID_LENGTH:
-                raise ValueError(
-                    f"{len(self.channels)} channels are too many for one resumable"
-                    f" subscription: its event ids would exceed {MAX_EVENT_ID_LENGTH}"
-                    " characters; use fewer or shorter channel names"
-                )
             for channel in resumed:  # a bad resume point fails here, before any event
                 await self._catch_up(channel)
         except BaseException:
