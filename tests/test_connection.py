@@ -8,8 +8,8 @@ hypercorn (ASGI).
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
