@@ -18,6 +18,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import anyio
+import graphql
 import pytest
 from graphql import ExecutionResult, GraphQLResolveInfo, build_schema, parse
 from graphql import execute as graphql_execute
@@ -26,7 +27,7 @@ from hypothesis import strategies as st
 
 from anyql import Schema
 from anyql._executor import run_executor
-from anyql._plan import PlannedExecutor
+from anyql._plan import CHECKPOINT_BUDGET, PlannedExecutor
 from anyql.execution import Engine
 from anyql.types import OperationRequest
 
@@ -635,6 +636,144 @@ async def test_awaitables_left_in_a_list_cut_by_a_cancellation_are_settled() -> 
             task_group.start_soon(_cancel, scope)  # at the list's first checkpoint
             await engine.execute(prepared, context=None)
     assert closed == [True]
+
+
+@pytest.mark.anyio
+async def test_execute_sync_completes_lists_longer_than_the_checkpoint_budget() -> None:
+    # A checkpoint nothing can await is skipped: the caller's is_awaitable says it cannot
+    # await (execute_sync), or no event loop runs (execute_sync(check_sync=True) in a thread)
+    schema = build_schema(
+        "type Query { items: [Int] boxes: [Box] name: String } type Box { items: [Int] }"
+    )
+    size = CHECKPOINT_BUDGET + 1
+    document = parse("{ items boxes { items } name }")
+
+    def root() -> dict[str, Any]:
+        return {
+            "items": list(range(size)),
+            "boxes": [{"items": [1, 2]} for _ in range(size)],
+            "name": "n",
+        }
+
+    expected = {
+        "items": list(range(size)),
+        "boxes": [{"items": [1, 2]}] * size,
+        "name": "n",
+    }
+    assert graphql.execute_sync(schema, document, root()).data == expected  # graphql-core's
+    result = graphql.execute_sync(schema, document, root(), executor_class=PlannedExecutor)
+    assert result.errors is None
+    assert result.data == expected
+
+    def checked() -> ExecutionResult:
+        return graphql.execute_sync(
+            schema, document, root(), executor_class=PlannedExecutor, check_sync=True
+        )
+
+    result = await anyio.to_thread.run_sync(checked)
+    assert result.errors is None
+    assert result.data == expected
+
+
+@pytest.mark.anyio
+async def test_is_type_of_and_resolve_type_of_list_items_see_the_list_fields_path() -> None:
+    schema = build_schema(
+        """
+        interface Pet { name: String }
+        type Cat implements Pet { name: String }
+        type Dog implements Pet { name: String }
+        type Query { pets: [Pet] cats: [Cat] grid: [[Pet]] streamed: [[Pet]] }
+        """
+    )
+    seen: list[tuple[str, list[str | int]]] = []
+
+    def resolve_type(value: Any, info: GraphQLResolveInfo[Any], abstract: Any) -> str:
+        seen.append(("resolve_type", info.path.as_list()))
+        return str(value["kind"])
+
+    def is_type_of(value: Any, info: GraphQLResolveInfo[Any]) -> bool:
+        seen.append(("is_type_of", info.path.as_list()))
+        return True
+
+    schema.type_map["Pet"].resolve_type = resolve_type  # type: ignore[attr-defined]
+    schema.type_map["Cat"].is_type_of = is_type_of  # type: ignore[attr-defined]
+    cat, dog = {"kind": "Cat", "name": "c"}, {"kind": "Dog", "name": "d"}
+
+    def root() -> dict[str, Any]:
+        # the inner lists of streamed are async iterables: the generic path completes them
+        return {
+            "pets": [cat, dog],
+            "cats": [cat],
+            "grid": [[dog]],
+            "streamed": [_async_items([dog])],
+        }
+
+    engine = Engine(schema)
+    query = "{ pets { name } cats { name } grid { name } streamed { name } }"
+    prepared = engine.prepare(OperationRequest(query))
+    result = await engine.execute(prepared, context=None, root_value=root())
+    assert result["data"] == {
+        "pets": [{"name": "c"}, {"name": "d"}],
+        "cats": [{"name": "c"}],
+        "grid": [[{"name": "d"}]],
+        "streamed": [[{"name": "d"}]],
+    }
+    # graphql-core passes the list field's resolve-info, whose path is the field's
+    assert sorted(seen) == sorted(
+        [
+            ("resolve_type", ["pets"]),
+            ("is_type_of", ["pets"]),
+            ("resolve_type", ["pets"]),
+            ("is_type_of", ["cats"]),
+            ("resolve_type", ["grid"]),
+            ("resolve_type", ["streamed"]),
+        ]
+    )
+    assert engine.plan_stats()["operations_planned"] == 1
+
+
+@pytest.mark.anyio
+async def test_a_checkpoint_changes_neither_the_errors_nor_which_resolvers_run() -> None:
+    schema = build_schema(
+        """
+        type Query { big: [Int] strict: String! bigStrict: [Int!]! after: String o: O }
+        type O { big: [Int] strict: String! }
+        """
+    )
+    calls: list[str] = []
+
+    def after(root: Any, info: Any) -> str:
+        calls.append("after")
+        raise RuntimeError("after failed")
+
+    schema.query_type.fields["after"].resolve = after  # type: ignore[union-attr]
+    past = CHECKPOINT_BUDGET + 200
+
+    def root() -> dict[str, Any]:
+        big: list[Any] = list(range(past + 300))
+        big[past] = "bad"  # a nullable item's error, past the budget
+        big_strict: list[Any] = list(range(past + 300))
+        big_strict[past] = None  # a non-null item's error, past the budget
+        return {"big": big, "strict": None, "bigStrict": big_strict, "o": {"big": big}}
+
+    engine = Engine(schema)
+    for query in ("{ big strict }", "{ bigStrict after }", "{ after o { big strict } }"):
+        calls.clear()
+        core = graphql_execute(schema, parse(query), root())  # synchronous: any backend
+        assert isinstance(core, ExecutionResult)
+        core_calls = list(calls)
+        calls.clear()
+        prepared = engine.prepare(OperationRequest(query))
+        planned = await engine.execute(prepared, context=None, root_value=root())
+        assert planned == engine.format_result(core), query
+        assert calls == core_calls, query
+        calls.clear()
+        executed: Any = graphql_execute(
+            schema, parse(query), root(), executor_class=PlannedExecutor
+        )
+        assert not isinstance(executed, ExecutionResult)  # it went on after a checkpoint
+        assert engine.format_result(await executed) == engine.format_result(core), query
+        assert calls == core_calls, query
 
 
 # --- the generic path inside a plan, and the counters ------------------------------------

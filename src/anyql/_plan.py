@@ -33,7 +33,10 @@ they can be seen: for a resolver call, a value with a selection set, or an error
 
 A long synchronous subtree checkpoints: every ``CHECKPOINT_BUDGET`` completed fields or
 list items, a list finishes its remaining items after ``anyio.lowlevel.checkpoint()``,
-so the operation timeout and a cancellation still reach it.
+so the operation timeout and a cancellation still reach it. The fields and items after
+it wait for it (``_Resume``), so the checkpoint changes neither the errors nor which
+resolvers run. No checkpoint is taken where nothing could await it (``execute_sync``'s
+``is_awaitable``, no event loop): such an execution stays synchronous.
 
 What a plan does not cover goes through graphql-core's generic path (the executor's own
 ``complete_value``) from that value down: a list resolved as an async iterable. Whole
@@ -45,7 +48,8 @@ when planning itself fails (the generic path then reports the error).
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator, Mapping
+from types import CoroutineType
 from typing import Any, Final, Literal
 
 import anyio
@@ -342,16 +346,21 @@ class ObjectPlan:
         """One plan per field, for executing the fields one after another (mutations)."""
         parts = self.serial_parts
         if parts is None:
-            made: list[ObjectPlan] = []
-            for field in self.fields:
-                part = object.__new__(ObjectPlan)
-                part.object_type = self.object_type
-                part.type_name = self.type_name
-                part.fields = (field,)
-                part.serial_parts = None
-                made.append(part)
-            parts = self.serial_parts = tuple(made)
+            parts = self.serial_parts = tuple(self._part((field,)) for field in self.fields)
         return parts
+
+    def fields_after(self, field: FieldPlan) -> ObjectPlan | None:
+        """A plan of the fields after ``field`` (None if it is the last one)."""
+        rest = self.fields[self.fields.index(field) + 1 :]
+        return self._part(rest) if rest else None
+
+    def _part(self, fields: tuple[FieldPlan, ...]) -> ObjectPlan:
+        part = object.__new__(ObjectPlan)
+        part.object_type = self.object_type
+        part.type_name = self.type_name
+        part.fields = fields
+        part.serial_parts = None
+        return part
 
 
 class _Unplannable(Exception):
@@ -473,6 +482,7 @@ class PlannedRun:
     __slots__ = (
         "_event_executor",
         "budget",
+        "caller_awaits",
         "errors",
         "executor",
         "fields",
@@ -493,6 +503,8 @@ class PlannedRun:
         self.plan = plan
         self.stats = stats
         self.budget = CHECKPOINT_BUDGET
+        #: whether the caller can await a checkpoint (``_checkpoint_due``), found out once
+        self.caller_awaits: bool | None = None
         self.fields = 0
         self.for_event = event is not Undefined
         self.executor = executor
@@ -633,9 +645,21 @@ class PlannedRun:
                         continue
                     else:
                         completed = self.complete(completer, field, value, field_path)
-                    if type(completed) in _PLAIN or not is_awaitable(completed):
+                    completed_type = type(completed)
+                    if completed_type in _PLAIN or (
+                        completed_type is not CoroutineType
+                        and completed_type is not _Resume
+                        and not is_awaitable(completed)
+                    ):
                         results[response_name] = completed
                         continue
+                    if completed_type is _Resume:  # the later siblings run after it
+                        results[response_name] = None  # (its place in the response)
+                        return _Resume(
+                            self._resume_fields(
+                                plan, source, path, results, pending, field, field_path, completed
+                            )
+                        )
                     results[response_name] = self._guard(
                         completed, completer.output_type, field, field_path
                     )
@@ -652,6 +676,49 @@ class PlannedRun:
         if pending is None:
             return results
         return self._fill_in(results, pending)
+
+    async def _resume_fields(
+        self,
+        plan: ObjectPlan,
+        source: Any,
+        path: Path | None,
+        results: dict[str, Any],
+        pending: list[str] | None,
+        field: FieldPlan,
+        field_path: Path,
+        waiting: _Resume,
+    ) -> dict[str, Any]:
+        """Finish ``field`` (gone on after a checkpoint), then the fields after it."""
+        more: Any = None
+        try:
+            results[field.response_name] = await self._guard(
+                waiting, field.completer.output_type, field, field_path
+            )
+            rest = plan.fields_after(field)
+            if rest is not None:
+                count = len(rest.fields)  # already counted by the first part
+                self.fields -= count
+                self.budget += count
+                more = self.execute_fields(rest, source, path)
+                if type(more) is _Resume:
+                    more = await more
+        except BaseException:
+            if pending:
+                self.generic_executor().settle_in_background([results[key] for key in pending])
+            raise
+        if more is None or type(more) is dict:
+            if more:
+                results.update(more)
+            if pending:
+                await self._fill_in(results, pending)
+            return results
+        # the later fields' own pending work, concurrently with the earlier fields'
+        if pending:
+            more = (await gather([self._fill_in(results, pending), more]))[1]
+        else:
+            more = await more
+        results.update(more)
+        return results
 
     def info(self, field: FieldPlan, path: Path) -> GraphQLResolveInfo[Any]:
         """The resolve-info graphql-core would pass for ``field`` at ``path``."""
@@ -702,7 +769,7 @@ class PlannedRun:
         try:
             resolved = await value
             completed = self.complete(field.completer, field, resolved, path)
-            if type(completed) not in _PLAIN and self.executor.is_awaitable(completed):
+            if type(completed) not in _PLAIN and _awaitable(completed, self.executor.is_awaitable):
                 completed = await completed
         except Exception as raw_error:
             self._field_error(raw_error, field.completer.output_type, field, path)
@@ -767,7 +834,7 @@ class PlannedRun:
         plan = completer.plan_of(object_type, self.executor)
         if object_type.is_type_of is None:
             return self.execute_fields(plan, value, path)
-        matches = object_type.is_type_of(value, self.info(field, path))
+        matches = object_type.is_type_of(value, self.info(field, _field_path(path)))
         if self.executor.is_awaitable(matches):
             return self._complete_object_later(plan, matches, completer, field, value, path)
         if not matches:
@@ -798,7 +865,7 @@ class PlannedRun:
         abstract: GraphQLAbstractType = (
             output_type.of_type if isinstance(output_type, GraphQLNonNull) else output_type  # type: ignore[assignment]
         )
-        info = self.info(field, path)
+        info = self.info(field, _field_path(path))
         resolve_type = abstract.resolve_type or executor.type_resolver
         runtime_name = resolve_type(value, info, abstract)
         if executor.is_awaitable(runtime_name):
@@ -820,12 +887,12 @@ class PlannedRun:
         path: Path,
     ) -> Any:
         executor = self.generic_executor()
-        info = self.info(field, path)
+        info = self.info(field, _field_path(path))
         runtime_type = executor.ensure_valid_runtime_type(
             await runtime_name, abstract, completer.selection, info, value
         )
         completed = self._complete_object(completer, runtime_type, field, value, path)
-        if type(completed) not in _PLAIN and executor.is_awaitable(completed):
+        if type(completed) not in _PLAIN and _awaitable(completed, executor.is_awaitable):
             completed = await completed
         return completed
 
@@ -839,7 +906,7 @@ class PlannedRun:
                 return executor.complete_value(
                     _nullable(completer.output_type),
                     completer.selection,
-                    self.info(field, path),
+                    self.info(field, _field_path(path)),
                     path,
                     value,
                     None,
@@ -852,8 +919,11 @@ class PlannedRun:
         completed: list[Any] = []
         pending: list[int] = []
         items = iter(value)
-        if self._fill_list(completer, field, items, completed, pending, path):
-            return self._complete_list_later(completer, field, items, completed, pending, path)
+        stop = self._fill_list(completer, field, items, completed, pending, path)
+        if stop is not False:
+            return _Resume(
+                self._complete_list_later(completer, field, items, completed, pending, path, stop)
+            )
         if pending:
             return self._fill_in(completed, pending)
         return completed
@@ -866,8 +936,10 @@ class PlannedRun:
         completed: list[Any],
         pending: list[int],
         path: Path,
-    ) -> bool:
-        """Complete items into ``completed``; True when the budget ran out before the end."""
+    ) -> bool | _Resume:
+        """Complete items into ``completed``; False at the end, True when the budget ran
+        out before it, the last item's completion when that went on after a checkpoint
+        (the items after it are completed once it has finished)."""
         item = completer.item
         item_type = completer.item_type
         assert item is not None and item_type is not None
@@ -891,6 +963,10 @@ class PlannedRun:
                         )
                         if type(done) is dict:
                             append(done)
+                        elif type(done) is _Resume:
+                            append(None)
+                            self.budget -= 1
+                            return done
                         else:
                             append(self._guard(done, item_type, field, item_path))
                             pending.append(index)
@@ -901,7 +977,14 @@ class PlannedRun:
                             pending.append(index)
                         else:
                             done = self.complete(item, field, value, item_path)
-                            if type(done) not in _PLAIN and is_awaitable(done):
+                            done_type = type(done)
+                            if done_type in _PLAIN:
+                                append(done)
+                            elif type(done) is _Resume:  # (narrows done for mypy)
+                                append(None)
+                                self.budget -= 1
+                                return done
+                            elif done_type is CoroutineType or is_awaitable(done):
                                 append(self._guard(done, item_type, field, item_path))
                                 pending.append(index)
                             else:
@@ -912,11 +995,28 @@ class PlannedRun:
                     self._field_error(raw_error, item_type, field, item_path)
                     append(None)
                 self.budget -= 1
-                if self.budget <= 0:
+                if self.budget <= 0 and self._checkpoint_due():
                     return True
         except Exception:
             self._orphan(completed, pending, items)
             raise
+        return False
+
+    def _checkpoint_due(self) -> bool:
+        """At the end of the budget: whether the list finishes after a checkpoint.
+
+        Not when nothing could await the checkpoint: a caller whose ``is_awaitable`` says a
+        coroutine is not awaitable (``execute_sync``, ``graphql_sync``) or a thread without
+        an event loop (``execute_sync(check_sync=True)`` from synchronous code). Nothing
+        can cancel such an execution either, so it goes on synchronously, as graphql-core's
+        does, with a fresh budget.
+        """
+        awaits = self.caller_awaits
+        if awaits is None:
+            awaits = self.caller_awaits = _caller_awaits(self.executor.is_awaitable)
+        if awaits and _in_event_loop():
+            return True
+        self.budget = CHECKPOINT_BUDGET
         return False
 
     def _orphan(self, completed: list[Any], pending: list[int], items: Iterator[Any]) -> None:
@@ -934,19 +1034,32 @@ class PlannedRun:
         completed: list[Any],
         pending: list[int],
         path: Path,
+        stop: bool | _Resume,
     ) -> list[Any]:
-        """Finish a list whose budget ran out, a checkpoint before every further share."""
+        """Finish a list whose budget ran out (``stop`` True), a checkpoint before every
+        further share, or whose last item went on after a checkpoint (``stop``)."""
         while True:
             try:
-                await anyio.lowlevel.checkpoint()
+                if stop is True:
+                    await anyio.lowlevel.checkpoint()
+                    self.budget = CHECKPOINT_BUDGET
+                else:
+                    assert type(stop) is _Resume and completer.item_type is not None
+                    index = len(completed) - 1
+                    completed[index] = await self._guard(
+                        stop, completer.item_type, field, Path(path, index, None)
+                    )
+            except Exception:  # a non-null item failed: as in _fill_list
+                self._orphan(completed, pending, items)
+                raise
             except BaseException:  # cancelled: what was started and what is left settles
                 # A generator's items not drawn yet do not exist: drawing them all (as an
                 # error does, like graphql-core) would run the very work being cancelled.
                 rest = items if type(items) in _MATERIAL_ITERATORS else iter(())
                 self._orphan(completed, pending, rest)
                 raise
-            self.budget = CHECKPOINT_BUDGET
-            if not self._fill_list(completer, field, items, completed, pending, path):
+            stop = self._fill_list(completer, field, items, completed, pending, path)
+            if stop is False:
                 break  # (_fill_list hands its own leftovers over when it raises)
         if pending:
             await self._fill_in(completed, pending)
@@ -962,7 +1075,7 @@ class PlannedRun:
     ) -> Any:
         try:
             completed = self.complete(item, field, await value, path)
-            if type(completed) not in _PLAIN and self.executor.is_awaitable(completed):
+            if type(completed) not in _PLAIN and _awaitable(completed, self.executor.is_awaitable):
                 completed = await completed
         except Exception as raw_error:
             self._field_error(raw_error, item_type, field, path)
@@ -970,11 +1083,71 @@ class PlannedRun:
         return completed
 
 
+class _Resume:
+    """A completion that went on after a checkpoint (``CHECKPOINT_BUDGET``).
+
+    The fields or list items after it are completed once it has finished (see
+    ``PlannedRun._resume_fields`` and ``_complete_list_later``), as they would have been
+    without the checkpoint: so a checkpoint changes neither which errors are reported nor
+    which resolvers run. It is never a pending sibling that an error could abandon.
+    """
+
+    __slots__ = ("coroutine",)
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        self.coroutine = coroutine
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.coroutine.__await__()
+
+
 def _add(pending: list[str] | None, key: str) -> list[str]:
     if pending is None:
         return [key]
     pending.append(key)
     return pending
+
+
+def _awaitable(value: Any, is_awaitable: Callable[[Any], bool]) -> bool:
+    """Whether a completed value (not of a ``_PLAIN`` type) is still to be awaited.
+
+    The plan's own awaitables are coroutines and are recognised by their type, whatever
+    the caller's ``is_awaitable`` says (``execute_sync`` passes one that says never).
+    """
+    return type(value) is CoroutineType or type(value) is _Resume or is_awaitable(value)
+
+
+def _field_path(path: Path) -> Path:
+    """The path of the field ``path`` is in: a list item's path without its indices.
+
+    graphql-core passes ``is_type_of`` and ``resolve_type`` of a list item the field's
+    resolve-info, whose path is the list field's.
+    """
+    while type(path.key) is int:
+        path = path.prev  # type: ignore[assignment]
+    return path
+
+
+async def _coroutine_probe() -> None:
+    """Never run: a coroutine to ask the caller's ``is_awaitable`` about."""
+
+
+def _caller_awaits(is_awaitable: Callable[[Any], bool]) -> bool:
+    """Whether a caller with this ``is_awaitable`` can await a coroutine it is handed."""
+    probe = _coroutine_probe()
+    try:
+        return bool(is_awaitable(probe))
+    finally:
+        probe.close()
+
+
+def _in_event_loop() -> bool:
+    """Whether this thread runs an async event loop (a checkpoint needs one)."""
+    try:
+        anyio.get_current_task()
+    except RuntimeError:  # anyio's NoEventLoopError (sniffio's error before anyio 4.11)
+        return False
+    return True
 
 
 def _fast_leaf(completer: Completer, field: FieldPlan, value: Any, value_type: type) -> Any:
