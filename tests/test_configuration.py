@@ -63,6 +63,15 @@ def test_zero_and_infinity_are_accepted_where_they_mean_something() -> None:
     assert limits.operation_timeout == math.inf
 
 
+@pytest.mark.parametrize("name", ["shutdown_grace", "drain_delay", "drain_window"])
+def test_the_times_of_the_shutdown_budget_must_be_finite(name: str) -> None:
+    """Together they bound how long a stop may take: infinity would never end a drain nor
+    let the watchdog end the process (its thread died of OverflowError in ``select``)."""
+    with pytest.raises(ValueError, match=f"Limits.{name} must be a finite number of seconds"):
+        Limits(**{name: math.inf})
+    assert getattr(Limits(**{name: 1e10}), name) == 1e10  # large but finite: accepted
+
+
 def test_every_limit_says_which_servers_enforce_it() -> None:
     limits = Limits()
     assert {limits.enforced_by(item.name) for item in fields(Limits)} == {"all", "native"}

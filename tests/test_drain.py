@@ -8,6 +8,7 @@ own code and its listener answers the readiness probe throughout.
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -230,6 +231,94 @@ async def test_F20_a_request_still_running_when_the_grace_ends_gets_503() -> Non
     assert answer.json() == {"errors": [{"message": "Server is shutting down"}]}
     assert answer.header("connection") == "close"
     assert finalised == [True]
+
+
+async def post_then_shut_down(
+    app: GraphQL, query: bytes, started: anyio.Event, headers: tuple[tuple[str, str], ...] = ()
+) -> Any:
+    """POST ``query`` to ``app`` served natively, start a graceful shutdown once ``started``
+    is set, and return the answer the client got."""
+    trigger = anyio.Event()
+    answers: list[Any] = []
+    async with anyio.create_task_group() as tasks:
+        port = await tasks.start(partial(serve, app, port=0, shutdown_trigger=trigger.wait))
+        client = TestClient.connect(f"http://127.0.0.1:{port}/graphql")
+        answered = anyio.Event()
+
+        async def ask() -> None:
+            sent = [("content-type", "application/json"), *headers]
+            body = b'{"query": "' + query + b'"}'
+            answers.append(await client.request("POST", body=body, headers=sent))
+            answered.set()
+
+        async with client:
+            tasks.start_soon(ask)
+            await started.wait()
+            trigger.set()
+            with anyio.fail_after(10):
+                await answered.wait()
+    return answers[0]
+
+
+class _SetOnLog(logging.Handler):
+    """Sets ``event`` when a record containing ``text`` is logged."""
+
+    def __init__(self, text: str, event: anyio.Event) -> None:
+        super().__init__()
+        self.text = text
+        self.event = event
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.event.set()
+
+
+async def test_F20_a_mutation_that_ends_after_the_connections_are_cut_is_still_answered() -> None:
+    """A mutation is shielded: it runs on past the grace and past the cut of every
+    connection; when it ends its effects are applied, so its answer must reach the client
+    (a 503, or no answer, would invite the client to run it again)."""
+    schema = Schema("type Query { ok: Boolean }  type Mutation { pay: Boolean }")
+    started, cut = anyio.Event(), anyio.Event()
+    paid: list[bool] = []
+
+    @schema.field("Mutation.pay")
+    async def pay(root: Any, info: Any) -> bool:
+        started.set()
+        await cut.wait()  # until the server has cancelled every connection
+        paid.append(True)
+        return True
+
+    app = GraphQL(schema, limits=Limits(shutdown_grace=0.2, cleanup_grace=0.1))
+    native = logging.getLogger("anyql.transports.native")
+    on_cut = _SetOnLog("after the grace", cut)  # logged just before the connections are cut
+    native.addHandler(on_cut)
+    try:
+        answer = await post_then_shut_down(app, b"mutation { pay }", started)
+    finally:
+        native.removeHandler(on_cut)
+    assert paid == [True]
+    assert answer.status == 200
+    assert answer.json() == {"data": {"pay": True}}
+    assert answer.header("connection") == "close"
+
+
+async def test_F20_the_503_of_a_request_cut_at_the_grace_carries_the_CORS_headers() -> None:
+    schema = Schema("type Query { slow: Boolean }")
+    started = anyio.Event()
+
+    @schema.field("Query.slow")
+    async def slow(root: Any, info: Any) -> bool:
+        started.set()
+        await anyio.sleep_forever()
+        return True  # pragma: no cover
+
+    origin = "https://app.example"
+    app = GraphQL(
+        schema, cors_origins=(origin,), limits=Limits(shutdown_grace=0.2, cleanup_grace=0.1)
+    )
+    answer = await post_then_shut_down(app, b"{ slow }", started, (("origin", origin),))
+    assert answer.status == 503
+    assert answer.header("access-control-allow-origin") == origin
 
 
 async def test_a_drain_whose_caller_is_cancelled_still_runs_its_course() -> None:

@@ -279,6 +279,9 @@ class ServerHandle:
         self.draining = False
         #: Set when ``drain()`` is first called (the native server then shuts down).
         self.drain_requested = anyio.Event()
+        #: How long the drain takes (its delay plus its window), once one began: the native
+        #: server's watchdog counts it in the budget of a drain the app's own code started.
+        self.drain_seconds: float | None = None
         self._drained: anyio.Event | None = None
         self.connections = 0
         #: What each live session asked to be called on shutdown (no task per session).
@@ -296,8 +299,9 @@ class ServerHandle:
         ``window / n``), so that their clients reconnect elsewhere at an even rate. New
         requests are still answered throughout. Calling it again waits for the first call.
         The native server runs this as the first part of its graceful shutdown (and a call
-        from the app's own code starts that shutdown); under ASGI call it from the server's
-        shutdown trigger (see docs/deployment.md).
+        from the app's own code starts that shutdown, bounded by the watchdog when it is on:
+        ``delay + window + shutdown_grace`` plus its margin); under ASGI call it from the
+        server's shutdown trigger (see docs/deployment.md).
 
         Args:
             delay: seconds of the first step; None: ``Limits.drain_delay``.
@@ -306,15 +310,13 @@ class ServerHandle:
         if self._drained is None:
             self._drained = anyio.Event()
             self.draining = True
+            delay = self.limits.drain_delay if delay is None else delay
+            window = self.limits.drain_window if window is None else window
+            self.drain_seconds = delay + window
             self.drain_requested.set()
             # The server's task runs it: a caller that is cancelled (a resolver past its
             # timeout, a session the drain itself closed) cannot cut the spread short.
-            self.task_group.start_soon(
-                self._drain,
-                self.limits.drain_delay if delay is None else delay,
-                self.limits.drain_window if window is None else window,
-                name="anyql drain",
-            )
+            self.task_group.start_soon(self._drain, delay, window, name="anyql drain")
         await self._drained.wait()
 
     async def _drain(self, delay: float, window: float) -> None:

@@ -35,6 +35,10 @@ _ZERO_ALLOWED: Final = frozenset(
         "drain_window",
     }
 )
+#: Times that must be finite: together they are the shutdown's budget, which bounds how
+#: long a stop may take (an infinite one would never end a drain, nor let the watchdog
+#: end the process). Elsewhere infinity means "no limit" (``operation_timeout=math.inf``).
+_FINITE: Final = frozenset({"shutdown_grace", "drain_delay", "drain_window"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,8 +47,10 @@ class Limits:
 
     Raises:
         ValueError: a field of the wrong type, a size or count below 1, a negative or NaN
-            time (zero is allowed only where it means "off" or "none"), or a
-            ``cleanup_grace`` longer than ``shutdown_grace``; the message names the field.
+            time (zero is allowed only where it means "off" or "none"), an infinite
+            ``shutdown_grace``, ``drain_delay`` or ``drain_window`` (the shutdown's budget),
+            or a ``cleanup_grace`` longer than ``shutdown_grace``; the message names the
+            field.
     """
 
     #: HTTP request body (413 beyond it, checked before the body is read whole).
@@ -162,3 +168,8 @@ def _check(name: str, kind: object, value: object) -> None:
     if value < 0 or (value == 0 and name not in _ZERO_ALLOWED):
         least = "0 or more" if name in _ZERO_ALLOWED else "more than 0"
         raise ValueError(f"Limits.{name} must be {least} seconds, not {value!r}")
+    if name in _FINITE and math.isinf(value):
+        raise ValueError(
+            f"Limits.{name} must be a finite number of seconds (it is part of the shutdown's"
+            f" budget), not {value!r}"
+        )

@@ -14,12 +14,13 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import IO
 
 import pytest
 
 from tests.e2e.raw_ws import connect
 from tests.e2e.servers import ROOT, free_port, wait_until_listening
-from tests.e2e.stubborn_app import BLOCKING, THREADED
+from tests.e2e.stubborn_app import BLOCKING, FLOODING, THREADED
 
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +38,7 @@ NO_DRAIN = ("--limit", "drain_window=0")
 def start(backend: str, port: int, *options: str, script: bool = False) -> subprocess.Popen[bytes]:
     """``anyql serve`` the stubborn app, or (``script``) run it with ``anyql.run``."""
     if script:
-        command = [sys.executable, "tests/e2e/stubborn_app.py", str(port), backend]
+        command = [sys.executable, "tests/e2e/stubborn_app.py", str(port), backend, *options]
     else:
         command = [
             sys.executable, "-m", "anyql", "serve", "tests.e2e.stubborn_app:app",
@@ -165,3 +166,106 @@ def test_F20_a_thread_abandoned_on_cancel_cannot_keep_the_process_alive(backend:
         assert "shutdown overran 2.5 s; ending the process with status 70" in log
         assert "still running: thread 'AnyIO worker thread'" in log
     assert took < HANG
+
+
+@BACKENDS
+@pytest.mark.parametrize("limit", ["shutdown_grace=1e10", "drain_window=1e10"])
+def test_F20_a_second_signal_ends_the_process_whatever_the_budget(backend: str, limit: str) -> None:
+    """A budget past what ``select`` takes (about 9.2e9 s) must not kill the watchdog's
+    thread at the first signal: the second still ends the process."""
+    status, log = signalled(backend, 2, "--limit", limit)
+    assert status == 70, log
+    assert "a second signal; ending the process with status 70" in log
+    assert "OverflowError" not in log
+
+
+@BACKENDS
+def test_F20_a_stalled_stderr_cannot_keep_the_process_alive(backend: str) -> None:
+    """stderr is a pipe nobody reads (a stalled log collector): a resolver's log line fills
+    it, and the loop blocks in the write holding the logging handler's lock. The watchdog's
+    own report cannot be written either; it still ends the process with status 70."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "anyql", "serve", "tests.e2e.stubborn_app:app",
+        "--port", str(port), "--backend", backend, *NO_DRAIN,
+    ]  # fmt: skip
+    with subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+        try:
+            wait_until_listening(port, process, time.monotonic() + 30)
+            with socket.create_connection(("127.0.0.1", port)) as client:
+                client.sendall(post(b"{ flooding }"))
+                assert process.stdout is not None
+                for line in process.stdout:  # until the resolver says it logs
+                    if FLOODING in line.decode(errors="replace"):
+                        break
+                process.send_signal(signal.SIGTERM)
+                status = process.wait(timeout=HANG)  # stderr is never read
+        finally:
+            process.kill()
+    assert status == 70
+
+
+@BACKENDS
+def test_R06_a_drain_started_by_the_app_is_bounded_by_the_watchdog(backend: str) -> None:
+    """``await app.server.drain()`` from a mutation, with a stubborn source running: no
+    signal armed the watchdog, yet the shutdown that follows the drain is bounded too.
+    (Served by ``anyql.run(shutdown_watchdog=True)``, as ``anyql serve`` does: ``--limit``
+    would rebuild the app, and ``app.server`` is the handle of the app being served.)"""
+    port = free_port()
+    process = start(backend, port, script=True)
+    try:
+        with subscribed(port), socket.create_connection(("127.0.0.1", port)) as client:
+            client.sendall(post(b"mutation { drain }"))
+            answer = client.recv(65536)
+            _, err = process.communicate(timeout=HANG)
+    finally:
+        process.kill()
+    log = err.decode(errors="replace")
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert process.returncode == 70, log
+    # the budget of the drain the app asked for (0 + 0) plus shutdown_grace and the margin
+    assert "shutdown overran 2.5 s; ending the process with status 70" in log
+    assert "still running: operation '1' (Subscription.stubborn) on a connection from" in log
+
+
+@BACKENDS
+def test_F20_without_the_watchdog_a_second_signal_cancels_but_cannot_end_a_shield(
+    backend: str,
+) -> None:
+    """``anyql.run`` without ``shutdown_watchdog``: a second signal cancels everything, but
+    a cleanup that shields itself still runs, and the log line says so."""
+    port = free_port()
+    process = start(backend, port, "--no-watchdog", script=True)
+    try:
+        with subscribed(port):
+            assert process.stderr is not None
+            process.send_signal(signal.SIGTERM)
+            seen = until_logged(process.stderr, "SIGTERM received")
+            process.send_signal(signal.SIGTERM)
+            seen += until_logged(process.stderr, "SIGTERM again")
+            assert "cancelling everything now; a cleanup that shields itself still runs" in seen
+            assert process.poll() is None, seen  # the shielded hour-long cleanup holds it
+    finally:
+        process.kill()
+        process.communicate()
+
+
+def post(query: bytes) -> bytes:
+    """A raw HTTP/1.1 POST of ``query`` to /graphql."""
+    body = b'{"query": "' + query + b'"}'
+    return (
+        b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+def until_logged(stream: IO[bytes], marker: str) -> str:
+    """Read ``stream`` up to and including the first line holding ``marker``."""
+    seen = []
+    for line in stream:
+        seen.append(line.decode(errors="replace"))
+        if marker in seen[-1]:
+            break
+    return "".join(seen)

@@ -5,7 +5,10 @@ Owns ``ShutdownWatchdog`` and ``EXIT_SHUTDOWN_OVERRUN``. Imports the standard li
 does). It lives outside the event loop, so user code that swallows cancellation or shields
 a long cleanup cannot keep the process alive: at the deadline it logs that shutdown
 overran, dumps every thread's stack (where the code that would not end is), flushes the
-log handlers and calls ``os._exit``. A second signal fires it at once.
+log handlers and calls ``os._exit``. A second signal fires it at once. The report runs in a
+thread of its own that gets ``REPORT_SECONDS``: logging that cannot finish (a stderr pipe
+nobody reads, its handler's lock held by the blocked loop) cannot hold the exit; nor can
+a budget too large for ``select`` (an infinite one): it is waited for in steps.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ logger = logging.getLogger("anyql.transports.native")
 
 #: The exit status when the watchdog ended the process (EX_SOFTWARE; not 0, 1, 2 or 130).
 EXIT_SHUTDOWN_OVERRUN: Final = 70
+#: How long the report before the exit (log lines, stacks) may take before ``os._exit``.
+REPORT_SECONDS: Final = 1.0
+#: The longest single wait of the watchdog's thread (``select`` overflows near 9.2e9 s).
+_MAX_WAIT: Final = 3600.0
 
 
 class ShutdownWatchdog:
@@ -47,14 +54,22 @@ class ShutdownWatchdog:
         self._describe = describe
         #: A signal or ``arm()`` started the count (set without a lock, in a signal handler).
         self.armed = False
+        #: The budget the last ``arm()`` asked for (None: ``budget``); read on its byte.
+        self._armed_budget: float | None = None
         self._read, self._write = os.pipe()
         self._thread = threading.Thread(
             target=self._watch, name="anyql shutdown watchdog", daemon=True
         )
         self._thread.start()
 
-    def arm(self) -> None:
-        """Start counting (idempotent)."""
+    def arm(self, budget: float | None = None) -> None:
+        """Start counting (idempotent: the first ``arm`` or signal sets the deadline).
+
+        Args:
+            budget: seconds from now instead of the watchdog's ``budget`` (a drain the
+                app's own code started with times of its own).
+        """
+        self._armed_budget = budget
         self.armed = True
         self._send(_ARM)
 
@@ -78,12 +93,17 @@ class ShutdownWatchdog:
 
     def _watch(self) -> None:
         deadline: float | None = None
+        budget = self.budget
         signals = 0
         while True:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            timeout = None
+            if deadline is not None:  # in steps: an infinite deadline leaves inf here
+                timeout = min(max(0.0, deadline - time.monotonic()), _MAX_WAIT)
             ready, _, _ = select.select([self._read], [], [], timeout)
             if not ready:
-                self._exit(f"shutdown overran {self.budget:g} s")
+                if deadline is not None and time.monotonic() >= deadline:
+                    self._exit(f"shutdown overran {budget:g} s")
+                continue
             for command in os.read(self._read, 64):
                 if command == _FIRE[0] or (command == _SIGNAL[0] and signals >= 1):
                     self._exit("a second signal")
@@ -94,9 +114,21 @@ class ShutdownWatchdog:
                 if command == _SIGNAL[0]:
                     signals += 1
                 if deadline is None:  # _ARM or a first _SIGNAL
-                    deadline = time.monotonic() + self.budget
+                    asked = self._armed_budget if command == _ARM[0] else None
+                    budget = self.budget if asked is None else asked
+                    deadline = time.monotonic() + budget
 
     def _exit(self, why: str) -> None:
+        """Report in a thread of its own for at most ``REPORT_SECONDS``, then exit."""
+        with contextlib.suppress(Exception):  # no thread to be had: exit unreported
+            reporter = threading.Thread(
+                target=self._report, args=(why,), name="anyql shutdown report", daemon=True
+            )
+            reporter.start()
+            reporter.join(REPORT_SECONDS)
+        os._exit(EXIT_SHUTDOWN_OVERRUN)
+
+    def _report(self, why: str) -> None:
         logger.critical(
             "anyql: %s; ending the process with status %d. Stacks of every thread follow:"
             " the code that would not end is in them",
@@ -109,10 +141,9 @@ class ShutdownWatchdog:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
-        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
         with contextlib.suppress(Exception):
+            faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
             sys.stderr.flush()
-        os._exit(EXIT_SHUTDOWN_OVERRUN)
 
 
 _ARM: Final = b"a"

@@ -72,6 +72,8 @@ _CLIENT_ERRORS: tuple[type[BaseException], ...] = (
 _Handler = Callable[[anyio.abc.SocketStream], Coroutine[Any, Any, None]]
 #: How long requests cut at the end of the shutdown grace get to send their 503.
 _CUT_ANSWER_SECONDS = 0.5
+#: What the watchdog allows past the shutdown's budget (the cut answers, the loop's end).
+_WATCHDOG_MARGIN = 1.5
 #: Back-off after a failed accept() (EMFILE and friends), so the loop does not spin.
 _ACCEPT_RETRY_SECONDS = 0.1
 
@@ -161,6 +163,32 @@ async def serve(
     Raises:
         OSError: the address cannot be bound.
     """
+    await _serve(
+        app,
+        host=host,
+        port=port,
+        task_status=task_status,
+        listeners=listeners,
+        shutdown_trigger=shutdown_trigger,
+        permessage_deflate=permessage_deflate,
+        drain_window=drain_window,
+    )
+
+
+async def _serve(
+    app: ServedApp,
+    *,
+    host: str,
+    port: int,
+    task_status: anyio.abc.TaskStatus[int],
+    listeners: Sequence[anyio.abc.SocketListener] | None,
+    shutdown_trigger: Callable[[], Awaitable[object]] | None,
+    permessage_deflate: bool | None,
+    drain_window: float | None,
+    on_app_drain: Callable[[float], None] | None = None,
+) -> None:
+    """``serve``; ``on_app_drain`` is called with the drain's seconds (delay plus window)
+    when the app's own code started the shutdown (``run`` arms its watchdog with it)."""
     if permessage_deflate is None:
         permessage_deflate = app_permessage_deflate(app)
     if getattr(getattr(app, "settings", None), "fallback", None) is not None:
@@ -182,11 +210,21 @@ async def serve(
             logger.info("anyql serving on http://%s:%d", shown, bound_port)
             task_status.started(bound_port)
             await _until_either(shutdown_trigger, handle.drain_requested.wait)
+            if on_app_drain is not None and handle.drain_requested.is_set():
+                on_app_drain(_drain_seconds(handle, app.limits))
             await _shut_down(app.limits, handle, connections, accepting, drain_window)
             tasks.cancel_scope.cancel()
     finally:
         for listener in listeners:
             await anyio.aclose_forcefully(listener)
+
+
+def _drain_seconds(handle: ShutdownHandle, limits: Limits) -> float:
+    """How long the drain the app's own code started takes: the times it asked for."""
+    seconds = getattr(handle, "drain_seconds", None)
+    if isinstance(seconds, int | float):
+        return float(seconds)
+    return limits.drain_delay + limits.drain_window
 
 
 def app_permessage_deflate(app: ServedApp) -> bool:
@@ -358,6 +396,16 @@ async def _serve_requests(
                     streamed,
                     connections.draining,
                 )
+        except anyio.get_cancelled_exc_class():
+            # The server cut every connection (grace and cut over) while a shielded mutation
+            # ran on: it finished while its connection was being cancelled, so its effects
+            # are applied and its answer is sent all the same, briefly and shielded.
+            late = answered[0] if answered else None
+            if isinstance(late, HTTPResponse):
+                with anyio.move_on_after(_CUT_ANSWER_SECONDS, shield=True):
+                    await http.send_response(late, close=True)
+                _log_access(info, request, late.status, len(late.body), started)
+            raise
         finally:
             connections.forget(answering)
         # An answer that exists is sent, also when the grace ran out as it finished (a
@@ -369,7 +417,7 @@ async def _serve_requests(
                 return None
             continue
         if response is None and answering.cancelled_caught:  # the grace ran out first
-            cut = transport_error_response(503, "Server is shutting down")
+            cut = transport_error_response(503, "Server is shutting down", app.cors_headers(info))
             await http.send_response(cut, close=True)
             _log_access(info, request, cut.status, len(cut.body), started)
             return None
@@ -509,7 +557,9 @@ def run(
     shutdown_watchdog: bool = False,
     drain_window: float | None = None,
 ) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM, then stop gracefully (a second signal: at once).
+    """Serve ``app`` until SIGINT or SIGTERM, then stop gracefully; a second signal cancels
+    what is left at once (a cleanup that shields itself still runs to its end, unless
+    ``shutdown_watchdog`` ends the process).
 
     Args:
         app: the application.
@@ -520,8 +570,9 @@ def run(
         shutdown_watchdog: guarantee an exit: from the first signal, a thread outside the
             event loop ends the process with status 70 (``EXIT_SHUTDOWN_OVERRUN``) if the
             graceful shutdown takes more than its budget (``drain_delay`` + ``drain_window``
-            + ``shutdown_grace``) plus 1.5 s, and a second
-            signal ends it at once the same way. The budget runs until the process ends,
+            + ``shutdown_grace``) plus 1.5 s, and a second signal ends it at once the same
+            way. A drain the app's own code starts (``app.server.drain()``) arms it too,
+            with that drain's own delay and window. The budget runs until the process ends,
             not until ``run`` returns: Python still waits for non-daemon threads then
             (on asyncio, anyio's worker threads, with a ``to_thread`` call abandoned on
             cancel), so after a signal the program should end soon after ``run`` returns.
@@ -538,7 +589,7 @@ def run(
         limits = app.limits
         window = limits.drain_window if drain_window is None else drain_window
         budget = limits.drain_delay + window + limits.shutdown_grace
-        watchdog = ShutdownWatchdog(budget + 1.5, describe)
+        watchdog = ShutdownWatchdog(budget + _WATCHDOG_MARGIN, describe)
     serving = partial(
         _serve_until_signalled,
         app,
@@ -569,16 +620,20 @@ async def _serve_until_signalled(
 ) -> None:
     listeners = await _bind(host, port)  # before the task group, so OSError comes out bare
     stop = anyio.Event()
+    on_app_drain = None if watchdog is None else partial(_arm_for_app_drain, watchdog, app)
     try:
         async with anyio.create_task_group() as tasks:
             await tasks.start(_watch_signals, stop, tasks.cancel_scope, watchdog)
-            await serve(
+            await _serve(
                 app,
                 host=host,
+                port=port,
+                task_status=anyio.TASK_STATUS_IGNORED,
                 listeners=listeners,
                 shutdown_trigger=stop.wait,
                 permessage_deflate=permessage_deflate,
                 drain_window=drain_window,
+                on_app_drain=on_app_drain,
             )
             tasks.cancel_scope.cancel()
     finally:
@@ -599,15 +654,35 @@ async def _watch_signals(
         task_status.started()
         async for signum in signals:
             if stop.is_set():
-                logger.warning("anyql: %s again, stopping now", signal.Signals(signum).name)
+                name = signal.Signals(signum).name
                 if watchdog is not None:
+                    logger.warning("anyql: %s again, stopping now", name)
                     watchdog.fire_now()  # shielded cleanups cannot hold the process
+                else:
+                    logger.warning(
+                        "anyql: %s again, cancelling everything now; a cleanup that shields"
+                        " itself still runs to its end (shutdown_watchdog=True would end"
+                        " the process)",
+                        name,
+                    )
                 everything.cancel()
                 return
             logger.info("anyql: %s received", signal.Signals(signum).name)
             if watchdog is not None:
                 watchdog.arm()
             stop.set()
+
+
+def _arm_for_app_drain(watchdog: ShutdownWatchdog, app: ServedApp, drain_seconds: float) -> None:
+    """The app's own code started a drain, so no signal armed the watchdog: arm it with
+    that drain's times (they may differ from ``Limits``') plus the grace and the margin."""
+    budget = drain_seconds + app.limits.shutdown_grace + _WATCHDOG_MARGIN
+    logger.info(
+        "anyql: the app started a drain; the watchdog ends the process if it has not ended"
+        " within %g s",
+        budget,
+    )
+    watchdog.arm(budget)
 
 
 def _arm_in_the_handler(watchdog: ShutdownWatchdog) -> None:
