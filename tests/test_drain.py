@@ -207,26 +207,7 @@ async def test_F20_a_request_still_running_when_the_grace_ends_gets_503() -> Non
         return True  # pragma: no cover
 
     app = GraphQL(schema, limits=Limits(shutdown_grace=0.2, cleanup_grace=0.1))
-    trigger = anyio.Event()
-    async with anyio.create_task_group() as tasks:
-        port = await tasks.start(partial(serve, app, port=0, shutdown_trigger=trigger.wait))
-        client = TestClient.connect(f"http://127.0.0.1:{port}/graphql")
-        answers: list[Any] = []
-        answered = anyio.Event()
-
-        async def ask() -> None:
-            headers = [("content-type", "application/json")]
-            body = b'{"query": "{ slow }"}'
-            answers.append(await client.request("POST", body=body, headers=headers))
-            answered.set()
-
-        async with client:
-            tasks.start_soon(ask)
-            await started.wait()
-            trigger.set()
-            with anyio.fail_after(10):
-                await answered.wait()
-    (answer,) = answers
+    answer = await post_then_shut_down(app, b"{ slow }", started)
     assert answer.status == 503
     assert answer.json() == {"errors": [{"message": "Server is shutting down"}]}
     assert answer.header("connection") == "close"
