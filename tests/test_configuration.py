@@ -159,6 +159,21 @@ async def test_with_settings_rebuilds_everything_derived_from_them() -> None:
     assert result == {"data": {"__schema": {"queryType": {"name": "Query"}}}}
 
 
+@pytest.mark.anyio
+async def test_the_app_in_the_users_module_reaches_the_server_of_its_rebuilt_copy() -> None:
+    """``anyql serve --limit ...`` serves a rebuilt copy; code that holds the module's app
+    (``await app.server.drain()``) must reach the server all the same (it got None)."""
+    from anyql.cli import _build_parser, configure
+
+    app = GraphQL(make_schema())
+    args = _build_parser().parse_args(["serve", "x:app", "--limit", "max_depth=9"])
+    served = configure(app, args)
+    assert served is not app and app.server is None
+    async with served.running() as handle:  # type: ignore[attr-defined]
+        assert app.server is handle
+    assert app.server is None
+
+
 # --- permessage_deflate and the ASGI path -----------------------------------------
 
 

@@ -480,6 +480,11 @@ class GraphQL:
             validation_rules=self.settings.validation_rules,
         )
         self._handle: ServerHandle | None = None
+        #: The app this one was rebuilt from (``with_settings``), and the rebuilt copy that
+        #: is running in its place: ``anyql serve --set``/``--limit`` serves a copy, while
+        #: the user's code holds the module's app and asks it for ``server``.
+        self._rebuilt_from: GraphQL | None = None
+        self._running_copy: GraphQL | None = None
         self.streams = HTTPStreams(self)
 
     def with_settings(self, settings: Settings) -> GraphQL:
@@ -488,7 +493,7 @@ class GraphQL:
         Everything derived from the settings (the engine, the CORS policy) is built anew;
         nothing is patched after construction.
         """
-        return GraphQL(
+        rebuilt = GraphQL(
             self.schema,
             settings=settings,
             broadcast=self.broadcast,
@@ -496,6 +501,8 @@ class GraphQL:
             on_connect=self.on_connect,
             on_disconnect=self.on_disconnect,
         )
+        rebuilt._rebuilt_from = self
+        return rebuilt
 
     # --- lifetime ------------------------------------------------------------------
 
@@ -511,6 +518,10 @@ class GraphQL:
             task_group = await stack.enter_async_context(anyio.create_task_group())
             handle = ServerHandle(task_group, Fanout(self.engine, task_group), self.limits)
             self._handle = handle
+            origin = self._rebuilt_from
+            while origin is not None:  # they answer ``server`` with this handle
+                origin._running_copy = self
+                origin = origin._rebuilt_from
             try:
                 if getattr(self.broadcast, "shared_between_processes", False):
                     relay = StreamRelay(self.broadcast, self.streams.answer_relayed)
@@ -521,6 +532,11 @@ class GraphQL:
                 self.streams.relay = None
                 handle.shutdown()
                 self._handle = None
+                origin = self._rebuilt_from
+                while origin is not None:
+                    if origin._running_copy is self:
+                        origin._running_copy = None
+                    origin = origin._rebuilt_from
                 task_group.cancel_scope.cancel()
 
     def describe_running(self) -> list[str]:
@@ -530,7 +546,11 @@ class GraphQL:
 
     @property
     def server(self) -> ServerHandle | None:
-        """The handle of the running server, or None outside ``running()``."""
+        """The handle of the running server, or None outside ``running()``; for an app
+        served as a rebuilt copy (``anyql serve --set``, ``--limit``, ``--config``), the
+        copy's."""
+        if self._handle is None and self._running_copy is not None:
+            return self._running_copy._handle
         return self._handle
 
     # --- context -------------------------------------------------------------------
