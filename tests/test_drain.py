@@ -126,7 +126,9 @@ async def test_a_second_drain_call_waits_for_the_first() -> None:
 
 
 async def test_a_drain_started_by_the_app_shuts_the_native_server_down() -> None:
-    app = make_app(readiness_path="/ready", limits=Limits(drain_delay=0.2))
+    """Also: from the drain's first moment answers close their keep-alive connections, so a
+    client's next request goes out on a new one (it used to race the idle one's close)."""
+    app = make_app(readiness_path="/ready", limits=Limits(drain_delay=1.0))
     stopped = anyio.Event()
 
     async def run_server(*, task_status: anyio.abc.TaskStatus[int]) -> None:
@@ -138,11 +140,13 @@ async def test_a_drain_started_by_the_app_shuts_the_native_server_down() -> None
         client = TestClient.connect(f"http://127.0.0.1:{port}/graphql")
         async with client:
             assert (await client.request("GET", "/ready")).status == 200
+            assert (await client.request("GET", "/ready")).header("connection") is None
             assert app.server is not None
             tasks.start_soon(app.server.drain)
             await anyio.wait_all_tasks_blocked()
             # the listener is still open during the delay, and says it is draining
-            assert (await client.request("GET", "/ready")).status == 503
+            ready = await client.request("GET", "/ready")
+            assert ready.status == 503 and ready.header("connection") == "close"
         with anyio.fail_after(10):
             await stopped.wait()
 

@@ -219,6 +219,16 @@ async def _serve(
             await anyio.aclose_forcefully(listener)
 
 
+def _keep_alive_over(app: ServedApp, connections: _Connections) -> bool:
+    """Whether an answer closes its connection: from the first moment of a drain, so that a
+    keep-alive client's next request opens a new connection (which the balancer sends
+    elsewhere) instead of racing the close of an idle one."""
+    if connections.draining:
+        return True
+    server = getattr(app, "server", None)
+    return bool(getattr(server, "draining", False) or getattr(server, "shutting_down", False))
+
+
 def _drain_seconds(handle: ShutdownHandle, limits: Limits) -> float:
     """How long the drain the app's own code started takes: the times it asked for."""
     seconds = getattr(handle, "drain_seconds", None)
@@ -424,7 +434,7 @@ async def _serve_requests(
         if response is None:
             logger.debug("anyql: %s left before its answer; cancelled", info.peer)
             return None
-        sent = await http.send_response(response, close=connections.draining)
+        sent = await http.send_response(response, close=_keep_alive_over(app, connections))
         _log_access(info, request, response.status, len(response.body), started)
         if not sent:
             return None
