@@ -23,6 +23,7 @@ from anyql.broadcast._base import ChannelSubscription
 from anyql.broadcast._durable import Feed
 from anyql.broadcast._ids import _TOKEN_PREFIX, decode_token, encode_token
 from anyql.broadcast.memory import MemoryLog
+from anyql.broadcast.redis_streams import RedisStreamsBackend
 from tests.broadcast.helpers import (
     RedisServer,
     check_a_key_of_another_type_fails_only_its_channel,
@@ -315,6 +316,23 @@ async def test_one_reader_per_process_whatever_the_subscribers(redis_url: str) -
         assert await admin.pubsub_numsub(*keys) == dict.fromkeys(keys, 1)
         for subscription in subscriptions:
             await subscription.__aexit__(None, None, None)
+
+
+@pytest.mark.redis
+async def test_a_channel_nobody_reads_any_more_is_forgotten_at_once(redis_url: str) -> None:
+    """Also while the reader is reconnecting: a subscriber that comes later must not be
+    handed what was published before it came, from where the last one left."""
+    async with durable(redis_url) as broadcast:
+        backend = broadcast._backend
+        assert isinstance(backend, RedisStreamsBackend)
+        async with broadcast.subscribe("c") as first:
+            await broadcast.publish("c", {"n": 1})
+            with anyio.fail_after(DEADLINE):
+                assert await first.__anext__() == {"n": 1}
+            async with broadcast.events("c"):
+                pass  # a durable one leaves; the plain one still reads "c"
+            assert "c" in backend._positions
+        assert "c" not in backend._positions  # synchronously, not at the next reconcile
 
 
 @pytest.mark.redis

@@ -207,10 +207,16 @@ class Router:
         self._refs: Counter[str] = Counter()
         #: Channels the broker refused to carry, with the error for their subscribers.
         self._refused: dict[str, BroadcastError] = {}
+        #: Called with a channel nothing local wants any more (after ``on_change``).
+        self.on_release: Callable[[str], None] | None = None
 
     def channels(self) -> frozenset[str]:
         """Every channel something local currently wants."""
         return frozenset(self._refs)
+
+    def wants(self, channel: str) -> bool:
+        """Whether something local wants ``channel``."""
+        return channel in self._refs
 
     def count(self, channel: str) -> int:
         """How many subscriptions are attached to ``channel``."""
@@ -305,6 +311,8 @@ class Router:
             del self._refs[channel]
             self._refused.pop(channel, None)
             self._on_change()
+            if self.on_release is not None:
+                self.on_release(channel)
 
 
 def check_channels(channels: Collection[str]) -> None:

@@ -50,7 +50,7 @@ import anyio
 import anyio.abc
 import coredis
 from coredis.connection import TCPLocation
-from coredis.exceptions import RedisError
+from coredis.exceptions import RedisError, ResponseError
 from coredis.patterns.pubsub import PubSub, ShardedPubSub
 from coredis.retry import NoRetryPolicy
 
@@ -190,6 +190,12 @@ class RedisBackend:
             raise BroadcastError(
                 f"publish to {channel!r} timed out after {self._timeout} s (Redis at {self._where})"
             ) from None
+        except BroadcastError:  # refused for this channel: the connection is fine
+            raise
+        except ResponseError as error:  # Redis refused the command: the connection is fine
+            raise BroadcastError(
+                f"publish to {channel!r} failed (Redis at {self._where}): {error}"
+            ) from error
         except Exception as error:  # the I/O edge: every coredis failure is a BroadcastError
             self._discard(publisher)
             raise BroadcastError(

@@ -101,8 +101,9 @@ class RedisStreamsBackend(RedisBackend):
     """Redis Streams for a durable ``Broadcast``; see the module docstring."""
 
     _during_an_outage = (
-        "what Redis stored meanwhile is read from the streams once it is back (plain"
-        " subscribers too); what it lost is reported to durable subscribers"
+        "what Redis stored meanwhile is read from the streams once it is back, for every"
+        " subscription that was listening (a plain one entered meanwhile starts when the"
+        " reader is back); what Redis lost is reported to durable subscribers"
     )
 
     def __init__(
@@ -130,6 +131,7 @@ class RedisStreamsBackend(RedisBackend):
         self._lag: anyio.Event
         #: Wanted channels whose key holds something other than a stream (logged once).
         self._refused: set[str] = set()
+        router.on_release = feed.on_release = self._released
 
     @property
     def epoch(self) -> str:
@@ -259,6 +261,15 @@ class RedisStreamsBackend(RedisBackend):
     def channels_changed(self) -> None:
         """Wake the reader's reconciler: a channel is newly wanted or no longer wanted."""
         self._dirty.set()
+
+    def _released(self, channel: str) -> None:
+        """A channel's last local subscriber left (``Router``/``Feed.on_release``): unless
+        the other still reads it, forget its position at once, also while the reader is
+        reconnecting, so a subscriber that comes later starts from then, not from where the
+        last one left (it would be handed events from before it came)."""
+        if not self._router.wants(channel) and not self._feed.wants(channel):
+            self._positions.pop(channel, None)
+            self._lagging.pop(channel, None)
 
     def _start_session_tasks(self, task_group: anyio.abc.TaskGroup, client: _Client) -> None:
         task_group.start_soon(self._catch_up_forever, client)
