@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -319,20 +319,19 @@ async def test_one_reader_per_process_whatever_the_subscribers(redis_url: str) -
 
 
 @pytest.mark.redis
-async def test_a_channel_nobody_reads_any_more_is_forgotten_at_once(redis_url: str) -> None:
-    """Also while the reader is reconnecting: a subscriber that comes later must not be
-    handed what was published before it came, from where the last one left."""
+async def test_a_channel_left_and_taken_again_at_once_keeps_being_read(redis_url: str) -> None:
+    """One subscriber leaves and the next enters before the reader's reconciler runs (a
+    version that forgot the position on leaving left the channel unread for good)."""
     async with durable(redis_url) as broadcast:
-        backend = broadcast._backend
-        assert isinstance(backend, RedisStreamsBackend)
         async with broadcast.subscribe("c") as first:
             await broadcast.publish("c", {"n": 1})
             with anyio.fail_after(DEADLINE):
                 assert await first.__anext__() == {"n": 1}
-            async with broadcast.events("c"):
-                pass  # a durable one leaves; the plain one still reads "c"
-            assert "c" in backend._positions
-        assert "c" not in backend._positions  # synchronously, not at the next reconcile
+        async with broadcast.subscribe("c") as second, broadcast.events("c") as third:
+            await broadcast.publish("c", {"n": 2})
+            with anyio.fail_after(DEADLINE):
+                assert await second.__anext__() == {"n": 2}
+                assert (await third.__anext__()).value == {"n": 2}
 
 
 @pytest.mark.redis
@@ -406,6 +405,37 @@ async def test_the_reader_resumes_from_its_last_id_after_losing_its_connection(
     [warning] = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
     assert "read from the streams once it is back" in warning
     assert "published during the outage are lost" not in warning
+
+
+@pytest.mark.redis
+async def test_a_channel_left_while_redis_is_down_is_forgotten(
+    persistent_redis: RedisServer,
+) -> None:
+    """A subscriber that comes back once Redis is must start from then: the reader does not
+    keep the position of a channel whose last subscriber left during the outage (it would
+    hand the newcomer what was published in between, from where the last one left)."""
+    persistent_redis.start()
+    try:
+        async with durable(persistent_redis.url) as broadcast:
+            backend = broadcast._backend
+            assert isinstance(backend, RedisStreamsBackend)
+            async with broadcast.subscribe("c") as first:
+                await broadcast.publish("c", {"n": 1})
+                with anyio.fail_after(DEADLINE):
+                    assert await first.__anext__() == {"n": 1}
+                persistent_redis.kill()
+                await wait_until_async(_not_connected(broadcast), deadline=DEADLINE)
+                assert "c" in backend._positions
+            assert "c" not in backend._positions
+    finally:
+        persistent_redis.stop()
+
+
+def _not_connected(broadcast: Broadcast) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return not broadcast.connected
+
+    return check
 
 
 @pytest.mark.redis

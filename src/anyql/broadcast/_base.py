@@ -281,7 +281,9 @@ class Router:
         if channel not in self._refs:
             return
         self._refused[channel] = error
-        for subscription in self._recipients(channel):
+        # Its own subscribers only, as ``attach`` does for later ones: a member of a group
+        # channel still gets its own channel.
+        for subscription in tuple(self._subscribers.get(channel, ())):
             subscription.end(error)
 
     def _recipients(self, channel: str) -> dict[ChannelSubscription, None]:

@@ -65,7 +65,7 @@ from ._durable import (
     check_resume,
 )
 from ._ids import ZERO, StreamId, format_id, parse_id
-from .redis import RedisBackend, _Client, _PubSub, _text
+from .redis import RedisBackend, _Client, _PubSub, _State, _text
 
 __all__ = ["DEFAULT_KEY_PREFIX", "RedisStreamsBackend"]
 
@@ -263,10 +263,14 @@ class RedisStreamsBackend(RedisBackend):
         self._dirty.set()
 
     def _released(self, channel: str) -> None:
-        """A channel's last local subscriber left (``Router``/``Feed.on_release``): unless
-        the other still reads it, forget its position at once, also while the reader is
-        reconnecting, so a subscriber that comes later starts from then, not from where the
-        last one left (it would be handed events from before it came)."""
+        """A channel's last local subscriber left (``Router``/``Feed.on_release``) while
+        the reader is reconnecting: unless the other still reads it, forget its position
+        now, so a subscriber that comes back before the reader does starts from then, not
+        from where the last one left (it would be handed events from before it came).
+        While connected, notifications keep the position current until the reconciler
+        unsubscribes the channel (and forgets it, if it is still not wanted then)."""
+        if self._state is _State.CONNECTED:
+            return
         if not self._router.wants(channel) and not self._feed.wants(channel):
             self._positions.pop(channel, None)
             self._lagging.pop(channel, None)
