@@ -183,6 +183,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_until_listening(port: int, process: subprocess.Popen[bytes], deadline: float) -> None:
+    """Return once something accepts on 127.0.0.1:``port``; fail when ``process`` exits
+    first or at ``deadline`` (a ``time.monotonic()`` value)."""
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process on port {port} exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)  # polled: another process's listening socket has no event
+    raise TimeoutError(f"nothing listening on port {port}")
+
+
 def command(kind: str, sharing: str, port: int, max_connections: int | None = None) -> list[str]:
     """The command line that serves ``kind`` on ``port``.
 

@@ -14,7 +14,8 @@ signal to the process's exit, and its exit status:
   cancel (on asyncio a non-daemon thread Python waits for at exit; Trio's are daemons).
 
 Prints a Markdown table (min-max seconds and the exit statuses seen, per backend); ``--json``
-also writes the raw runs. Imports the standard library only; never anyql.
+also writes the raw runs. Imports the standard library and ``benchmarks._servers`` only;
+never anyql.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from benchmarks._servers import free_port, wait_until_listening
+
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ("stubborn", "second-signal", "blocking", "thread")
 #: What the resolvers print on stderr once they run (tests/e2e/stubborn_app.py).
@@ -45,27 +48,18 @@ MARKERS = {
 HANG = 60.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start(backend: str, port: int) -> subprocess.Popen[bytes]:
     command = [
         sys.executable, "-m", "anyql", "serve", "tests.e2e.stubborn_app:app",
         "--port", str(port), "--backend", backend, "--limit", "drain_window=0",
     ]  # fmt: skip
     process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise TimeoutError(f"nothing listening on port {port}")
+    try:
+        wait_until_listening(port, process, time.monotonic() + 30)
+    except BaseException:
+        process.kill()
+        raise
+    return process
 
 
 def post(port: int, query: str, accept: str) -> socket.socket:

@@ -37,12 +37,12 @@ import json
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ import anyio
 
 from anyql.broadcast import Broadcast, BroadcastError, Retention
 from benchmarks._lines import Lines
+from benchmarks._servers import free_port, wait_until_listening
 from benchmarks._tcp_proxy import tcp_proxy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,23 +58,25 @@ NODE_DIR = ROOT / "tests" / "node"
 TARGET = "tests.e2e.app_deploy:app"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+async def warm_up_until_ready(
+    publisher: Broadcast, next_line: Callable[[], Awaitable[str]], interval: float
+) -> None:
+    """Publish warm-up numbers (negative: not counted) on ``ticks`` every ``interval``
+    seconds until the clients report ``ready`` (each has its first event)."""
+    async with anyio.create_task_group() as group:
 
+        async def warm_up() -> None:
+            n = -1
+            while True:
+                await publisher.publish("ticks", n)
+                n -= 1
+                await anyio.sleep(interval)
 
-def wait_listening(port: int, process: subprocess.Popen[bytes], deadline: float = 30) -> None:
-    give_up = time.monotonic() + deadline
-    while time.monotonic() < give_up:
-        if process.poll() is not None:
-            raise RuntimeError(f"process on port {port} exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on port {port}")
+        group.start_soon(warm_up)
+        line = await next_line()
+        if line != "ready":
+            raise RuntimeError(f"the clients did not get ready: {line!r}")
+        group.cancel_scope.cancel()
 
 
 class Redis:
@@ -106,7 +109,7 @@ class Redis:
         self.process = subprocess.Popen(
             self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        wait_listening(self.port, self.process)
+        wait_until_listening(self.port, self.process, time.monotonic() + 30)
 
     def kill(self) -> None:
         if self.process is not None:
@@ -141,7 +144,7 @@ def serve(backend: str, port: int, env: dict[str, str], window: float) -> subpro
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_listening(port, process)
+    wait_until_listening(port, process, time.monotonic() + 30)
     return process
 
 
@@ -177,19 +180,8 @@ async def run(args: argparse.Namespace, redis: Redis, env: dict[str, str]) -> di
                 assert clients.stdout is not None
                 next_line = Lines(clients.stdout).next
 
-                async with anyio.create_task_group() as group:
-
-                    async def warm_up() -> None:
-                        n = -1
-                        while True:
-                            await publisher.publish("ticks", n)
-                            n -= 1
-                            await anyio.sleep(0.1)
-
-                    group.start_soon(warm_up)
-                    with anyio.fail_after(120):
-                        assert await next_line() == "ready"
-                    group.cancel_scope.cancel()
+                with anyio.fail_after(120):
+                    await warm_up_until_ready(publisher, next_line, 0.1)
                 started = time.monotonic()
                 drained = restarted = False
                 unacknowledged = 0

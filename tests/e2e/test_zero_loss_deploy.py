@@ -30,6 +30,7 @@ import pytest
 from anyql.broadcast import Broadcast, BroadcastError, Retention
 from benchmarks._lines import Lines
 from benchmarks._tcp_proxy import tcp_proxy
+from benchmarks.zero_loss_deploy import warm_up_until_ready
 from tests.broadcast.helpers import LocalCluster, RedisServer
 from tests.broadcast.helpers import free_port as free_redis_port
 from tests.e2e.conftest import NODE_DIR
@@ -173,18 +174,7 @@ async def run_deploy(
                 await anyio.to_thread.run_sync(inject)  # the proxy keeps relaying meanwhile
 
         with anyio.fail_after(90):
-            async with anyio.create_task_group() as group:
-                # Warm-up numbers until every client has its first event.
-                async def warm_up() -> None:
-                    n = -1
-                    while True:
-                        await publisher.publish("ticks", n)
-                        n -= 1
-                        await anyio.sleep(0.05)
-
-                group.start_soon(warm_up)
-                assert await next_line() == "ready"
-                group.cancel_scope.cancel()
+            await warm_up_until_ready(publisher, next_line, 0.05)
             await publish_numbers(publisher, on_number, EVENTS)
             report: list[dict[str, Any]] = json.loads(await next_line())
     for client in report:  # the warm-up numbers are negative
